@@ -1,0 +1,207 @@
+"""The supervisor: wires the stages, runs them in one TaskGroup, shuts them down in order.
+
+Tasks (all named, all in one ``asyncio.TaskGroup``)::
+
+    mqtt.publisher            the broker connection and the outgoing queue
+    camera[<id>].sampler      interval → encode (thread pool) → model → tracker → publish
+    supervisor.watch          fails the daemon if a camera reader thread died unexpectedly
+
+A camera, the broker or the model server being down is an outage to report, not a reason to
+stop: samplers log and go on, the publisher reconnects. Only a bug (an unexpected exception in
+a task, a reader thread that died) ends the TaskGroup, so systemd restarts the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from monitor.capture import CameraReader, CapturedFrame, StreamSource, StreamStatus
+from monitor.config import CameraConfig, MonitorConfig
+from monitor.imaging import EncodedImage, ImageBudgetError, encode_for_model
+from monitor.mqtt import MqttPublisher
+from monitor.sampling import IntervalSampler
+from monitor.tracker import HazardTracker
+from monitor.urls import with_credentials
+from monitor.vlm import VlmClient, VlmError
+
+logger = logging.getLogger(__name__)
+
+SAMPLER_GRACE_S = 5.0
+"""Shutdown: how long in-flight model requests may finish before they are cancelled."""
+PUBLISHER_GRACE_S = 5.0
+"""Shutdown: how long the publisher may flush its queue and publish ``offline``."""
+READER_JOIN_S = 2.0
+
+
+class ReaderDiedError(RuntimeError):
+    """A camera reader thread ended while the daemon was running (a bug: it never should)."""
+
+
+@dataclass(slots=True)
+class _Camera:
+    config: CameraConfig
+    reader: CameraReader
+    tracker: HazardTracker
+    sampler: IntervalSampler
+    last_error: str | None = None
+
+
+def stream_source(config: MonitorConfig, camera: CameraConfig) -> StreamSource:
+    """How to open ``camera``'s stream (credentials injected here, and only here)."""
+    password = camera.password.get_secret_value() if camera.password else None
+    return StreamSource(
+        camera_id=camera.id,
+        url=with_credentials(camera.url, camera.username, password),
+        transport=camera.transport, loop=camera.loop,
+        open_timeout_s=config.defaults.open_timeout_s,
+        read_timeout_s=config.defaults.read_timeout_s,
+    )
+
+
+class Daemon:
+    """One monitor process: cameras in, MQTT alerts out."""
+
+    def __init__(self, config: MonitorConfig) -> None:
+        self.config = config
+        self.publisher = MqttPublisher(config.mqtt)
+        self.vlm = VlmClient(config.vlm)
+        self._stopping = asyncio.Event()
+        workers = max(1, min(4, os.cpu_count() or 1))
+        self._encoder = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="encoder")
+        self._cameras: list[_Camera] = []
+
+    def _on_status(self, status: StreamStatus) -> None:
+        """Called from a reader thread: hand the status to the loop thread."""
+        self._loop.call_soon_threadsafe(self.publisher.publish_status, status, time.time())
+
+    async def run(self, shutdown: asyncio.Event) -> None:
+        """Run until ``shutdown`` is set, then stop in order."""
+        self._loop = asyncio.get_running_loop()
+        config = self.config
+        for camera in config.cameras:
+            if not camera.enabled:
+                logger.info("camera %s: disabled in the configuration", camera.id)
+                continue
+            hazards = config.camera_hazards(camera)
+            self._cameras.append(_Camera(
+                config=camera,
+                reader=CameraReader(stream_source(config, camera), on_status=self._on_status),
+                tracker=HazardTracker(camera.id, hazards, config.defaults.confirm_frames,
+                                      config.defaults.clear_frames),
+                sampler=IntervalSampler(config.camera_interval_s(camera)),
+            ))
+            # A fresh daemon has no alert raised: say so, so no stale ON stays retained.
+            for hazard in hazards:
+                self.publisher.set_hazard_state(camera.id, hazard, on=False)
+        if not self._cameras:
+            logger.warning("no enabled camera in the configuration; only MQTT availability "
+                           "will be published")
+        for camera_state in self._cameras:
+            camera_state.reader.start()
+        logger.info("monitor started: %d camera(s), model %s at %s, broker %s:%d",
+                    len(self._cameras), config.vlm.model, config.vlm.base_url,
+                    config.mqtt.host, config.mqtt.port)
+        try:
+            async with asyncio.TaskGroup() as group:
+                publisher_task = group.create_task(self.publisher.run(), name="mqtt.publisher")
+                samplers = [
+                    group.create_task(self._sample_camera(camera_state),
+                                      name=f"camera[{camera_state.config.id}].sampler")
+                    for camera_state in self._cameras
+                ]
+                watch = group.create_task(self._watch_readers(), name="supervisor.watch")
+                await shutdown.wait()
+                await self._shutdown(samplers, watch, publisher_task)
+        finally:
+            await self._release()
+
+    async def _shutdown(self, samplers: list[asyncio.Task[None]], watch: asyncio.Task[None],
+                        publisher_task: asyncio.Task[None]) -> None:
+        logger.info("shutting down")
+        # 1. Stop intake: no new frames are sampled, readers stop decoding.
+        self._stopping.set()
+        watch.cancel()
+        for camera_state in self._cameras:
+            camera_state.reader.stop()
+        # 2. Let in-flight model requests finish (their events still count), within a deadline.
+        if samplers:
+            _done, pending = await asyncio.wait(samplers, timeout=SAMPLER_GRACE_S)
+            # 3. Cancel what is still waiting for the model.
+            for task in pending:
+                logger.warning("%s: cancelled at shutdown (model request still running)",
+                               task.get_name())
+                task.cancel("shutdown deadline")
+        # 4. Flush the MQTT queue and publish offline, within a deadline.
+        self.publisher.close()
+        _done, pending_publisher = await asyncio.wait({publisher_task},
+                                                      timeout=PUBLISHER_GRACE_S)
+        if pending_publisher:
+            logger.warning("mqtt: could not flush within %.0f s; %d message(s) unsent",
+                           PUBLISHER_GRACE_S, self.publisher.pending)
+            publisher_task.cancel("shutdown deadline")
+
+    async def _release(self) -> None:
+        # 5. Close clients and threads whatever happened above.
+        await self.vlm.aclose()
+        for camera_state in self._cameras:
+            camera_state.reader.stop()
+        for camera_state in self._cameras:
+            if not camera_state.reader.join(READER_JOIN_S):
+                logger.warning("camera %s: reader still blocked in the stream; leaving it",
+                               camera_state.config.id)
+        self._encoder.shutdown(wait=False, cancel_futures=True)
+        logger.info("monitor stopped")
+
+    async def _watch_readers(self) -> None:
+        while True:
+            for camera_state in self._cameras:
+                if not camera_state.reader.is_alive():
+                    raise ReaderDiedError(
+                        f"camera {camera_state.config.id}: reader thread ended unexpectedly")
+            await asyncio.sleep(1.0)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    def _encode(self, frame: CapturedFrame) -> EncodedImage:
+        vlm = self.config.vlm
+        return encode_for_model(frame.to_bgr(), max_pixels=vlm.max_pixels,
+                                min_pixels=vlm.min_pixels, jpeg_quality=vlm.jpeg_quality)
+
+    async def _sample_camera(self, camera: _Camera) -> None:
+        camera_id = camera.config.id
+        while not self._stopping.is_set():
+            frame = camera.reader.latest()
+            now = time.monotonic()
+            decision = camera.sampler.decide(now, frame.sequence if frame else None)
+            if not decision.take or frame is None:
+                await self._pause(decision.wait_s)
+                continue
+            camera.sampler.taken(now, frame.sequence)
+            try:
+                image = await self._loop.run_in_executor(self._encoder, self._encode, frame)
+                verdict = await self.vlm.analyse(camera_id, image, frame.captured_at)
+            except (VlmError, ImageBudgetError) as exc:
+                if str(exc) != camera.last_error:
+                    logger.warning("camera %s: frame not analysed: %s", camera_id, exc)
+                camera.last_error = str(exc)
+                continue
+            if camera.last_error is not None:
+                logger.info("camera %s: analysis works again", camera_id)
+                camera.last_error = None
+            age = verdict.analysed_at - frame.captured_at
+            logger.debug("camera %s: verdict in %.2f s (frame age %.2f s): %s", camera_id,
+                         verdict.latency_s, age, verdict.answer.model_dump_json())
+            self.publisher.publish_verdict(verdict)
+            for event in camera.tracker.update(verdict.answer, verdict.captured_at):
+                logger.info("camera %s: %s %s (event %s): %s", camera_id, event.hazard.value,
+                            "RAISED" if event.type.value == "start" else "cleared",
+                            event.event_id, event.detail or "-")
+                self.publisher.publish_event(event)

@@ -1,0 +1,75 @@
+"""Interval sampling decisions (pure) and URL credential handling."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from monitor.capture import BACKOFF_CAP_S, backoff_delay
+from monitor.sampling import IntervalSampler
+from monitor.urls import redact_url, url_password, with_credentials
+
+
+def test_samples_newest_frame_once_per_interval() -> None:
+    sampler = IntervalSampler(interval_s=2.0)
+    assert not sampler.decide(0.0, None).take  # no frame yet
+    assert sampler.decide(0.0, 1).take
+    sampler.taken(0.0, 1)
+    decision = sampler.decide(0.5, 5)
+    assert not decision.take
+    assert decision.wait_s == pytest.approx(1.5)
+    assert sampler.decide(2.0, 9).take
+    sampler.taken(2.0, 9)
+    assert sampler.decide(4.0, 30).take
+
+
+def test_never_the_same_frame_twice() -> None:
+    sampler = IntervalSampler(interval_s=1.0)
+    sampler.taken(0.0, 7)
+    decision = sampler.decide(1.5, 7)  # stream stalled: frame 7 is still the newest
+    assert not decision.take
+    assert decision.wait_s <= 1.0
+
+
+def test_falling_behind_skips_ticks_instead_of_bursting() -> None:
+    sampler = IntervalSampler(interval_s=1.0)
+    sampler.taken(0.0, 1)
+    sampler.taken(5.0, 2)  # analysis took 5 s
+    assert not sampler.decide(5.5, 3).take
+    assert sampler.decide(6.0, 3).take
+
+
+def test_interval_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="interval_s"):
+        IntervalSampler(interval_s=0)
+
+
+def test_backoff_grows_with_jitter_and_is_capped() -> None:
+    rng = random.Random(3)
+    delays = [backoff_delay(attempt, rng) for attempt in range(12)]
+    assert 0.5 <= delays[0] <= 1.0
+    assert 2.0 <= delays[2] <= 4.0
+    assert all(delay <= BACKOFF_CAP_S for delay in delays)
+    assert delays[-1] >= BACKOFF_CAP_S / 2
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("rtsp://admin:s3cret@10.0.0.5:554/ch1", "rtsp://admin:***@10.0.0.5:554/ch1"),
+        ("rtsp://10.0.0.5/ch1", "rtsp://10.0.0.5/ch1"),
+        ("rtsps://u:p%40ss@[fe80::1]:322/x?a=b", "rtsps://u:***@[fe80::1]:322/x?a=b"),
+        ("/var/video/cam.mp4", "/var/video/cam.mp4"),
+    ],
+)
+def test_redact_url(url: str, expected: str) -> None:
+    assert redact_url(url) == expected
+
+
+def test_with_credentials_encodes_and_redacts() -> None:
+    url = with_credentials("rtsp://10.0.0.5:554/ch1", "ad min", "p@ss:word/1")
+    assert url == "rtsp://ad%20min:p%40ss%3Aword%2F1@10.0.0.5:554/ch1"
+    assert url_password(url) == "p%40ss%3Aword%2F1"
+    assert "p%40ss" not in redact_url(url)
+    assert with_credentials("rtsp://h/x", None, "pw") == "rtsp://h/x"
