@@ -93,11 +93,12 @@ def test_events_alternate_start_end_and_respect_streaks(
     answers: list[SafetyAnswer], confirm: int, clear: int
 ) -> None:
     tracker = make(confirm=confirm, clear=clear)
-    fire_events = []
-    for index, answer in enumerate(answers):
-        for event in tracker.update(answer, float(index)):
-            if event.hazard is Hazard.FIRE:
-                fire_events.append((index, event))
+    fire_events = [
+        (index, event)
+        for index, answer in enumerate(answers)
+        for event in tracker.update(answer, float(index))
+        if event.hazard is Hazard.FIRE
+    ]
     expected = EventType.START
     for _index, event in fire_events:
         assert event.type is expected  # no end without a start, no double start

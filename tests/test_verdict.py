@@ -78,8 +78,8 @@ def test_english_format() -> None:
         ("", "empty answer"),
         ("   \n", "empty answer"),
         ("I cannot see anything special in this picture.", "no JSON object"),
-        ('{"fire": {"answer": "maybe"}, "smoke": {"answer": "no"}, '
-         '"helmet": {"status": "all_worn"}}', "fire.answer"),
+        (('{"fire": {"answer": "maybe"}, "smoke": {"answer": "no"}, '
+         '"helmet": {"status": "all_worn"}}'), "fire.answer"),
         ('{"fire": {"answer": "no"}}', "smoke"),
         ("【火灾检测】：可能 【烟雾检测】：否 【安全帽检测】：全部正确佩戴", "expected one of"),
         ("【火灾检测】：是 【烟雾检测】：否", "安全帽检测"),
@@ -102,8 +102,10 @@ def test_invalid_answer_keeps_a_truncated_excerpt() -> None:
 
 def test_positive_negative_per_hazard() -> None:
     answer = SafetyAnswer.model_validate(VALID)
-    assert answer.is_positive(Hazard.FIRE) and not answer.is_negative(Hazard.FIRE)
-    assert answer.is_negative(Hazard.SMOKE) and not answer.is_positive(Hazard.SMOKE)
+    assert answer.is_positive(Hazard.FIRE)
+    assert not answer.is_negative(Hazard.FIRE)
+    assert answer.is_negative(Hazard.SMOKE)
+    assert not answer.is_positive(Hazard.SMOKE)
     assert answer.is_positive(Hazard.NO_HELMET)
     unsure = parse_answer("【火灾检测】：不确定 【烟雾检测】：不确定 【安全帽检测】：不确定")
     for hazard in Hazard:

@@ -1,0 +1,280 @@
+"""The simulated model's eyes: judge a frame of a synthetic scene by its pixels.
+
+:func:`judge` applies the colour contract of :mod:`monitor.sim.scenes` to any version of a
+frame the daemon may send: resized (also squashed to another aspect ratio), JPEG-compressed,
+decoded from H.264. It is pure and CPU-bound (a few milliseconds for a 1080p image).
+
+Decision rules (fractions are of the whole image's area, so they hold at every size):
+
+* fire: flame pixels in blobs at least 3 pixels thick (a 3x3 opening drops the 1-2 pixel rim
+  where a yellow hat meets brown ground, which blends into flame colour) cover
+  >= :data:`FIRE_YES` -> yes; >= :data:`FIRE_UNCERTAIN` -> uncertain; else no.
+* smoke: smoke pixels >= :data:`SMOKE_YES` -> yes; >= :data:`SMOKE_UNCERTAIN` -> uncertain.
+* persons: 8-connected components of the vest mask covering >= :data:`PERSON_MIN_AREA`. Above
+  each vest the judge looks at a region as wide as the vest plus 25% and as tall as the vest
+  (a vest is 1.5 times as tall as wide, so this is about 1.5 vest widths: the head and hat
+  fit with room to spare; taking the height, not the width, keeps the region right when an
+  image is squashed to another aspect ratio, e.g. 16:9 to 448x448). Hat pixels covering
+  >= :data:`HAT_YES` of that region -> wears a hat; < :data:`HAT_UNCERTAIN` -> does not;
+  between -> cannot tell.
+* helmet status: no persons -> no_person; anyone undecidable -> uncertain; nobody missing ->
+  all_worn; everybody missing -> none_worn; else some_missing. ``missing_count`` counts the
+  persons without a hat.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from monitor.sim.scenes import (
+    FLAME_RULE,
+    HAT_RULE,
+    SMOKE_RULE,
+    VEST_RULE,
+    BgrImage,
+    ColourRule,
+    Language,
+    location,
+)
+from monitor.verdict import Answer, HazardFinding, HelmetFinding, HelmetStatus, SafetyAnswer
+
+Mask = npt.NDArray[np.uint8]
+
+FIRE_YES = 0.0015
+"""Flame pixels (after the opening) covering 0.15% of the image mean fire."""
+FIRE_UNCERTAIN = 0.0003
+SMOKE_YES = 0.02
+SMOKE_UNCERTAIN = 0.005
+PERSON_MIN_AREA = 0.0003
+"""A vest blob smaller than 0.03% of the image is not taken for a person."""
+HAT_YES = 0.08
+HAT_UNCERTAIN = 0.03
+HAT_REGION_WIDEN = 1.25
+HAT_REGION_HEIGHT = 1.0
+"""The hat region's height as a multiple of the vest's height."""
+
+_OPEN_KERNEL = np.ones((3, 3), dtype=np.uint8)
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    """One worker found by their vest; coordinates are fractions of the image."""
+
+    x: float
+    """Centre of the vest, across."""
+    y: float
+    """Top of the vest (the shoulders), down."""
+    vest_area: float
+    """The vest's share of the image's area."""
+    hat_fraction: float
+    """Share of the region above the vest covered by hat pixels."""
+
+    @property
+    def wears_hat(self) -> bool | None:
+        """True with a hat, False without, None when the hat pixels are too few to tell."""
+        if self.hat_fraction >= HAT_YES:
+            return True
+        if self.hat_fraction < HAT_UNCERTAIN:
+            return False
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Measurements:
+    """What the judge measured in an image, before turning it into an answer."""
+
+    width: int
+    height: int
+    flame_fraction: float
+    flame_centre: tuple[float, float] | None
+    smoke_fraction: float
+    smoke_centre: tuple[float, float] | None
+    persons: tuple[Person, ...]
+
+
+def _u8(array: object) -> Mask:
+    """cv2's stubs type results as any-dtype arrays; these are uint8 (no copy is made)."""
+    return np.asarray(array, dtype=np.uint8)
+
+
+def _mask(image: BgrImage, rule: ColourRule) -> Mask:
+    mask = _u8(cv2.inRange(image, rule.bgr_lower, rule.bgr_upper))
+    if rule.max_spread is not None:
+        # cv2 per-channel max/min: numpy's reductions over the channel axis are ~7x slower.
+        blue, green, red = cv2.split(image)
+        spread = cv2.subtract(cv2.max(cv2.max(blue, green), red),
+                              cv2.min(cv2.min(blue, green), red))
+        # THRESH_BINARY_INV: 255 where spread <= max_spread, 0 elsewhere.
+        _, grey_enough = cv2.threshold(spread, rule.max_spread, 255, cv2.THRESH_BINARY_INV)
+        mask = _u8(cv2.bitwise_and(mask, grey_enough))
+    return mask
+
+
+def _share_and_centre(mask: Mask) -> tuple[float, tuple[float, float] | None]:
+    h, w = mask.shape
+    moments = cv2.moments(mask, binaryImage=True)
+    area = moments["m00"]
+    if area == 0:
+        return 0.0, None
+    return area / (h * w), (moments["m10"] / area / w, moments["m01"] / area / h)
+
+
+def measure(image: BgrImage) -> Measurements:
+    """Measure flame, smoke, vests and hats in a BGR image of any size."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 BGR image of shape (h, w, 3), got "
+                         f"{image.shape} {image.dtype}")
+    h, w = image.shape[:2]
+    total = float(h * w)
+    flame = _u8(cv2.morphologyEx(_mask(image, FLAME_RULE), cv2.MORPH_OPEN, _OPEN_KERNEL))
+    flame_fraction, flame_centre = _share_and_centre(flame)
+    smoke_fraction, smoke_centre = _share_and_centre(_mask(image, SMOKE_RULE))
+    vest = _mask(image, VEST_RULE)
+    hat = _mask(image, HAT_RULE)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(vest, connectivity=8)
+    persons: list[Person] = []
+    for label in range(1, count):
+        left, top, vest_w, vest_h, area = (int(v) for v in stats[label])
+        if area < PERSON_MIN_AREA * total:
+            continue
+        extra = (HAT_REGION_WIDEN - 1.0) * vest_w / 2
+        x0 = max(0, round(left - extra))
+        x1 = min(w, round(left + vest_w + extra))
+        y1 = top
+        y0 = max(0, round(top - HAT_REGION_HEIGHT * vest_h))
+        region_area = (x1 - x0) * (y1 - y0)
+        hat_pixels = cv2.countNonZero(hat[y0:y1, x0:x1]) if region_area else 0
+        persons.append(Person(
+            x=(left + vest_w / 2) / w, y=top / h, vest_area=area / total,
+            hat_fraction=hat_pixels / region_area if region_area else 0.0,
+        ))
+    persons.sort(key=lambda person: person.x)
+    return Measurements(width=w, height=h, flame_fraction=flame_fraction,
+                        flame_centre=flame_centre, smoke_fraction=smoke_fraction,
+                        smoke_centre=smoke_centre, persons=tuple(persons))
+
+
+def _grade(fraction: float, yes: float, uncertain: float) -> Answer:
+    if fraction >= yes:
+        return Answer.YES
+    if fraction >= uncertain:
+        return Answer.UNCERTAIN
+    return Answer.NO
+
+
+def _hazard(kind: str, answer: Answer, fraction: float, centre: tuple[float, float] | None,
+            language: Language) -> HazardFinding:
+    if answer is Answer.NO or centre is None:
+        return HazardFinding(answer=Answer.NO, description="")
+    where = location(*centre, language)
+    share = f"{fraction * 100:.1f}%"
+    if language == "zh":
+        noun = "明火" if kind == "fire" else "烟雾"
+        if answer is Answer.YES:
+            text = f"画面{where}有{noun}，约占画面{share}。"
+        else:
+            text = f"画面{where}有少量疑似{noun}的颜色区域，无法确定。"
+    elif answer is Answer.YES:
+        noun = "Flames" if kind == "fire" else "Smoke"
+        text = f"{noun} at the {where} of the image, covering about {share} of the frame."
+    else:
+        noun = "flame" if kind == "fire" else "smoke"
+        text = f"A small {noun}-coloured area at the {where}; cannot tell for sure."
+    return HazardFinding(answer=answer, description=text)
+
+
+def _helmet(persons: tuple[Person, ...], language: Language) -> HelmetFinding:
+    if not persons:
+        return HelmetFinding(status=HelmetStatus.NO_PERSON, missing_count=0, description="")
+    missing = [p for p in persons if p.wears_hat is False]
+    unsure = [p for p in persons if p.wears_hat is None]
+    if unsure:
+        status = HelmetStatus.UNCERTAIN
+    elif not missing:
+        status = HelmetStatus.ALL_WORN
+    elif len(missing) == len(persons):
+        status = HelmetStatus.NONE_WORN
+    else:
+        status = HelmetStatus.SOME_MISSING
+
+    def places(group: list[Person]) -> str:
+        separator = "、" if language == "zh" else ", "
+        return separator.join(location(p.x, p.y, language) for p in group)
+
+    if language == "zh":
+        parts = [f"画面中有{len(persons)}人"]
+        if missing:
+            parts.append(f"{len(missing)}人未佩戴安全帽（{places(missing)}）")
+        if unsure:
+            parts.append(f"{len(unsure)}人无法确定是否佩戴（{places(unsure)}）")
+        if not missing and not unsure:
+            parts.append("均已佩戴安全帽")
+        text = "，".join(parts) + "。"
+    else:
+        noun = "person" if len(persons) == 1 else "people"
+        parts = [f"{len(persons)} {noun} in view"]
+        if missing:
+            parts.append(f"{len(missing)} without a hard hat (at the {places(missing)})")
+        if unsure:
+            parts.append(f"cannot tell for {len(unsure)} (at the {places(unsure)})")
+        if not missing and not unsure:
+            parts.append("all wearing hard hats")
+        text = "; ".join(parts) + "."
+    return HelmetFinding(status=status, missing_count=len(missing), description=text)
+
+
+def answer_from(measurements: Measurements, language: Language = "en") -> SafetyAnswer:
+    """Turn measurements into the model's answer, with descriptions in ``language``."""
+    fire = _grade(measurements.flame_fraction, FIRE_YES, FIRE_UNCERTAIN)
+    smoke = _grade(measurements.smoke_fraction, SMOKE_YES, SMOKE_UNCERTAIN)
+    return SafetyAnswer(
+        fire=_hazard("fire", fire, measurements.flame_fraction, measurements.flame_centre,
+                     language),
+        smoke=_hazard("smoke", smoke, measurements.smoke_fraction, measurements.smoke_centre,
+                      language),
+        helmet=_helmet(measurements.persons, language),
+    )
+
+
+def judge(image_bgr: BgrImage, language: Language = "en") -> SafetyAnswer:
+    """The simulated model's answer about one BGR image (descriptions in ``language``)."""
+    return answer_from(measure(image_bgr), language)
+
+
+_ZH_ANSWER = {Answer.YES: "是", Answer.NO: "否", Answer.UNCERTAIN: "不确定"}
+_ZH_STATUS = {
+    HelmetStatus.ALL_WORN: "全部正确佩戴", HelmetStatus.SOME_MISSING: "部分未佩戴",
+    HelmetStatus.NONE_WORN: "全部未佩戴", HelmetStatus.NO_PERSON: "无人员",
+    HelmetStatus.UNCERTAIN: "不确定",
+}
+
+
+def seed_text(answer: SafetyAnswer, language: Language) -> str:
+    """The answer in the seed guide's free-text format (what the model writes without a JSON
+    schema), one field per line; :func:`monitor.verdict.parse_answer` reads it back."""
+
+    def line(label: str, value: str, description: str) -> str:
+        # English values end with a full stop: the parser reads an English value up to
+        # punctuation, so a description must not run on from it.
+        if language == "zh":
+            return f"【{label}】：{value} {description}".rstrip()
+        return f"[{label}]: {value}. {description}".rstrip()
+
+    if language == "zh":
+        lines = [
+            line("火灾检测", _ZH_ANSWER[answer.fire.answer], answer.fire.description),
+            line("烟雾检测", _ZH_ANSWER[answer.smoke.answer], answer.smoke.description),
+            line("安全帽检测", _ZH_STATUS[answer.helmet.status], answer.helmet.description),
+        ]
+    else:
+        lines = [
+            line("Fire", answer.fire.answer.value, answer.fire.description),
+            line("Smoke", answer.smoke.answer.value, answer.smoke.description),
+            line("Hard hats", answer.helmet.status.value.replace("_", " "),
+                 answer.helmet.description),
+        ]
+    return "\n".join(lines)
