@@ -35,7 +35,8 @@ def test_smart_resize_respects_grid_and_budget(height: int, aspect: float,
     # extreme strips, where one side is clamped to 28 pixels.
     width = max(112, round(height * aspect))
     new_h, new_w = smart_resize(height, width, max_pixels=max_pixels)
-    assert new_h % PATCH_GRID == 0 and new_w % PATCH_GRID == 0
+    assert new_h % PATCH_GRID == 0
+    assert new_w % PATCH_GRID == 0
     assert new_h * new_w <= max_pixels
     # The aspect ratio survives within what the grid allows.
     assert abs(new_w / new_h - width / height) <= (width / height) * 0.35 + 0.1
@@ -57,7 +58,8 @@ def test_encode_for_model_fits_budget_and_round_trips() -> None:
     frame = rng.integers(0, 255, size=(1080, 1920, 3), dtype=np.uint8)
     encoded = encode_for_model(frame, max_pixels=448 * 448)
     assert encoded.width * encoded.height <= 448 * 448
-    assert encoded.width % 28 == 0 and encoded.height % 28 == 0
+    assert encoded.width % 28 == 0
+    assert encoded.height % 28 == 0
     assert encoded.tokens == image_tokens(1080, 1920, max_pixels=448 * 448)
     assert encoded.data_url.startswith("data:image/jpeg;base64,")
     jpeg = base64.b64decode(encoded.data_url.split(",", 1)[1])

@@ -107,7 +107,7 @@ async def test_a_hanging_server_ends_in_a_timeout(sim: SimServer) -> None:
     client = client_for(sim, timeout_s=0.5)
     started = time.monotonic()
     try:
-        with pytest.raises(VlmUnavailableError, match="no answer within 0.5 s"):
+        with pytest.raises(VlmUnavailableError, match=r"no answer within 0\.5 s"):
             await client.analyse("cam", fire_image(), captured_at=0.0)
     finally:
         await client.aclose()
