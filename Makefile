@@ -10,12 +10,12 @@ demo: system-deps-demo $(VENV)/.installed
 	$(BIN)/monitor demo --duration $(DURATION)
 
 test: system-deps-test $(VENV)/.installed-dev
-	$(BIN)/ruff check monitor tests bench
+	$(BIN)/ruff check monitor tests
 	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check monitor tests bench
+	$(BIN)/ruff check monitor tests
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy

@@ -24,13 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import av
 import av.error
 import numpy as np
 
 from monitor.imaging import BgrImage
-from monitor.urls import redact_url, url_password
+from monitor.urls import REDACTED, redact_url, url_password
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +190,7 @@ class CameraReader:
                                  reconnects=self._status.reconnects + 1)
                 logger.warning("camera %s: %s; reconnecting in %.1f s", camera, message, delay)
                 self._stop.wait(delay)
-        self._set_status(online=False)
+        self._set_status(online=False, last_error="stopped")
         logger.info("camera %s: reader stopped", camera)
 
     @staticmethod
@@ -205,7 +206,9 @@ class CameraReader:
         text = text.replace(self.source.url, self.source.redacted_url)
         password = url_password(self.source.url)
         if password:
-            text = text.replace(password, "***")
+            # FFmpeg may print the URL as given (percent-encoded) or decoded: scrub both.
+            for form in {password, unquote(password)}:
+                text = text.replace(form, REDACTED)
         return text
 
     def _open(self) -> Any:

@@ -453,7 +453,10 @@ def write_scene(scene: Scene, path: str | Path, *, bitrate: int | None = None,
     """
     path = Path(path)
     rate = bitrate if bitrate is not None else default_bitrate(scene)
-    x264_params = f"keyint={scene.gop}:min-keyint={scene.gop}:scenecut=0:bframes=0"
+    # One slice per frame (sliced-threads=0): multi-slice frames came out of the RTSP test
+    # server with per-slice timestamps and decoded corrupt; most cameras send one slice too.
+    x264_params = (f"keyint={scene.gop}:min-keyint={scene.gop}:scenecut=0:bframes=0:"
+                   "sliced-threads=0:slices=1")
     with av.open(str(path), "w", format="mp4",
                  container_options={"movflags": "+faststart"}) as container:
         stream = container.add_stream("libx264", rate=Fraction(scene.fps), options={
