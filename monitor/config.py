@@ -208,6 +208,15 @@ class CameraConfig(_Section):
         return value
 
 
+class TelemetryConfig(_Section):
+    """The HTTP endpoint for health checks and Prometheus metrics."""
+
+    enabled: bool = Field(default=True, description="Serve /healthz, /readyz and /metrics.")
+    host: str = Field(default="127.0.0.1",
+                      description="Listen address; loopback keeps it off the network.")
+    port: int = Field(default=9108, ge=0, le=65535, description="TCP port (0: any free one).")
+
+
 class LoggingConfig(_Section):
     """Log output."""
 
@@ -229,6 +238,8 @@ class MonitorConfig(BaseSettings):
     defaults: DefaultsConfig = Field(default_factory=DefaultsConfig,
                                      description="Per-camera defaults.")
     cameras: list[CameraConfig] = Field(default_factory=list, description="The cameras.")
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig,
+                                       description="Health and metrics endpoint.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
 
     @classmethod

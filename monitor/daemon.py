@@ -26,9 +26,17 @@ from monitor.config import CameraConfig, MonitorConfig
 from monitor.imaging import EncodedImage, ImageBudgetError, encode_for_model
 from monitor.mqtt import MqttPublisher
 from monitor.sampling import IntervalSampler
+from monitor.systemd import Notifier
+from monitor.telemetry import CameraSnapshot, HealthServer, LiveSnapshot, Metrics, Readiness
 from monitor.tracker import HazardTracker
-from monitor.urls import with_credentials
-from monitor.vlm import VlmClient, VlmError
+from monitor.urls import redact_url, with_credentials
+from monitor.vlm import (
+    VlmAnswerError,
+    VlmClient,
+    VlmError,
+    VlmRequestRejectedError,
+    VlmUnavailableError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +79,45 @@ class Daemon:
         self.config = config
         self.publisher = MqttPublisher(config.mqtt)
         self.vlm = VlmClient(config.vlm)
+        self.metrics = Metrics()
+        self.metrics.observe_live(self._live_snapshot)
+        self.health = HealthServer(self.metrics, self.readiness)
+        self._endpoint_label = redact_url(config.vlm.base_url)
+        self.notifier = Notifier()
+        self._started = False
         self._stopping = asyncio.Event()
         workers = max(1, min(4, os.cpu_count() or 1))
         self._encoder = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="encoder")
         self._cameras: list[_Camera] = []
+
+    def _live_snapshot(self) -> LiveSnapshot:
+        cameras = tuple(
+            CameraSnapshot(camera_id=c.config.id, online=c.reader.status.online,
+                           frames_read=c.reader.status.frames_read,
+                           frames_dropped=c.reader.status.frames_dropped,
+                           reconnects=c.reader.status.reconnects)
+            for c in self._cameras
+        )
+        return LiveSnapshot(cameras=cameras, broker_connected=self.publisher.connected,
+                            mqtt_queue_depth=self.publisher.pending)
+
+    def readiness(self) -> Readiness:
+        """Ready while the pipeline runs; the reasons list what is degraded or not running."""
+        reasons = []
+        if not self._started:
+            reasons.append("pipeline not started")
+        if self._stopping.is_set():
+            reasons.append("shutting down")
+        ready = not reasons
+        if not self.publisher.connected:
+            reasons.append(f"mqtt: not connected ({self.publisher.last_error or 'connecting'})")
+        reasons.extend(f"camera {c.config.id}: offline ({c.reader.status.last_error or '-'})"
+                       for c in self._cameras if not c.reader.status.online)
+        reasons.extend(f"camera {c.config.id}: analysis failing: {c.last_error}"
+                       for c in self._cameras if c.last_error)
+        # Outages of cameras, broker or model are reported but do not make us "not ready":
+        # the pipeline itself runs and recovers on its own.
+        return Readiness(ready=ready, reasons=tuple(reasons))
 
     def _on_status(self, status: StreamStatus) -> None:
         """Called from a reader thread: hand the status to the loop thread."""
@@ -104,6 +147,9 @@ class Daemon:
                            "will be published")
         for camera_state in self._cameras:
             camera_state.reader.start()
+        if config.telemetry.enabled:
+            await self.health.start(config.telemetry.host, config.telemetry.port)
+        self._started = True
         logger.info("monitor started: %d camera(s), model %s at %s, broker %s:%d",
                     len(self._cameras), config.vlm.model, config.vlm.base_url,
                     config.mqtt.host, config.mqtt.port)
@@ -115,7 +161,9 @@ class Daemon:
                                       name=f"camera[{camera_state.config.id}].sampler")
                     for camera_state in self._cameras
                 ]
-                watch = group.create_task(self._watch_readers(), name="supervisor.watch")
+                watch = group.create_task(self._watch(samplers, publisher_task),
+                                          name="supervisor.watch")
+                self.notifier.ready(self._status_line())
                 await shutdown.wait()
                 await self._shutdown(samplers, watch, publisher_task)
         finally:
@@ -124,6 +172,7 @@ class Daemon:
     async def _shutdown(self, samplers: list[asyncio.Task[None]], watch: asyncio.Task[None],
                         publisher_task: asyncio.Task[None]) -> None:
         logger.info("shutting down")
+        self.notifier.stopping()
         # 1. Stop intake: no new frames are sampled, readers stop decoding.
         self._stopping.set()
         watch.cancel()
@@ -148,6 +197,7 @@ class Daemon:
 
     async def _release(self) -> None:
         # 5. Close clients and threads whatever happened above.
+        await self.health.stop()
         await self.vlm.aclose()
         for camera_state in self._cameras:
             camera_state.reader.stop()
@@ -156,15 +206,37 @@ class Daemon:
                 logger.warning("camera %s: reader still blocked in the stream; leaving it",
                                camera_state.config.id)
         self._encoder.shutdown(wait=False, cancel_futures=True)
+        self.notifier.close()
         logger.info("monitor stopped")
 
-    async def _watch_readers(self) -> None:
+    def _status_line(self) -> str:
+        online = sum(1 for c in self._cameras if c.reader.status.online)
+        broker = "connected" if self.publisher.connected else "NOT connected"
+        failing = sum(1 for c in self._cameras if c.last_error)
+        line = f"{online}/{len(self._cameras)} cameras online; broker {broker}"
+        return line + (f"; analysis failing on {failing} camera(s)" if failing else "")
+
+    async def _watch(self, samplers: list[asyncio.Task[None]],
+                     publisher_task: asyncio.Task[None]) -> None:
+        """Liveness: fail on a dead reader thread; ping systemd's watchdog only while the
+        loop is responsive and every internal task is alive (outages are not failures)."""
+        interval = self.notifier.watchdog_interval_s() or 5.0
+        period = min(interval, 5.0)
+        last_status = ""
         while True:
             for camera_state in self._cameras:
                 if not camera_state.reader.is_alive():
                     raise ReaderDiedError(
                         f"camera {camera_state.config.id}: reader thread ended unexpectedly")
-            await asyncio.sleep(1.0)
+            tasks_alive = not publisher_task.done() and not any(t.done() for t in samplers)
+            if tasks_alive:
+                self.notifier.watchdog()
+            status = self._status_line()
+            if status != last_status:
+                self.notifier.status(status)
+                last_status = status
+            # This sleep returning on time is itself the proof the loop is responsive.
+            await asyncio.sleep(period)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -185,14 +257,18 @@ class Daemon:
                 await self._pause(decision.wait_s)
                 continue
             camera.sampler.taken(now, frame.sequence)
+            self.metrics.frames_sampled.labels(camera_id).inc()
             try:
                 image = await self._loop.run_in_executor(self._encoder, self._encode, frame)
                 verdict = await self.vlm.analyse(camera_id, image, frame.captured_at)
             except (VlmError, ImageBudgetError) as exc:
+                self.metrics.vlm_requests.labels(self._endpoint_label, _outcome(exc)).inc()
                 if str(exc) != camera.last_error:
                     logger.warning("camera %s: frame not analysed: %s", camera_id, exc)
                 camera.last_error = str(exc)
                 continue
+            self._count_verdict(verdict.latency_s, verdict.analysed_at - frame.captured_at,
+                                verdict.prompt_tokens, verdict.completion_tokens)
             if camera.last_error is not None:
                 logger.info("camera %s: analysis works again", camera_id)
                 camera.last_error = None
@@ -205,3 +281,26 @@ class Daemon:
                             "RAISED" if event.type.value == "start" else "cleared",
                             event.event_id, event.detail or "-")
                 self.publisher.publish_event(event)
+                self.metrics.events.labels(event.hazard.value, event.type.value).inc()
+
+    def _count_verdict(self, latency_s: float, age_s: float, prompt_tokens: int | None,
+                       completion_tokens: int | None) -> None:
+        metrics = self.metrics
+        metrics.vlm_requests.labels(self._endpoint_label, "ok").inc()
+        metrics.vlm_latency.labels(self._endpoint_label).observe(latency_s)
+        metrics.frame_age.observe(age_s)
+        if prompt_tokens is not None:
+            metrics.tokens.labels("prompt").inc(prompt_tokens)
+        if completion_tokens is not None:
+            metrics.tokens.labels("completion").inc(completion_tokens)
+
+
+def _outcome(exc: Exception) -> str:
+    """The metric label of a failed analysis."""
+    if isinstance(exc, VlmUnavailableError):
+        return "unavailable"
+    if isinstance(exc, VlmRequestRejectedError):
+        return "rejected"
+    if isinstance(exc, VlmAnswerError):
+        return "invalid_answer"
+    return "image_error"

@@ -106,6 +106,7 @@ async def run_demo(*, duration_s: float, mqtt_host: str | None, mqtt_port: int,
                 "mqtt": {"host": mqtt_host, "port": mqtt_port, "topic_prefix": prefix,
                          "client_id": "monitor-demo"},
                 "defaults": {"interval_s": 1.0, "confirm_frames": 2, "clear_frames": 2},
+                "telemetry": {"port": 0},
                 "cameras": cameras,
             }, source="demo")
             print(f"[{_clock()}] VLM simulator at {sim.base_url}; watching "

@@ -58,6 +58,9 @@ clear_frames = 2
 open_timeout_s = 5
 read_timeout_s = 5
 
+[telemetry]
+port = 0
+
 [logging]
 level = "DEBUG"
 
