@@ -30,6 +30,7 @@ from monitor.systemd import Notifier
 from monitor.telemetry import CameraSnapshot, HealthServer, LiveSnapshot, Metrics, Readiness
 from monitor.tracker import HazardTracker
 from monitor.urls import redact_url, with_credentials
+from monitor.verdict import Verdict
 from monitor.vlm import (
     VlmAnswerError,
     VlmClient,
@@ -248,40 +249,61 @@ class Daemon:
                                 min_pixels=vlm.min_pixels, jpeg_quality=vlm.jpeg_quality)
 
     async def _sample_camera(self, camera: _Camera) -> None:
-        camera_id = camera.config.id
+        """The per-camera pipeline: take a frame (sampling), analyse it (model), act on the
+        verdict (tracker, MQTT). One frame at a time, so one model request per camera."""
         while not self._stopping.is_set():
-            frame = camera.reader.latest()
-            now = time.monotonic()
-            decision = camera.sampler.decide(now, frame.sequence if frame else None)
-            if not decision.take or frame is None:
-                await self._pause(decision.wait_s)
+            frame = await self._next_frame(camera)
+            if frame is None:
                 continue
-            camera.sampler.taken(now, frame.sequence)
-            self.metrics.frames_sampled.labels(camera_id).inc()
-            try:
-                image = await self._loop.run_in_executor(self._encoder, self._encode, frame)
-                verdict = await self.vlm.analyse(camera_id, image, frame.captured_at)
-            except (VlmError, ImageBudgetError) as exc:
-                self.metrics.vlm_requests.labels(self._endpoint_label, _outcome(exc)).inc()
-                if str(exc) != camera.last_error:
-                    logger.warning("camera %s: frame not analysed: %s", camera_id, exc)
-                camera.last_error = str(exc)
-                continue
-            self._count_verdict(verdict.latency_s, verdict.analysed_at - frame.captured_at,
-                                verdict.prompt_tokens, verdict.completion_tokens)
-            if camera.last_error is not None:
-                logger.info("camera %s: analysis works again", camera_id)
-                camera.last_error = None
-            age = verdict.analysed_at - frame.captured_at
-            logger.debug("camera %s: verdict in %.2f s (frame age %.2f s): %s", camera_id,
-                         verdict.latency_s, age, verdict.answer.model_dump_json())
-            self.publisher.publish_verdict(verdict)
-            for event in camera.tracker.update(verdict.answer, verdict.captured_at):
-                logger.info("camera %s: %s %s (event %s): %s", camera_id, event.hazard.value,
-                            "RAISED" if event.type.value == "start" else "cleared",
-                            event.event_id, event.detail or "-")
-                self.publisher.publish_event(event)
-                self.metrics.events.labels(event.hazard.value, event.type.value).inc()
+            verdict = await self._analyse(camera, frame)
+            if verdict is not None:
+                self._handle_verdict(camera, verdict)
+
+    async def _next_frame(self, camera: _Camera) -> CapturedFrame | None:
+        """Sampling: the newest frame once its interval is due; ``None`` after a wait."""
+        frame = camera.reader.latest()
+        now = time.monotonic()
+        decision = camera.sampler.decide(now, frame.sequence if frame else None)
+        if not decision.take or frame is None:
+            await self._pause(decision.wait_s)
+            return None
+        camera.sampler.taken(now, frame.sequence)
+        self.metrics.frames_sampled.labels(camera.config.id).inc()
+        return frame
+
+    async def _analyse(self, camera: _Camera, frame: CapturedFrame) -> Verdict | None:
+        """Encoding (thread pool) and the model request; ``None`` when it failed (logged on
+        change, counted always)."""
+        camera_id = camera.config.id
+        try:
+            image = await self._loop.run_in_executor(self._encoder, self._encode, frame)
+            verdict = await self.vlm.analyse(camera_id, image, frame.captured_at)
+        except (VlmError, ImageBudgetError) as exc:
+            self.metrics.vlm_requests.labels(self._endpoint_label, _outcome(exc)).inc()
+            if str(exc) != camera.last_error:
+                logger.warning("camera %s: frame not analysed: %s", camera_id, exc)
+            camera.last_error = str(exc)
+            return None
+        age = verdict.analysed_at - frame.captured_at
+        self._count_verdict(verdict.latency_s, age, verdict.prompt_tokens,
+                            verdict.completion_tokens)
+        if camera.last_error is not None:
+            logger.info("camera %s: analysis works again", camera_id)
+            camera.last_error = None
+        logger.debug("camera %s: verdict in %.2f s (frame age %.2f s): %s", camera_id,
+                     verdict.latency_s, age, verdict.answer.model_dump_json())
+        return verdict
+
+    def _handle_verdict(self, camera: _Camera, verdict: Verdict) -> None:
+        """Tracking and publishing: the verdict, then the events it causes."""
+        self.publisher.publish_verdict(verdict)
+        for event in camera.tracker.update(verdict.answer, verdict.captured_at):
+            logger.info("camera %s: %s %s (event %s): %s", camera.config.id,
+                        event.hazard.value,
+                        "RAISED" if event.type.value == "start" else "cleared",
+                        event.event_id, event.detail or "-")
+            self.publisher.publish_event(event)
+            self.metrics.events.labels(event.hazard.value, event.type.value).inc()
 
     def _count_verdict(self, latency_s: float, age_s: float, prompt_tokens: int | None,
                        completion_tokens: int | None) -> None:
