@@ -5,38 +5,207 @@ thread of its own (never the default executor, where a hung connect would starve
 PyAV's ``timeout=(open, read)`` installs FFmpeg's interrupt callback, so a connect that hangs or
 a stream that stops delivering ends in an exception and a reconnect, never a stuck thread.
 
-Hand-off: a one-slot mailbox. The thread overwrites it with every decoded frame (newest wins,
-overwritten frames are counted); the sampler takes the newest when its interval is due. Frames
-stay in decoder format (``av.VideoFrame``) until sampled: colour conversion costs CPU and is
-only done for frames that are analysed.
+What it costs, and why it is cheap (``bench/ingest.py`` measures it):
 
-Credentials are injected into the URL only for ``av.open``; every log line, status and error
-shows the redacted URL.
+- **Keyframe-only decoding.** When the sampling interval is at least the stream's GOP duration,
+  every sample can be a keyframe, so only keyframe packets reach the decoder (the others are
+  dropped at the packet level, and the decoder's ``skip_frame = "NONKEY"`` guards the rest).
+  A 1080p25 stream with a 2 s GOP then costs one decode in 50 instead of 50. ``decode = "auto"``
+  measures the GOP from the packets' keyframe flags and timestamps and decides; ``"keyframes"``
+  and ``"all"`` force it. When the GOP is shorter than the interval, the sampler says when it
+  will want its next frame (:meth:`CameraReader.want_next_frame_at`) and keyframes that a newer
+  one will replace before then are not decoded either (:func:`keyframe_needed`).
+- **Nothing converted until sampled.** Frames stay in the decoder's format (``av.VideoFrame``)
+  in a one-slot mailbox; the newest overwrites the previous one (counted). Colour conversion and
+  scaling happen once, for the sampled frame, straight to the size the model gets
+  (:meth:`CapturedFrame.to_bgr`), on an encoder thread.
+- **One decoder thread per camera.** FFmpeg's own decoder threads would multiply threads by
+  cores for no gain on one keyframe every few seconds (and frame threading delays output).
+
+Stall detection comes from the stream's own frame rate (:func:`stall_timeout_s`): a stream
+that delivers no packet for several frame intervals is reported offline (``check()``, polled by
+the daemon) and, once the rate is known, reopened after that long (FFmpeg's read timeout of the
+next connection is derived from it). Reconnects use capped exponential backoff with jitter and
+log the delay. Credentials are injected into the URL only for opening; every log line, status
+and error shows the redacted URL (:func:`~monitor.urls.redact_url`).
+
+Exceptions::
+
+    Exception
+    └── StreamError            (a connection ended; the reader reconnects)
+        ├── StreamEndedError   (the stream reached its end)
+        └── StreamStalledError (packets arrive but no picture decodes)
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
+import re
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote
 
 import av
 import av.error
+import cv2
 import numpy as np
 
-from monitor.imaging import BgrImage
+from monitor.imaging import BgrImage, GreyImage
 from monitor.urls import REDACTED, redact_url, url_password
 
 logger = logging.getLogger(__name__)
 
+Backend = Literal["pyav", "opencv"]
+DecodeMode = Literal["auto", "keyframes", "all"]
+DecodeChoice = Literal["keyframes", "all"]
+StreamState = Literal["connecting", "online", "offline", "unauthorized", "stopped"]
+
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 30.0
+
+STALL_MIN_S = 2.0
+"""Shortest stall timeout: network jitter on a healthy high-fps stream stays well below it."""
+STALL_FRAME_INTERVALS = 10
+"""A stream is stalled after this many frame intervals without a packet."""
+GOP_TOLERANCE = 0.05
+"""``auto``: keyframes suffice when the interval is at least 95 % of the GOP (timestamp jitter)."""
+KEYFRAME_SKIP_MARGIN = 1.25
+"""A keyframe is skipped only if at least this many GOPs remain before the next sample."""
+METER_WINDOW = 64
+"""Packets the frame-rate estimate is taken over."""
+OPENCV_RETRIEVE_FRACTION = 0.25
+"""OpenCV backend: convert a grabbed frame at most every interval x this (it cannot defer)."""
+
+_OPENCV_OPTIONS_LOCK = threading.Lock()
+_URL_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)\S*@")
+"""``scheme://user:password@`` in any text (greedy up to the last ``@``: a decoded password
+may itself contain ``@``)."""
+
+
+# --- Pure decisions: frame rate, GOP, stall timeout, decode mode. --------------------------------
+
+
+@dataclass(slots=True)
+class StreamMeter:
+    """Measures a stream's frame rate and GOP from its packets. Pure: times are passed in.
+
+    ``pts_s`` is the packet's presentation time in seconds (``None`` when the stream gives
+    none: the arrival time stands in), ``keyframe`` its keyframe flag, ``now`` a monotonic
+    arrival time.
+    """
+
+    window: int = METER_WINDOW
+    gop_frames: int | None = None
+    """Packets from one keyframe to the next (the last complete GOP)."""
+    gop_s: float | None = None
+    """Duration of the last complete GOP, from timestamps."""
+    last_packet_at: float | None = None
+    _times: deque[float] = field(default_factory=deque)
+    _since_key: int | None = None
+    _key_time: float | None = None
+    _last_time: float | None = None
+
+    def packet(self, pts_s: float | None, keyframe: bool, now: float) -> None:
+        """Record one packet."""
+        stamp = pts_s if pts_s is not None else now
+        self.last_packet_at = now
+        if self._last_time is not None and stamp <= self._last_time - 1.0:
+            # Timestamps jumped backwards (a looping file, a camera reboot): start over.
+            self._times.clear()
+            self._key_time = None
+            self._since_key = None
+        self._last_time = stamp
+        self._times.append(stamp)
+        if len(self._times) > self.window:
+            self._times.popleft()
+        if keyframe:
+            if self._key_time is not None and self._since_key is not None \
+                    and stamp > self._key_time:
+                self.gop_frames = self._since_key
+                self.gop_s = stamp - self._key_time
+            self._key_time = stamp
+            self._since_key = 1
+        elif self._since_key is not None:
+            self._since_key += 1
+
+    @property
+    def fps(self) -> float | None:
+        """Packets per second over the last :attr:`window` packets, or ``None`` yet."""
+        if len(self._times) < 3:
+            return None
+        span = self._times[-1] - self._times[0]
+        return (len(self._times) - 1) / span if span > 0 else None
+
+    @property
+    def since_keyframe_s(self) -> float | None:
+        """Stream time since the last keyframe (tells early that a GOP is long)."""
+        if self._key_time is None or self._last_time is None:
+            return None
+        return self._last_time - self._key_time
+
+    def reset_connection(self) -> None:
+        """Forget per-connection state (timestamps restart), keep the measured fps and GOP."""
+        self._times.clear()
+        self._since_key = None
+        self._key_time = None
+        self._last_time = None
+        self.last_packet_at = None
+
+
+def stall_timeout_s(fps: float | None, fallback_s: float) -> float:
+    """How long a stream may deliver no packet before it counts as stalled.
+
+    ``STALL_FRAME_INTERVALS`` frame intervals of the stream's own rate, at least
+    ``STALL_MIN_S``; ``fallback_s`` (the configured read timeout) until the rate is known. A
+    1 fps camera thus gets 10 s and a 25 fps one 2 s: no fixed threshold that either restarts
+    slow cameras in a loop or notices a dead fast one late.
+    """
+    if not fps or fps <= 0:
+        return fallback_s
+    return max(STALL_MIN_S, STALL_FRAME_INTERVALS / fps)
+
+
+def choose_decode(mode: DecodeMode, interval_s: float, gop_s: float | None,
+                  since_keyframe_s: float | None = None) -> DecodeChoice:
+    """Which frames to decode: keyframes only when every sample can be a keyframe.
+
+    ``auto`` decodes keyframes only while the GOP is unknown (cheap, and a keyframe is always a
+    valid sample) and once it is known to be no longer than ``interval_s``; a GOP longer than
+    the interval (or a keyframe overdue by more than the interval) means all frames.
+    """
+    if mode != "auto":
+        return mode
+    longest = max(gop_s or 0.0, since_keyframe_s or 0.0)
+    if longest and interval_s < longest * (1.0 - GOP_TOLERANCE):
+        return "all"
+    return "keyframes"
+
+
+def keyframe_needed(now: float, wanted_at: float, gop_s: float | None) -> bool:
+    """Whether a keyframe arriving at ``now`` may be the one sampled at ``wanted_at``.
+
+    Not when another keyframe will surely arrive before then: with a 1 s GOP and a 4 s
+    interval three keyframes in four need no decoding at all.
+    """
+    if gop_s is None:
+        return True
+    return now + KEYFRAME_SKIP_MARGIN * gop_s >= wanted_at
+
+
+def backoff_delay(attempt: int, rng: random.Random) -> float:
+    """Capped exponential backoff with jitter: about 1, 2, 4 ... 30 s, each 50-100 %."""
+    ceiling: float = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** min(attempt, 10))
+    return ceiling * rng.uniform(0.5, 1.0)
+
+
+# --- Values handed between threads. --------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +219,54 @@ class CapturedFrame:
     captured_monotonic: float
     width: int
     height: int
-    _frame: Any  # av.VideoFrame; kept opaque so callers convert through to_bgr()
+    _frame: Any  # av.VideoFrame or, from the OpenCV backend, a BGR array
+    pts_s: float | None = None
+    """The frame's stream time in seconds (how far behind real time it is can be told)."""
 
-    def to_bgr(self) -> BgrImage:
-        """The frame as a BGR ``uint8`` array (CPU work: call it off the event loop)."""
-        return np.asarray(self._frame.to_ndarray(format="bgr24"), dtype=np.uint8)
+    def to_bgr(self, width: int | None = None, height: int | None = None) -> BgrImage:
+        """The frame as a BGR ``uint8`` array, scaled to ``width`` x ``height`` if given.
+
+        CPU work: call it off the event loop. A 1080p frame is scaled while still in YUV 4:2:0
+        (swscale, area filter: half the bytes of BGR) and converted by OpenCV at the small
+        size: about 2.5 ms instead of 16 ms for BGR at full size plus a resize, or 5 ms for
+        swscale's own scaled BGR output (measured with ``bench/ingest.py``'s clip).
+        """
+        frame = self._frame
+        if not width or not height:
+            width, height = self.width, self.height
+        resize = (width, height) != (self.width, self.height)
+        if isinstance(frame, np.ndarray):
+            image = frame
+            if resize:
+                image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+            return np.asarray(image, dtype=np.uint8)
+        if resize and frame.format.name == "yuv420p" and not width % 2 and not height % 2:
+            small = frame.reformat(width=width, height=height, format="yuv420p",
+                                   interpolation="AREA")
+            return np.asarray(cv2.cvtColor(small.to_ndarray(), cv2.COLOR_YUV2BGR_I420),
+                              dtype=np.uint8)
+        if resize:
+            frame = frame.reformat(width=width, height=height, format="bgr24",
+                                   interpolation="AREA")
+            return np.asarray(frame.to_ndarray(), dtype=np.uint8)
+        return np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8)
+
+    def grey_thumbnail(self, width: int, height: int) -> GreyImage:
+        """A tiny grey version of the frame (for the change gate); reads only the luma plane."""
+        frame = self._frame
+        if isinstance(frame, np.ndarray):
+            grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        elif frame.format.name in {"yuv420p", "yuvj420p", "nv12", "yuv422p", "yuvj422p",
+                                   "yuv444p", "yuvj444p"}:
+            plane = frame.planes[0]
+            rows = np.frombuffer(plane, dtype=np.uint8).reshape(-1, plane.line_size)
+            # Every other row and column: each thumbnail pixel still averages hundreds of
+            # source pixels, at a quarter of the memory traffic.
+            grey = rows[: self.height : 2, : self.width : 2]
+        else:
+            grey = frame.to_ndarray(format="gray")
+        small = cv2.resize(grey, (width, height), interpolation=cv2.INTER_AREA)
+        return np.asarray(small, dtype=np.uint8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,15 +276,29 @@ class StreamStatus:
     camera_id: str
     url: str
     """Redacted: never holds a password."""
+    state: StreamState = "connecting"
     online: bool = False
     width: int | None = None
     height: int | None = None
     codec: str | None = None
     fps: float | None = None
+    """Measured from the packets' timestamps (not the stream's declared rate)."""
+    gop_frames: int | None = None
+    gop_s: float | None = None
+    decode: DecodeChoice | None = None
+    stall_timeout_s: float | None = None
+    backend: Backend = "pyav"
     last_error: str | None = None
     reconnects: int = 0
     frames_read: int = 0
     frames_dropped: int = 0
+
+    def signature(self) -> tuple[object, ...]:
+        """The fields whose change is worth publishing (not the per-frame counters)."""
+        return (self.state, self.online, self.width, self.height, self.codec,
+                round(self.fps, 1) if self.fps else None, self.gop_frames,
+                round(self.gop_s, 2) if self.gop_s else None, self.decode, self.last_error,
+                self.reconnects)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +307,16 @@ class StreamSource:
 
     camera_id: str
     url: str
-    """May carry credentials: only ``av.open`` sees it."""
-    transport: str = "tcp"
+    """May carry credentials: only the opening call sees it."""
+    transport: Literal["tcp", "udp"] = "tcp"
     loop: bool = False
     open_timeout_s: float = 10.0
     read_timeout_s: float = 10.0
+    """Read timeout until the stream's frame rate is known (then :func:`stall_timeout_s`)."""
+    backend: Backend = "pyav"
+    decode: DecodeMode = "auto"
+    interval_s: float = 2.0
+    """The camera's sampling interval (``decode = "auto"`` compares the GOP with it)."""
 
     @property
     def redacted_url(self) -> str:
@@ -93,19 +324,50 @@ class StreamSource:
         return redact_url(self.url)
 
     @property
+    def is_device(self) -> bool:
+        """Whether the source is a V4L2 device (``/dev/video0`` or ``v4l2:///dev/video0``)."""
+        return self.url.startswith(("/dev/", "v4l2://"))
+
+    @property
     def is_file(self) -> bool:
         """Whether the source is a local file (paced to real time, optionally looped)."""
-        return "://" not in self.url or self.url.startswith("file://")
+        return ("://" not in self.url or self.url.startswith("file://")) and not self.is_device
 
 
-class StreamEndedError(Exception):
+class StreamError(Exception):
+    """A connection ended and will be reopened."""
+
+
+class StreamEndedError(StreamError):
     """The stream reached its end (a live camera should never do that)."""
 
 
-def backoff_delay(attempt: int, rng: random.Random) -> float:
-    """Capped exponential backoff with jitter: about 1, 2, 4 ... 30 s, each 50-100 %."""
-    ceiling: float = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** min(attempt, 10))
-    return ceiling * rng.uniform(0.5, 1.0)
+class StreamStalledError(StreamError):
+    """Packets keep arriving but no picture has decoded for too long."""
+
+
+def _keyframe_decoder(context: Any) -> Any:
+    """A decoder for keyframes only, faster than the stream's own.
+
+    Each keyframe decodes on its own, so the in-loop deblocking filter can be skipped: its
+    small blur is invisible after shrinking to the model's budget, no later frame references
+    the result (no drift), and it saves ~15 % of the decode. A separate context keeps the
+    stream's decoder exact for ``all`` mode. Falls back to the stream's context (with
+    ``skip_frame``) where the codec cannot be set up this way.
+    """
+    try:
+        decoder = av.CodecContext.create(context.name, "r")
+        decoder.extradata = context.extradata
+        decoder.options = {"skip_loop_filter": "all", "flags2": "+fast"}
+    except (av.error.FFmpegError, ValueError):
+        context.skip_frame = "NONKEY"
+        return context
+    decoder.thread_count = 1
+    decoder.skip_frame = "NONKEY"
+    return decoder
+
+
+# --- The reader. ---------------------------------------------------------------------------------
 
 
 class CameraReader:
@@ -124,7 +386,14 @@ class CameraReader:
         self._lock = threading.Lock()
         self._latest: CapturedFrame | None = None
         self._sequence = 0
-        self._status = StreamStatus(camera_id=source.camera_id, url=source.redacted_url)
+        self._taken = 0
+        self._delivered = False
+        """The current connection delivered a frame (resets the backoff when it ends)."""
+        self._wanted_at = 0.0
+        self._waiter: Callable[[], None] | None = None
+        self._meter = StreamMeter()
+        self._status = StreamStatus(camera_id=source.camera_id, url=source.redacted_url,
+                                    backend=source.backend)
         self._thread = threading.Thread(
             target=self._run, name=f"camera[{source.camera_id}].reader", daemon=True
         )
@@ -156,121 +425,351 @@ class CameraReader:
         with self._lock:
             return self._latest
 
+    def want_next_frame_at(self, at: float) -> None:
+        """The sampler's next frame is due at ``at`` (monotonic): keyframes that will have
+        a successor before then are not decoded. 0 (the default) decodes every keyframe."""
+        self._wanted_at = at
+
+    def check(self, now: float) -> StreamStatus:
+        """The status, first marked offline if no packet came within the stall timeout.
+
+        Called periodically from outside the reader (the daemon's status task): the reader
+        thread itself may sit in a blocking read until FFmpeg's timeout fires, but the status
+        goes ``offline`` as soon as the stream is overdue by its own frame rate.
+        """
+        status = self._status
+        last = self._meter.last_packet_at
+        timeout = status.stall_timeout_s
+        if status.online and last is not None and timeout is not None and now - last > timeout:
+            self._set_status(
+                state="offline", online=False,
+                last_error=f"stalled: no data for {now - last:.1f} s (stall timeout "
+                           f"{timeout:.1f} s at {status.fps or 0:.1f} fps)")
+            logger.warning("camera %s: stream stalled (no data for %.1f s); waiting for the "
+                           "read timeout to reconnect", self.source.camera_id, now - last)
+        return self._status
+
     def _set_status(self, **changes: Any) -> None:
-        previous = self._status
-        self._status = replace(previous, **changes)
-        if self._on_status is not None and (
-            previous.online != self._status.online
-            or previous.last_error != self._status.last_error
-            or previous.width != self._status.width
-        ):
-            self._on_status(self._status)
+        with self._lock:
+            previous = self._status
+            self._status = replace(previous, **changes)
+            current = self._status
+        if self._on_status is not None and previous.signature() != current.signature():
+            self._on_status(current)
 
     def _run(self) -> None:
         camera = self.source.camera_id
         attempt = 0
         while not self._stop.is_set():
-            delivered = False
+            self._delivered = False
             try:
-                delivered = self._read_once()
+                self._read_once()
                 if self._stop.is_set():
                     break
-                self._raise_ended()
-            except (av.error.FFmpegError, OSError, StreamEndedError, ValueError) as exc:
+                raise StreamEndedError("stream ended")
+            except (av.error.FFmpegError, OSError, StreamError, ValueError) as exc:
                 if self._stop.is_set():
                     break
+                state: StreamState = "offline"
                 message = self._describe(exc)
-                if delivered:
-                    attempt = 0
+                if isinstance(exc, av.error.HTTPUnauthorizedError):
+                    state = "unauthorized"
+                if self._delivered:
+                    attempt = 0  # it worked for a while: the backoff starts afresh
                 if self.source.is_file and self.source.loop and isinstance(exc, StreamEndedError):
                     continue  # play the file again at once: that is what loop means
                 delay = backoff_delay(attempt, self._rng)
                 attempt += 1
-                self._set_status(online=False, last_error=message,
+                self._set_status(state=state, online=False, last_error=message,
                                  reconnects=self._status.reconnects + 1)
                 logger.warning("camera %s: %s; reconnecting in %.1f s", camera, message, delay)
                 self._stop.wait(delay)
-        self._set_status(online=False, last_error="stopped")
+        self._set_status(state="stopped", online=False, last_error="stopped")
         logger.info("camera %s: reader stopped", camera)
-
-    @staticmethod
-    def _raise_ended() -> None:
-        raise StreamEndedError("stream ended")
 
     def _describe(self, exc: BaseException) -> str:
         """An error text with the stream's password scrubbed from it."""
         text = str(exc) or type(exc).__name__
-        if isinstance(exc, av.error.ExitError):
-            text = (f"no data within the timeout (open {self.source.open_timeout_s:g} s, "
-                    f"read {self.source.read_timeout_s:g} s)")
+        if isinstance(exc, av.error.HTTPUnauthorizedError):
+            text = ("unauthorized: the camera refused the credentials (401); check the "
+                    "camera's username and password")
+        elif isinstance(exc, av.error.ExitError | av.error.InvalidDataError) and \
+                not self._status.online and self._meter.last_packet_at is None:
+            text = (f"no answer within the open timeout ({self.source.open_timeout_s:g} s): "
+                    f"{type(exc).__name__}")
+        elif isinstance(exc, av.error.ExitError | TimeoutError):
+            timeout = self._status.stall_timeout_s or self.source.read_timeout_s
+            text = f"no data within the read timeout ({timeout:.1f} s)"
+        elif isinstance(exc, ConnectionRefusedError):
+            text = "connection refused (nothing listens at that address)"
         text = text.replace(self.source.url, self.source.redacted_url)
         password = url_password(self.source.url)
         if password:
-            # FFmpeg may print the URL as given (percent-encoded) or decoded: scrub both.
+            # FFmpeg may print the URL as given (percent-encoded) or decoded: scrub both,
+            # then any user:password@ left in a URL whatever its encoding.
             for form in {password, unquote(password)}:
                 text = text.replace(form, REDACTED)
-        return text
+        return _URL_USERINFO.sub(rf"\1{REDACTED}@", text)
 
-    def _open(self) -> Any:
+    def _read_once(self) -> bool:
+        """Open the stream and read it until it ends; ``True`` if it delivered frames."""
+        if self.source.backend == "opencv":
+            return self._read_opencv()
+        return self._read_pyav()
+
+    # --- PyAV. ---
+
+    def _open_pyav(self) -> Any:
         options: dict[str, str] = {}
         url = self.source.url
+        fmt: str | None = None
+        # Once this camera's frame rate is known, a silent stream is given up after its own
+        # stall timeout rather than a fixed one (FFmpeg's timeout is fixed per connection).
+        read_timeout = stall_timeout_s(self._meter.fps, self.source.read_timeout_s)
+        self._set_status(stall_timeout_s=read_timeout)
+        pyav_read_timeout: float | None = read_timeout
+        microseconds = str(round(read_timeout * 1_000_000))
         if url.startswith(("rtsp://", "rtsps://")):
             options["rtsp_transport"] = self.source.transport
+            # Network reads time out in FFmpeg's socket layer, not through PyAV's read timeout:
+            # PyAV's interrupt callback takes the GIL on every socket read (about a thousand a
+            # second for a 4 Mbit/s stream), which dozens of reader threads then contend for.
+            # PyAV's open timeout stays: it also bounds a server that never answers.
+            options["timeout"] = microseconds
+            pyav_read_timeout = None
+        elif url.startswith(("http://", "https://")):
+            options["rw_timeout"] = microseconds
+            pyav_read_timeout = None
+        elif self.source.is_device:
+            fmt = "v4l2"
+            url = url.removeprefix("v4l2://")
         if url.startswith("file://"):
             url = url.removeprefix("file://")
         if self.source.is_file and not Path(url).is_file():
             raise FileNotFoundError(f"no such file: {url}")
-        return av.open(url, options=options,
-                       timeout=(self.source.open_timeout_s, self.source.read_timeout_s))
+        return av.open(url, format=fmt, options=options,
+                       timeout=(self.source.open_timeout_s, pyav_read_timeout))
 
-    def _read_once(self) -> bool:
-        """Open the stream and read it until it ends; ``True`` if it delivered frames."""
-        camera = self.source.camera_id
-        container = self._open()
+    def _read_pyav(self) -> bool:
+        self._meter.reset_connection()
+        container = self._open_pyav()
         delivered = False
         try:
             stream = container.streams.video[0]
-            codec = stream.codec_context.name
-            rate = stream.average_rate or stream.guessed_rate
-            fps = float(rate) if rate else None
+            context = stream.codec_context
+            context.thread_count = 1
+            keyframe_decoder = _keyframe_decoder(context)
+            time_base = float(stream.time_base) if stream.time_base else None
+            codec = context.name
             pace = self.source.is_file
-            first_pts_time: float | None = None
+            first_pts: float | None = None
             anchor = time.monotonic()
-            for packet in container.demux(stream):
+            mode: DecodeChoice = choose_decode(self.source.decode, self.source.interval_s,
+                                               self._meter.gop_s)
+            synced = False  # decoding starts at a keyframe: earlier frames would be garbage
+            last_picture = time.monotonic()
+            for packet in self._packets(container, stream):
                 if self._stop.is_set():
                     return delivered
-                for frame in packet.decode():
-                    if pace and frame.time is not None:
-                        # Local files play in real time, as a camera would deliver them.
-                        if first_pts_time is None:
-                            first_pts_time = float(frame.time)
-                        due = anchor + float(frame.time) - first_pts_time
-                        if self._stop.wait(max(0.0, due - time.monotonic())):
-                            return delivered
-                    self._publish(frame)
-                    if not delivered:
-                        delivered = True
-                        logger.info("camera %s: online (%dx%d %s, %s fps) at %s", camera,
-                                    frame.width, frame.height, codec,
-                                    f"{fps:.1f}" if fps else "?", self.source.redacted_url)
-                        self._set_status(online=True, last_error=None, width=frame.width,
-                                         height=frame.height, codec=codec, fps=fps)
+                now = time.monotonic()
+                pts = packet.pts
+                pts_s = pts * time_base if pts is not None and time_base is not None else None
+                keyframe = packet.is_keyframe
+                self._meter.packet(pts_s, keyframe, now)
+                if pace and pts_s is not None:
+                    # Local files play in real time, as a camera would deliver them.
+                    if first_pts is None:
+                        first_pts = pts_s
+                    if self._stop.wait(max(0.0, anchor + pts_s - first_pts - time.monotonic())):
+                        return delivered
+                if keyframe:
+                    synced = True
+                    mode = self._at_keyframe(mode)
+                    if mode == "keyframes" and not keyframe_needed(now, self._wanted_at,
+                                                                   self._meter.gop_s):
+                        last_picture = now  # skipped on purpose: the stream is healthy
+                        continue
+                elif mode == "keyframes" or not synced:
+                    if now - last_picture > self._picture_timeout():
+                        raise StreamStalledError(
+                            f"no picture decoded for {now - last_picture:.1f} s although data "
+                            f"arrives (no keyframe?)")
+                    continue
+                decoder = keyframe_decoder if mode == "keyframes" else context
+                try:
+                    pictures = decoder.decode(packet)
+                except av.error.InvalidDataError:
+                    # One damaged packet (UDP loss) is no reason to reconnect; a stream that
+                    # keeps failing trips the picture timeout above.
+                    continue
+                for picture in pictures:
+                    last_picture = now
+                    self._publish(picture)
+                    delivered = True
+                    if not self._status.online:  # first picture, or back after a stall
+                        self._on_online(picture.width, picture.height, codec, mode)
         finally:
             container.close()
         return delivered
 
+    def _at_keyframe(self, mode: DecodeChoice) -> DecodeChoice:
+        """At a keyframe: pick the decode mode again (switching to ``all`` is only safe
+        here) and publish the measurements."""
+        wanted = choose_decode(self.source.decode, self.source.interval_s,
+                               self._meter.gop_s, self._meter.since_keyframe_s)
+        if wanted != mode:
+            logger.info("camera %s: decoding %s (GOP %s s, interval %g s)",
+                        self.source.camera_id,
+                        "keyframes only" if wanted == "keyframes" else "all frames",
+                        f"{self._meter.gop_s:.2f}" if self._meter.gop_s else "?",
+                        self.source.interval_s)
+        self._refresh_measurements(wanted)
+        return wanted
+
+    @staticmethod
+    def _packets(container: Any, stream: Any) -> Iterator[Any]:
+        for packet in container.demux(stream):
+            if packet.size:  # the empty flush packet at the end carries nothing to decode
+                yield packet
+
+    def _picture_timeout(self) -> float:
+        """How long packets may arrive without a picture: two GOPs past the stall timeout,
+        or the configured read timeout while the GOP is not known yet."""
+        stall = stall_timeout_s(self._meter.fps, self.source.read_timeout_s)
+        gop = self._meter.gop_s
+        if gop is None:
+            return max(stall, self.source.read_timeout_s)
+        return stall + 2.0 * gop
+
+    def _refresh_measurements(self, mode: DecodeChoice) -> None:
+        fps = self._meter.fps
+        status = self._status
+        changes: dict[str, Any] = {}
+        if mode != status.decode:
+            changes["decode"] = mode
+        if self._meter.gop_frames != status.gop_frames:
+            changes["gop_frames"] = self._meter.gop_frames
+        if self._meter.gop_s and (status.gop_s is None
+                                  or abs(self._meter.gop_s - status.gop_s) > 0.05):
+            changes["gop_s"] = self._meter.gop_s
+        if fps and (status.fps is None or abs(fps - status.fps) > 0.2):
+            changes["fps"] = fps
+            changes["stall_timeout_s"] = stall_timeout_s(fps, self.source.read_timeout_s)
+        if changes:
+            self._set_status(**changes)
+
+    def _on_online(self, width: int, height: int, codec: str, mode: DecodeChoice) -> None:
+        fps = self._meter.fps
+        logger.info("camera %s: online (%dx%d %s, %s fps, decoding %s) at %s",
+                    self.source.camera_id, width, height, codec,
+                    f"{fps:.1f}" if fps else "?", mode, self.source.redacted_url)
+        self._set_status(state="online", online=True, last_error=None, width=width,
+                         height=height, codec=codec, decode=mode,
+                         fps=fps if fps else self._status.fps)
+
+    # --- OpenCV. ---
+
+    def _open_opencv(self) -> Any:
+        url = self.source.url
+        api = cv2.CAP_FFMPEG
+        # Timeouts are FFmpeg-backend parameters; the V4L2 backend would refuse to open.
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.source.open_timeout_s * 1000),
+                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.source.read_timeout_s * 1000)]
+        if self.source.is_device:
+            api, params = cv2.CAP_V4L2, []
+            url = url.removeprefix("v4l2://")
+        with _OPENCV_OPTIONS_LOCK:
+            # OpenCV takes FFmpeg options only from this process-wide variable, read when a
+            # capture opens: set it per open, under a lock.
+            previous = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS")
+            os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = \
+                f"rtsp_transport;{self.source.transport}"
+            try:
+                capture = cv2.VideoCapture(url, api, params)
+            finally:
+                if previous is None:
+                    os.environ.pop("OPENCV_FFMPEG_CAPTURE_OPTIONS", None)
+                else:
+                    os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = previous
+        if not capture.isOpened():
+            capture.release()
+            raise StreamError("cannot open the stream (OpenCV gave no reason; check the URL "
+                              "and credentials)")
+        return capture
+
+    def _read_opencv(self) -> bool:
+        self._meter.reset_connection()
+        capture = self._open_opencv()
+        delivered = False
+        declared_fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        # OpenCV decodes every frame (no keyframe-only mode) and converts in retrieve(): only
+        # retrieve a few frames per interval, so conversion is not paid 25 times a second.
+        retrieve_every = self.source.interval_s * OPENCV_RETRIEVE_FRACTION
+        pace_s = 1.0 / declared_fps if self.source.is_file and declared_fps > 0 else 0.0
+        last_retrieved = float("-inf")
+        try:
+            while not self._stop.is_set():
+                if not capture.grab():
+                    return delivered
+                now = time.monotonic()
+                self._meter.packet(None, keyframe=False, now=now)
+                if pace_s and self._stop.wait(pace_s):
+                    return delivered
+                if now - last_retrieved < retrieve_every:
+                    continue
+                ok, image = capture.retrieve()
+                if not ok:
+                    continue
+                last_retrieved = now
+                position_ms = float(capture.get(cv2.CAP_PROP_POS_MSEC) or 0.0)
+                self._publish_array(np.asarray(image, dtype=np.uint8), position_ms / 1000.0)
+                delivered = True
+                if not self._status.online:
+                    height, width = image.shape[:2]
+                    self._on_online(width, height, "?", "all")
+                self._refresh_measurements("all")
+        finally:
+            capture.release()
+        return delivered
+
+    # --- Mailbox. ---
+
     def _publish(self, frame: Any) -> None:
+        pts = frame.time
+        self._store(frame, frame.width, frame.height, float(pts) if pts is not None else None)
+
+    def _publish_array(self, image: BgrImage, pts_s: float | None) -> None:
+        self._store(image, image.shape[1], image.shape[0], pts_s)
+
+    def _store(self, frame: Any, width: int, height: int, pts_s: float | None) -> None:
         self._sequence += 1
         captured = CapturedFrame(
             camera_id=self.source.camera_id, sequence=self._sequence, captured_at=time.time(),
-            captured_monotonic=time.monotonic(), width=frame.width, height=frame.height,
-            _frame=frame,
+            captured_monotonic=time.monotonic(), width=width, height=height, _frame=frame,
+            pts_s=pts_s,
         )
+        self._delivered = True
         with self._lock:
-            dropped = self._latest is not None
+            dropped = self._latest is not None and self._latest.sequence != self._taken
             self._latest = captured
-        # Counters are only read for status; plain attribute updates from this one thread.
-        self._status = replace(
-            self._status, frames_read=self._status.frames_read + 1,
-            frames_dropped=self._status.frames_dropped + int(dropped),
-        )
+            # Counters are only read for status; updated under the lock the status uses.
+            self._status = replace(
+                self._status, frames_read=self._status.frames_read + 1,
+                frames_dropped=self._status.frames_dropped + int(dropped),
+            )
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter()
+
+    def notify_next(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback`` once, from the reader thread, when the next frame arrives.
+
+        Lets a sampler that is due but has no new frame sleep until one exists instead of
+        polling (one wake-up per sample, not one per decoded frame). ``None`` cancels.
+        """
+        with self._lock:
+            self._waiter = callback
+
+    def mark_taken(self, sequence: int) -> None:
+        """The sampler took frame ``sequence`` (so its replacement is not counted as dropped)."""
+        self._taken = sequence

@@ -28,6 +28,11 @@ DEFAULT_MIN_PIXELS = 4 * PATCH_GRID * PATCH_GRID
 DEFAULT_MAX_PIXELS = 16384 * PATCH_GRID * PATCH_GRID
 
 BgrImage = npt.NDArray[np.uint8]
+GreyImage = npt.NDArray[np.uint8]
+
+Point = tuple[float, float]
+ROI_FILL = (114, 114, 114)
+"""Grey that fills the part of a polygon ROI's bounding box outside the polygon."""
 
 
 class ImageBudgetError(ValueError):
@@ -123,6 +128,60 @@ def encode_for_model(
         raise ImageBudgetError(f"JPEG encoding failed for a {target_w}x{target_h} image")
     return EncodedImage(jpeg=buffer.tobytes(), width=target_w, height=target_h,
                         source_width=source_w, source_height=source_h)
+
+
+@dataclass(frozen=True, slots=True)
+class RegionOfInterest:
+    """The part of a camera's view that is analysed, as fractions of the frame (0..1).
+
+    Two points are a rectangle (top-left, bottom-right corners); three or more a polygon, whose
+    bounding box is cropped and whose outside is filled with neutral grey, so the model neither
+    sees nor spends tokens on what lies outside.
+    """
+
+    points: tuple[Point, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.points) < 2:
+            raise ValueError(f"a region of interest needs 2 points (rectangle) or 3 or more "
+                             f"(polygon), got {len(self.points)}")
+        for x, y in self.points:
+            if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+                raise ValueError(f"region of interest points are fractions of the frame "
+                                 f"(0..1), got ({x}, {y})")
+        xs = [x for x, _ in self.points]
+        ys = [y for _, y in self.points]
+        if max(xs) - min(xs) <= 0 or max(ys) - min(ys) <= 0:
+            raise ValueError(f"region of interest {list(self.points)} has no area")
+
+    @property
+    def is_rectangle(self) -> bool:
+        """Whether the region is a plain rectangle (no mask needed)."""
+        return len(self.points) == 2
+
+    def box(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """The pixel bounding box ``(x0, y0, x1, y1)`` (end exclusive) in a frame this size."""
+        xs = [x for x, _ in self.points]
+        ys = [y for _, y in self.points]
+        x0, x1 = math.floor(min(xs) * width), math.ceil(max(xs) * width)
+        y0, y1 = math.floor(min(ys) * height), math.ceil(max(ys) * height)
+        return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
+
+    def crop(self, image: BgrImage) -> BgrImage:
+        """The region of ``image``: its bounding box, the outside of a polygon greyed out."""
+        height, width = image.shape[:2]
+        x0, y0, x1, y1 = self.box(width, height)
+        cropped = image[y0:y1, x0:x1]
+        if self.is_rectangle:
+            return np.ascontiguousarray(cropped)
+        polygon = np.array([[round(x * width) - x0, round(y * height) - y0]
+                            for x, y in self.points], dtype=np.int32)
+        mask = np.zeros(cropped.shape[:2], dtype=np.uint8)
+        cv2.fillPoly(mask, [polygon], 255)
+        result = np.empty_like(cropped)
+        result[...] = ROI_FILL
+        np.copyto(result, cropped, where=mask[..., None] > 0)
+        return result
 
 
 def decode_jpeg(data: bytes) -> BgrImage:

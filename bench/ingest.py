@@ -1,0 +1,447 @@
+"""Ingest benchmark: what watching N 1080p25 RTSP cameras costs, naive reader vs ``monitor``.
+
+Serves N synthetic 1920x1080 25 fps H.264 streams (GOP 50, about 4 Mbit/s, moving content)
+from the real RTSP test server (GStreamer, ``tests/support/rtsp.py``) and measures, over the
+same window and in separate client processes:
+
+(a) ``baseline``: what a newcomer writes: OpenCV ``VideoCapture.read()`` on every frame in a
+    thread per camera, one frame sampled every ``--interval`` seconds;
+(b) ``monitor``: the daemon's capture + sampling + imaging: a ``CameraReader`` per camera with
+    default settings (``decode = "auto"``), ``IntervalSampler`` + the change gate on an asyncio
+    loop, and the sampled frames resized to the default pixel budget and JPEG-encoded (base64
+    data URL) in an encoder pool, as the daemon does before the model request.
+
+Figures: client CPU seconds per camera-minute (process CPU time, not wall clock), peak RSS,
+frame age at sampling (p50, p99: how far behind the live stream the sampled frame is), the RTSP
+server's own CPU (separately and in the total), the ratio a/b, and the largest N that (b)
+sustains below 80 % of all cores in total (server included) with every camera sampled on time
+(frame-age p99 <= interval + 0.5 s and every camera's sample count within one of the expected).
+
+Usage (from the repository root)::
+
+    .venv/bin/python -m bench.ingest                      # compare at 8, scale 48,72,96
+    .venv/bin/python -m bench.ingest --compare 8 --scale 72 --duration 60
+    .venv/bin/python -m bench.ingest --only monitor --scale 24   # quick look
+
+Frame age: the server sends in real time, so a frame's lag is (when it was sampled) - (its
+stream time) - (the smallest such offset seen on that camera, i.e. a frame taken fresh off the
+wire). The baseline's decoded frames queue up in its socket and FFmpeg buffers when it falls
+behind; that lag is what this catches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "monitor-bench"
+CPU_LIMIT = 0.80
+AGE_SLACK_S = 0.5
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+OFFSET_POLL_S = 0.1
+
+
+# --- The clip. ----------------------------------------------------------------------------------
+
+
+def bench_clip(cache: Path) -> Path:
+    """The 1080p25 GOP-50 ~4 Mbit/s clip with moving content (written once, then cached)."""
+    from monitor.sim.scenes import PRESETS, write_scene  # noqa: PLC0415 - heavy; only here
+
+    path = cache / "fire-1080p25-gop50-4M.mp4"
+    if not path.is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        print(f"writing the benchmark clip {path} (once; about a minute) ...", flush=True)
+        scene = PRESETS["fire"](width=1920, height=1080, fps=25, gop=50)
+        partial = path.with_suffix(".part.mp4")
+        write_scene(scene, partial, bitrate=4_000_000)
+        partial.rename(path)
+    return path
+
+
+# --- Client side (runs in a child process: its own CPU time and peak RSS). ----------------------
+
+
+@dataclass
+class _Ages:
+    """Per camera: the smallest (arrival - stream time) offset and the sampled frames."""
+
+    best_offset: float = float("inf")
+    samples: list[tuple[float, float]] = field(default_factory=list)
+    """(monotonic time sampled, stream time of the frame)."""
+
+    def arrived(self, now: float, pts_s: float | None) -> None:
+        if pts_s is not None:
+            self.best_offset = min(self.best_offset, now - pts_s)
+
+    def ages(self) -> list[float]:
+        return [max(0.0, at - pts - self.best_offset) for at, pts in self.samples]
+
+
+def _client_baseline(urls: list[str], interval: float, warmup: float, duration: float,
+                     ) -> dict[str, Any]:
+    import cv2  # noqa: PLC0415 - the child imports only what its mode needs
+
+    stop = threading.Event()
+    latest: list[tuple[float, float] | None] = [None] * len(urls)
+    ages = [_Ages() for _ in urls]
+    lock = threading.Lock()
+
+    def read(index: int, url: str) -> None:
+        capture = cv2.VideoCapture(url, cv2.CAP_FFMPEG)
+        while not stop.is_set():
+            ok, _image = capture.read()
+            if not ok:
+                time.sleep(0.1)
+                continue
+            now = time.monotonic()
+            pts = float(capture.get(cv2.CAP_PROP_POS_MSEC)) / 1000.0
+            with lock:
+                ages[index].arrived(now, pts)
+                latest[index] = (now, pts)
+        capture.release()
+
+    os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = "rtsp_transport;tcp"
+    threads = [threading.Thread(target=read, args=(i, url), daemon=True)
+               for i, url in enumerate(urls)]
+    for thread in threads:
+        thread.start()
+    time.sleep(warmup)
+    # The baseline's sampler: every ``interval``, each camera's newest frame.
+    start_cpu = time.process_time()
+    start = time.monotonic()
+    print("WINDOW START", flush=True)
+    next_tick = start
+    while True:
+        next_tick += interval
+        if next_tick > start + duration:
+            break
+        time.sleep(max(0.0, next_tick - time.monotonic()))
+        now = time.monotonic()
+        with lock:
+            for index, frame in enumerate(latest):
+                if frame is not None:
+                    ages[index].samples.append((now, frame[1]))
+    time.sleep(max(0.0, start + duration - time.monotonic()))
+    cpu = time.process_time() - start_cpu
+    print("WINDOW END", flush=True)
+    stop.set()
+    return _summary(cpu, time.monotonic() - start, ages, interval, duration)
+
+
+def _client_monitor(  # noqa: PLR0915 - one closure-heavy function keeps the mode readable
+        urls: list[str], interval: float, warmup: float, duration: float) -> dict[str, Any]:
+    from monitor.capture import CameraReader, StreamSource  # noqa: PLC0415
+    from monitor.changegate import ChangeGate, thumbnail_size  # noqa: PLC0415
+    from monitor.config import DefaultsConfig, VlmConfig  # noqa: PLC0415
+    from monitor.imaging import encode_for_model, smart_resize  # noqa: PLC0415
+    from monitor.sampling import IntervalSampler  # noqa: PLC0415
+
+    # One function on purpose: the imports above stay local to this mode.
+    vlm = VlmConfig()
+    defaults = DefaultsConfig(interval_s=interval)
+    readers = [CameraReader(StreamSource(
+        camera_id=f"cam{i}", url=url, open_timeout_s=defaults.open_timeout_s,
+        read_timeout_s=defaults.read_timeout_s, backend=defaults.backend,
+        decode=defaults.decode, interval_s=interval)) for i, url in enumerate(urls)]
+    ages = [_Ages() for _ in urls]
+    encoder = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)),
+                                 thread_name_prefix="encoder")
+    window: dict[str, float] = {}
+    sampled = [0] * len(urls)
+    encoded = [0] * len(urls)
+
+    def encode(frame: Any) -> int:
+        height, width = smart_resize(frame.height, frame.width, min_pixels=vlm.min_pixels,
+                                     max_pixels=vlm.max_pixels)
+        image = encode_for_model(frame.to_bgr(width, height), max_pixels=vlm.max_pixels,
+                                 min_pixels=vlm.min_pixels, jpeg_quality=vlm.jpeg_quality)
+        return len(image.data_url)
+
+    async def camera(index: int) -> None:
+        # The daemon's _next_frame, minus the model: same sampler, wake-up and change gate.
+        loop = asyncio.get_running_loop()
+        reader = readers[index]
+        sampler = IntervalSampler(interval)
+        gate = ChangeGate(max_verdict_age_s=defaults.max_verdict_age_s,
+                          area_threshold=defaults.change_threshold)
+        while True:
+            frame = reader.latest()
+            now = time.monotonic()
+            status = reader.status
+            gap = status.gop_s if status.decode == "keyframes" else (
+                1.0 / status.fps if status.fps else None)
+            decision = sampler.decide(
+                now, frame.sequence if frame else None,
+                newest_age_s=now - frame.captured_monotonic if frame else None,
+                frame_gap_s=gap)
+            if not decision.take or frame is None:
+                if decision.needs_frame:
+                    arrived: asyncio.Future[None] = loop.create_future()
+
+                    def wake(future: asyncio.Future[None] = arrived) -> None:
+                        loop.call_soon_threadsafe(_resolve, future)
+
+                    reader.notify_next(wake)
+                    newest = reader.latest()
+                    if newest is None or frame is None or newest.sequence == frame.sequence:
+                        # (the daemon's _wait_for_frame)
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(arrived, timeout=1.0)
+                    reader.notify_next(None)
+                else:
+                    await asyncio.sleep(decision.wait_s)
+                continue
+            sampler.taken(now, frame.sequence)
+            reader.mark_taken(frame.sequence)
+            reader.want_next_frame_at(sampler.next_due or 0.0)
+            if "start" in window and frame.pts_s is not None:
+                ages[index].samples.append((now, frame.pts_s))
+                sampled[index] += 1
+            thumbnail = await loop.run_in_executor(
+                encoder, frame.grey_thumbnail, *thumbnail_size(frame.width, frame.height))
+            if gate.check(thumbnail, now).analyse:
+                gate.analysed(thumbnail, now)
+                await loop.run_in_executor(encoder, encode, frame)
+                encoded[index] += 1
+
+    def track_offsets() -> None:
+        # The freshest frame ever seen per camera defines "no lag" (see the module doc).
+        for index, reader in enumerate(readers):
+            frame = reader.latest()
+            if frame is not None:
+                ages[index].arrived(frame.captured_monotonic, frame.pts_s)
+
+    async def main() -> dict[str, Any]:
+        tasks = [asyncio.create_task(camera(i)) for i in range(len(readers))]
+        for reader in readers:
+            reader.start()
+        deadline = time.monotonic() + warmup
+        while time.monotonic() < deadline:
+            track_offsets()
+            await asyncio.sleep(OFFSET_POLL_S)
+        start_cpu = time.process_time()
+        window["start"] = start = time.monotonic()
+        print("WINDOW START", flush=True)
+        while time.monotonic() < start + duration:
+            track_offsets()
+            await asyncio.sleep(OFFSET_POLL_S)
+        cpu = time.process_time() - start_cpu
+        print("WINDOW END", flush=True)
+        for task in tasks:
+            task.cancel()
+        for reader in readers:
+            reader.stop()
+        summary = _summary(cpu, time.monotonic() - start, ages, interval, duration)
+        summary["encoded"] = sum(encoded)
+        summary["decode_modes"] = sorted({r.status.decode or "-" for r in readers})
+        summary["offline"] = sum(1 for r in readers if not r.status.online)
+        return summary
+
+    # The offset tracker polls at 10 Hz (each keyframe stays the newest frame for a whole
+    # GOP): its own cost is part of the figure, and small.
+    return asyncio.run(main())
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _summary(cpu: float, wall: float, ages: list[_Ages], interval: float,
+             duration: float) -> dict[str, Any]:
+    all_ages = sorted(age for camera in ages for age in camera.ages())
+    counts = [len(camera.samples) for camera in ages]
+    return {
+        "cpu_s": cpu, "wall_s": wall, "cameras": len(ages),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "age_p50": _percentile(all_ages, 0.50), "age_p99": _percentile(all_ages, 0.99),
+        "samples_min": min(counts, default=0), "samples_expected": int(duration / interval),
+    }
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1] \
+        if q < 1 else values[-1]
+
+
+def child_main(mode: str, urls: list[str], interval: float, warmup: float,
+               duration: float) -> None:
+    """Entry of the child process: measure one client and print a JSON line."""
+    run = _client_baseline if mode == "baseline" else _client_monitor
+    result = run(urls, interval, warmup, duration)
+    print("RESULT " + json.dumps(result), flush=True)
+    # Reader threads may still sit in a read; the figures are out, leave without joining.
+    os._exit(0)
+
+
+# --- Parent: the server, the children, the figures. ---------------------------------------------
+
+
+def _proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+@dataclass
+class RunResult:
+    """One client mode at one N."""
+
+    mode: str
+    cameras: int
+    client: dict[str, Any]
+    server_cpu_s: float
+
+    @property
+    def minutes(self) -> float:
+        return float(self.client["wall_s"]) / 60.0
+
+    @property
+    def client_per_cam_min(self) -> float:
+        return float(self.client["cpu_s"]) / self.cameras / self.minutes
+
+    @property
+    def server_per_cam_min(self) -> float:
+        return self.server_cpu_s / self.cameras / self.minutes
+
+    @property
+    def total_share(self) -> float:
+        """Share of all cores used by client + server over the window."""
+        cores = os.cpu_count() or 1
+        wall = float(self.client["wall_s"])
+        return (float(self.client["cpu_s"]) + self.server_cpu_s) / wall / cores
+
+    def on_time(self, interval: float) -> bool:
+        c = self.client
+        return bool(c["age_p99"] <= interval + AGE_SLACK_S
+                    and c["samples_min"] >= c["samples_expected"] - 1)
+
+    def sustained(self, interval: float) -> bool:
+        return self.total_share < CPU_LIMIT and self.on_time(interval)
+
+    def line(self, interval: float) -> str:
+        c = self.client
+        extra = ""
+        if self.mode == "monitor":
+            extra = f"  decode={'/'.join(c['decode_modes'])} offline={c['offline']}"
+        return (f"  ({'a' if self.mode == 'baseline' else 'b'}) {self.mode:<8} N={self.cameras:<3}"
+                f" client {self.client_per_cam_min:6.2f} CPU-s/cam-min"
+                f" | server {self.server_per_cam_min:5.2f}"
+                f" | total {self.total_share:6.1%} of {os.cpu_count()} cores"
+                f" | peak RSS {c['peak_rss_mb']:7.1f} MB"
+                f" | age p50 {c['age_p50']:.2f} s p99 {c['age_p99']:.2f} s"
+                f" | samples/cam min {c['samples_min']}/{c['samples_expected']}"
+                f"{' on time' if self.on_time(interval) else ' LATE'}{extra}")
+
+
+def run_once(mode: str, cameras: int, clip: Path, args: argparse.Namespace) -> RunResult:
+    """Serve ``cameras`` streams, run one client mode against them, return the figures."""
+    sys.path.insert(0, str(ROOT))
+    from tests.support.rtsp import RtspServer  # noqa: PLC0415 - test support, found via ROOT
+
+    mounts = {f"cam{i}": clip for i in range(cameras)}
+    # shared=True: one pipeline per mount, as a camera is (and the server's cost per camera).
+    with RtspServer(mounts, shared=True) as server:
+        urls = [server.url(name) for name in mounts]
+        command = [sys.executable, "-m", "bench.ingest", "--child", mode,
+                   "--interval", str(args.interval), "--warmup", str(args.warmup),
+                   "--duration", str(args.duration), *urls]
+        child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        assert child.stdout is not None  # noqa: S101 - Popen with stdout=PIPE
+        server_start = server_end = 0.0
+        result: dict[str, Any] | None = None
+        for raw in child.stdout:
+            line = raw.strip()
+            if line == "WINDOW START":
+                server_start = _proc_cpu_s(server.pid)
+            elif line == "WINDOW END":
+                server_end = _proc_cpu_s(server.pid)
+            elif line.startswith("RESULT "):
+                result = json.loads(line.removeprefix("RESULT "))
+        child.wait(timeout=60)
+    if result is None:
+        raise SystemExit(f"the {mode} client at N={cameras} printed no result "
+                         f"(exit code {child.returncode})")
+    return RunResult(mode, cameras, result, server_end - server_start)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: see the module docstring."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--compare", type=int, default=8,
+                        help="N for (a) vs (b) (an N where the baseline keeps up); 0 skips")
+    parser.add_argument("--scale", default="48,72,96",
+                        help="comma-separated N to try with (b), ascending")
+    parser.add_argument("--only", choices=["baseline", "monitor"], default=None)
+    parser.add_argument("--interval", type=float, default=2.0)
+    parser.add_argument("--warmup", type=float, default=12.0,
+                        help="seconds after starting the client before measuring")
+    parser.add_argument("--duration", type=float, default=60.0, help="measured seconds")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--child", choices=["baseline", "monitor"], help=argparse.SUPPRESS)
+    parser.add_argument("urls", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child_main(args.child, args.urls, args.interval, args.warmup, args.duration)
+        return
+    clip = bench_clip(args.cache)
+    load = os.getloadavg()
+    print(f"ingest benchmark: {os.cpu_count()} cores, load average before "
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; 1920x1080 25 fps GOP 50 ~4 Mbit/s; "
+          f"interval {args.interval:g} s; {args.duration:g} s measured after "
+          f"{args.warmup:g} s warm-up", flush=True)
+    if args.compare and args.only != "monitor":
+        baseline = run_once("baseline", args.compare, clip, args)
+        print(baseline.line(args.interval), flush=True)
+    else:
+        baseline = None
+    if args.compare and args.only != "baseline":
+        ours = run_once("monitor", args.compare, clip, args)
+        print(ours.line(args.interval), flush=True)
+        if baseline is not None:
+            ratio = baseline.client_per_cam_min / ours.client_per_cam_min
+            total_ratio = (baseline.client_per_cam_min + baseline.server_per_cam_min) / \
+                (ours.client_per_cam_min + ours.server_per_cam_min)
+            print(f"  ratio a/b at N={args.compare}: {ratio:.1f}x client CPU "
+                  f"({total_ratio:.1f}x with the server's share)"
+                  f"{'' if baseline.sustained(args.interval) else ' (baseline NOT keeping up)'}",
+                  flush=True)
+    if args.only == "baseline":
+        return
+    largest: int | None = None
+    for cameras in sorted(int(n) for n in args.scale.split(",") if n.strip()):
+        result = run_once("monitor", cameras, clip, args)
+        print(result.line(args.interval), flush=True)
+        if result.sustained(args.interval):
+            largest = cameras
+        else:
+            break
+    if largest is None:
+        print("  (b) sustained none of the N tried below 80 % of all cores", flush=True)
+    else:
+        print(f"  largest N tried that (b) sustains below 80 % of all cores, server included, "
+              f"every camera on time: {largest}", flush=True)
+    load = os.getloadavg()
+    print(f"load average after {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
