@@ -2,8 +2,9 @@
 
 Two answer forms are accepted:
 
-* JSON matching :class:`SafetyAnswer` (what vLLM returns when the request carries a
-  ``json_schema`` response format), also when wrapped in a code fence or surrounded by prose;
+* JSON of the flat :class:`WireAnswer` (what vLLM returns when the request carries its
+  ``json_schema`` as response format) or of the nested :class:`SafetyAnswer`, also when
+  wrapped in a code fence or surrounded by prose;
 * the seed guide's free-text format, in Chinese
   (``【火灾检测】：是 【烟雾检测】：否 【安全帽检测】：部分未佩戴``) or its English
   counterpart (``[Fire]: yes [Smoke]: no [Hard hats]: some missing``).
@@ -21,13 +22,19 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-_T = TypeVar("_T")
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 RAW_TEXT_LOG_LIMIT = 300
 """How many characters of an unparseable answer are kept for the log line."""
@@ -59,15 +66,58 @@ class Hazard(StrEnum):
     NO_HELMET = "no_helmet"
 
 
+DESCRIPTION_MAX = 200
+"""Longest description kept (and allowed by the schema: it also caps the answer's length)."""
+LOCATION_MAX = 60
+MAX_BOXES = 20
+"""Most boxes one answer may carry (the schema's ``maxItems``)."""
+WIRE_LOCATION_MAX = 20
+WIRE_DESCRIPTION_MAX = 60
+WIRE_MAX_BOXES = 6
+"""Limits of the form the model writes (:class:`WireAnswer`): they bound the longest legal
+answer (about 460 tokens in Chinese), which ``vlm.max_tokens`` must exceed - an answer cut by
+``max_tokens`` is invalid JSON, and an invalid answer never raises an alert."""
+COORDINATE_MAX = 16384
+"""Largest pixel coordinate accepted in a box (Qwen2.5-VL's images are far smaller)."""
+
+
 class HazardFinding(BaseModel):
     """The answer to "is there fire?" or "is there smoke?"."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     answer: Answer = Field(description="yes, no, or uncertain")
-    description: str = Field(
-        default="", max_length=500, description="What was seen and where; empty when no."
+    location: str = Field(
+        default="", max_length=LOCATION_MAX,
+        description="Where in the image (e.g. bottom-left); empty when no.",
     )
+    description: str = Field(
+        default="", max_length=DESCRIPTION_MAX,
+        description="What was seen, briefly; empty when no.",
+    )
+
+
+class PersonBox(BaseModel):
+    """A person without a hard hat, in Qwen2.5-VL's grounding form.
+
+    Qwen2.5-VL grounds objects as ``{"bbox_2d": [x1, y1, x2, y2], "label": ...}`` in absolute
+    pixels of the image it was given (not 0..1000 like Qwen2-VL). :meth:`SafetyAnswer.to_frame`
+    maps them to the original frame's pixels. Corners given the wrong way round are swapped.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bbox_2d: list[Annotated[int, Field(ge=0, le=COORDINATE_MAX)]] = Field(
+        min_length=4, max_length=4, description="[x1, y1, x2, y2] in pixels of the image"
+    )
+    label: str = Field(default="", max_length=40, description="What the box shows.")
+
+    @field_validator("bbox_2d")
+    @classmethod
+    def _ordered(cls, value: list[int]) -> list[int]:
+        x1, y1, x2, y2 = value
+        # A model may give the corners in either order; the box is the same.
+        return [min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)]
 
 
 class HelmetFinding(BaseModel):
@@ -80,8 +130,20 @@ class HelmetFinding(BaseModel):
         default=0, ge=0, le=1000, description="How many people are without a hard hat"
     )
     description: str = Field(
-        default="", max_length=500, description="Who is without a hard hat and where."
+        default="", max_length=DESCRIPTION_MAX,
+        description="Who is without a hard hat and where, briefly.",
     )
+    boxes: list[PersonBox] = Field(
+        default_factory=list, max_length=MAX_BOXES,
+        description="One box per person without a hard hat.",
+    )
+
+    @model_validator(mode="after")
+    def _count_covers_boxes(self) -> HelmetFinding:
+        # Each box is a person without a hard hat: the count cannot be smaller.
+        if len(self.boxes) > self.missing_count:
+            object.__setattr__(self, "missing_count", len(self.boxes))
+        return self
 
 
 class SafetyAnswer(BaseModel):
@@ -92,6 +154,15 @@ class SafetyAnswer(BaseModel):
     fire: HazardFinding
     smoke: HazardFinding
     helmet: HelmetFinding
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_form(cls, data: Any) -> Any:
+        # The model writes the flat WireAnswer (the schema sent); accept it wherever an answer
+        # is validated, so a raw model answer validates as it is.
+        if _is_flat(data):
+            return WireAnswer.model_validate(data).to_answer().model_dump()
+        return data
 
     def is_positive(self, hazard: Hazard) -> bool:
         """Whether this answer reports ``hazard`` (``uncertain`` is not positive)."""
@@ -110,17 +181,111 @@ class SafetyAnswer(BaseModel):
         return self.helmet.status in (HelmetStatus.ALL_WORN, HelmetStatus.NO_PERSON)
 
     def detail(self, hazard: Hazard) -> str:
-        """The model's description for ``hazard``."""
-        if hazard is Hazard.FIRE:
-            return self.fire.description
-        if hazard is Hazard.SMOKE:
-            return self.smoke.description
-        return self.helmet.description
+        """The model's description for ``hazard`` (with its location when it gave one)."""
+        if hazard is Hazard.NO_HELMET:
+            return self.helmet.description
+        finding = self.fire if hazard is Hazard.FIRE else self.smoke
+        if finding.location and finding.location not in finding.description:
+            return f"{finding.description} ({finding.location})" if finding.description \
+                else finding.location
+        return finding.description
+
+    @property
+    def decision(self) -> tuple[Answer, Answer, HelmetStatus]:
+        """What the answer decides (fire, smoke, hard hats), without the wording."""
+        return (self.fire.answer, self.smoke.answer, self.helmet.status)
+
+    def to_frame(self, sent_width: int, sent_height: int, frame_width: int,
+                 frame_height: int) -> SafetyAnswer:
+        """The answer with its boxes mapped from the image sent (``sent_*``, the resized
+        image the model saw) to the original frame, clipped to the frame."""
+        if not self.helmet.boxes:
+            return self
+        if min(sent_width, sent_height, frame_width, frame_height) <= 0:
+            raise ValueError(f"image sizes must be positive, got {sent_width}x{sent_height} "
+                             f"and {frame_width}x{frame_height}")
+        scale_x, scale_y = frame_width / sent_width, frame_height / sent_height
+
+        def mapped(box: PersonBox) -> PersonBox:
+            x1, y1, x2, y2 = box.bbox_2d
+            return PersonBox(label=box.label, bbox_2d=[
+                min(frame_width, round(x1 * scale_x)), min(frame_height, round(y1 * scale_y)),
+                min(frame_width, round(x2 * scale_x)), min(frame_height, round(y2 * scale_y)),
+            ])
+
+        helmet = self.helmet.model_copy(update={"boxes": [mapped(b) for b in self.helmet.boxes]})
+        return self.model_copy(update={"helmet": helmet})
+
+    def shifted(self, dx: int, dy: int) -> SafetyAnswer:
+        """The answer with its boxes moved by ``(dx, dy)`` pixels (a cropped region's boxes
+        into the whole frame's coordinates)."""
+        if not self.helmet.boxes or (dx, dy) == (0, 0):
+            return self
+        boxes = [PersonBox(label=b.label, bbox_2d=[b.bbox_2d[0] + dx, b.bbox_2d[1] + dy,
+                                                   b.bbox_2d[2] + dx, b.bbox_2d[3] + dy])
+                 for b in self.helmet.boxes]
+        return self.model_copy(update={"helmet": self.helmet.model_copy(update={"boxes": boxes})})
+
+
+class WireAnswer(BaseModel):
+    """The answer as the model writes it: flat, each decision first, details only when needed.
+
+    Completion tokens are generated one at a time, so the form the model writes is kept short:
+    a frame with nothing to report is ``{"fire":"no","smoke":"no","hard_hats":"all_worn"}``
+    (about 15 tokens). Locations, descriptions, the count and the grounding boxes are optional
+    and follow their decision (the schema keeps this order). :meth:`to_answer` turns it into
+    the nested :class:`SafetyAnswer` the rest of the monitor uses; the nested form is accepted
+    from a model too.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fire: Answer = Field(description="Signs of fire: yes, no, or uncertain")
+    fire_location: str = Field(default="", max_length=WIRE_LOCATION_MAX)
+    fire_description: str = Field(default="", max_length=WIRE_DESCRIPTION_MAX)
+    smoke: Answer = Field(description="Visible smoke: yes, no, or uncertain")
+    smoke_location: str = Field(default="", max_length=WIRE_LOCATION_MAX)
+    smoke_description: str = Field(default="", max_length=WIRE_DESCRIPTION_MAX)
+    hard_hats: HelmetStatus = Field(description="Hard-hat status of the people in view")
+    missing: int = Field(default=0, ge=0, le=1000,
+                         description="People without a hard hat")
+    boxes: list[PersonBox] = Field(
+        default_factory=list, max_length=WIRE_MAX_BOXES,
+        description="One bbox_2d per person without a hard hat, in pixels of the image "
+        f"(at most {WIRE_MAX_BOXES}; missing counts them all)")
+    hard_hats_description: str = Field(default="", max_length=WIRE_DESCRIPTION_MAX)
+
+    def to_answer(self) -> SafetyAnswer:
+        """The nested form."""
+        return SafetyAnswer(
+            fire=HazardFinding(answer=self.fire, location=self.fire_location,
+                               description=self.fire_description),
+            smoke=HazardFinding(answer=self.smoke, location=self.smoke_location,
+                                description=self.smoke_description),
+            helmet=HelmetFinding(status=self.hard_hats, missing_count=self.missing,
+                                 description=self.hard_hats_description, boxes=self.boxes),
+        )
+
+    @classmethod
+    def from_answer(cls, answer: SafetyAnswer) -> WireAnswer:
+        """The flat form of a nested answer, cut to the wire limits as the schema cuts what a
+        model writes (used by the simulator)."""
+        loc, text = WIRE_LOCATION_MAX, WIRE_DESCRIPTION_MAX
+        return cls(
+            fire=answer.fire.answer, fire_location=answer.fire.location[:loc],
+            fire_description=answer.fire.description[:text],
+            smoke=answer.smoke.answer, smoke_location=answer.smoke.location[:loc],
+            smoke_description=answer.smoke.description[:text],
+            hard_hats=answer.helmet.status, missing=answer.helmet.missing_count,
+            boxes=answer.helmet.boxes[:WIRE_MAX_BOXES],
+            hard_hats_description=answer.helmet.description[:text],
+        )
 
 
 def answer_json_schema() -> dict[str, Any]:
-    """The JSON Schema sent as ``response_format`` so the server constrains decoding to it."""
-    return SafetyAnswer.model_json_schema()
+    """The JSON Schema sent as ``response_format`` so the server constrains decoding to it
+    (the flat :class:`WireAnswer`)."""
+    return WireAnswer.model_json_schema()
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,11 +321,20 @@ def truncate(text: str, limit: int = RAW_TEXT_LOG_LIMIT) -> str:
     return f"{text[:limit]}… [{len(text) - limit} more chars]"
 
 
-_CODE_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
+_CODE_FENCE = re.compile(r"```[A-Za-z]*\s*(.*?)```", re.DOTALL)
+_MAX_EMBEDDED_ATTEMPTS = 64
+"""Bounds the scan for JSON objects inside prose (a very long answer stays cheap to reject)."""
 
 
 def parse_answer(text: str) -> SafetyAnswer:
     """Parse a model's text into a :class:`SafetyAnswer`.
+
+    The whole text as one JSON object of the schema (what constrained decoding returns) is
+    taken as it is: its strings are data, never searched for verdicts. Otherwise every verdict
+    the text holds is collected (JSON in code fences, JSON objects inside prose, the seed's
+    labelled fields); they must agree on every decision, or the answer is invalid. So text that
+    quotes or injects a second verdict (a sign in the picture saying "fire: yes", prose with
+    a fake JSON verdict) can make an answer invalid, never flip it.
 
     Raises:
         InvalidAnswerError: with the reason and the truncated text.
@@ -168,23 +342,72 @@ def parse_answer(text: str) -> SafetyAnswer:
     stripped = text.strip()
     if not stripped:
         raise InvalidAnswerError("empty answer", text)
-    json_error: str | None = None
-    for candidate in _json_candidates(stripped):
-        try:
-            data = json.loads(candidate)
-        except json.JSONDecodeError:
-            continue
-        try:
-            return SafetyAnswer.model_validate(data)
-        except ValidationError as exc:
-            json_error = _first_validation_problem(exc)
+    problems: list[str] = []
+    whole = _validate_json_text(stripped, problems)
+    if whole is not None:
+        return whole
+    verdicts: list[tuple[str, SafetyAnswer]] = []
+    for block in _CODE_FENCE.findall(stripped):
+        found = _validate_json_text(block.strip(), problems)
+        if found is not None:
+            verdicts.append(("fenced JSON", found))
+    for data in _embedded_objects(stripped):
+        found = _validate(data, problems)
+        if found is not None:
+            verdicts.append(("JSON in prose", found))
+    seed = _parse_seed_text(stripped)
+    if isinstance(seed, SafetyAnswer):
+        verdicts.append(("labelled fields", seed))
+    elif seed.conflict or not verdicts:
+        problems.insert(0, seed.reason) if seed.conflict else problems.append(seed.reason)
+    if not verdicts or (isinstance(seed, _SeedProblem) and seed.conflict):
+        raise InvalidAnswerError(_summary(problems), text)
+    decisions = {answer.decision for _, answer in verdicts}
+    if len(decisions) > 1:
+        forms = ", ".join(f"{form}: {_describe_decision(answer)}" for form, answer in verdicts)
+        raise InvalidAnswerError(f"conflicting verdicts in one answer ({forms})", text)
+    return verdicts[0][1]
+
+
+def _summary(problems: list[str]) -> str:
+    if not problems:
+        return "no JSON object and no labelled fields"
+    unique = list(dict.fromkeys(problems))
+    return "; ".join(unique[:3])
+
+
+def _describe_decision(answer: SafetyAnswer) -> str:
+    fire, smoke, helmet = answer.decision
+    return f"fire={fire.value} smoke={smoke.value} helmet={helmet.value}"
+
+
+def _is_flat(data: object) -> bool:
+    """Whether ``data`` is the flat wire form (``"hard_hats"``, or ``"fire"`` as a string)."""
+    return isinstance(data, dict) and ("hard_hats" in data or isinstance(data.get("fire"), str))
+
+
+def _validate(data: object, problems: list[str]) -> SafetyAnswer | None:
+    """The flat wire form or the nested form (errors named in the form given)."""
     try:
-        return _parse_seed_text(stripped)
-    except InvalidAnswerError:
-        if json_error is not None:
-            reason = f"JSON does not match the schema: {json_error}"
-            raise InvalidAnswerError(reason, text) from None
-        raise
+        if _is_flat(data):
+            return WireAnswer.model_validate(data).to_answer()
+        return SafetyAnswer.model_validate(data)
+    except ValidationError as exc:
+        problems.append(f"JSON does not match the schema: {_first_validation_problem(exc)}")
+        return None
+
+
+def _validate_json_text(text: str, problems: list[str]) -> SafetyAnswer | None:
+    """The text as one JSON object of the schema, or ``None`` (the problem appended)."""
+    if not text.startswith("{"):
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        # Typically an answer cut by max_tokens, or a server that ignored the schema.
+        problems.append(f"malformed JSON: {exc.msg} at char {exc.pos}")
+        return None
+    return _validate(data, problems)
 
 
 def _first_validation_problem(exc: ValidationError) -> str:
@@ -193,27 +416,33 @@ def _first_validation_problem(exc: ValidationError) -> str:
     return f"{location}: {error['msg']}"
 
 
-def _json_candidates(text: str) -> list[str]:
-    """The substrings that may hold the JSON object: the whole text, fenced blocks, and the
-    outermost ``{...}`` span (answers with prose around the JSON)."""
-    candidates = [text]
-    candidates.extend(match.group(1).strip() for match in _CODE_FENCE.finditer(text))
-    first, last = text.find("{"), text.rfind("}")
-    if 0 <= first < last:
-        candidates.append(text[first : last + 1])
-    return candidates
+def _embedded_objects(text: str) -> list[dict[str, Any]]:
+    """The top-level JSON objects inside prose, in order (nested ones are part of theirs)."""
+    decoder = json.JSONDecoder()
+    objects: list[dict[str, Any]] = []
+    start = text.find("{")
+    attempts = 0
+    while start != -1 and attempts < _MAX_EMBEDDED_ATTEMPTS:
+        attempts += 1
+        try:
+            data, end = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            start = text.find("{", start + 1)
+            continue
+        if isinstance(data, dict):
+            objects.append(data)
+        start = text.find("{", end)
+    return objects
 
 
-# The seed's format puts the answer in brackets or not: "【火灾检测】：[是]" or "【火灾检测】：是".
-_ZH_FIELD = r"【{label}】\s*[：:]\s*\[?\s*(?P<value>[^\]\s【，,。；;]+)"
-_EN_FIELD = (
-    r"\[\s*{label}\s*\]\s*:\s*\[?\s*(?P<value>[A-Za-z][A-Za-z ]*?)\s*(?:\]|[,.;]|(?=[\n\[])|$)"
-)
+# --- The seed's labelled text format. ----------------------------------------------------------
 
 _ZH_ANSWERS = {"是": Answer.YES, "否": Answer.NO, "不确定": Answer.UNCERTAIN,
                "无法确定": Answer.UNCERTAIN}
 _ZH_HELMET = {
     "全部正确佩戴": HelmetStatus.ALL_WORN,
+    "全部佩戴": HelmetStatus.ALL_WORN,
+    "均已佩戴": HelmetStatus.ALL_WORN,
     "部分未佩戴": HelmetStatus.SOME_MISSING,
     "全部未佩戴": HelmetStatus.NONE_WORN,
     "无人员": HelmetStatus.NO_PERSON,
@@ -230,45 +459,86 @@ _EN_HELMET = {
 }
 
 
-def _field(text: str, pattern: str, label: str) -> tuple[str, str] | None:
-    """The value of one labelled field and the description text that follows it."""
-    match = re.search(pattern.format(label=re.escape(label)), text, re.IGNORECASE)
-    if match is None:
-        return None
-    rest = text[match.end() :]
-    # The description runs up to the next labelled field.
-    next_label = re.search(r"【|\[\s*[A-Za-z ]+\s*\]\s*:", rest)
-    description = rest[: next_label.start()] if next_label else rest
-    return match.group("value").strip(), description.strip(" ：:，,。.;；\n\t]")
+def _alternatives(values: Mapping[str, object], *, english: bool) -> str:
+    # Longest first, so 全部未佩戴 is not read as a shorter value; English values may be
+    # written with "_" (the JSON enum) or a space.
+    ordered = sorted(values, key=len, reverse=True)
+    if english:
+        return "|".join(re.escape(v).replace(r"\ ", "[ _]") for v in ordered)
+    return "|".join(re.escape(v) for v in ordered)
 
 
-def _parse_seed_text(text: str) -> SafetyAnswer:
-    if "【" in text:
-        labels, pattern, answers, helmets = (
-            ("火灾检测", "烟雾检测", "安全帽检测"), _ZH_FIELD, _ZH_ANSWERS, _ZH_HELMET)
-    else:
-        labels, pattern, answers, helmets = (
-            ("Fire", "Smoke", "Hard hats"), _EN_FIELD, _EN_ANSWERS, _EN_HELMET)
-    fields = [_field(text, pattern, label) for label in labels]
-    missing = [label for label, found in zip(labels, fields, strict=True) if found is None]
+# A value followed by "/" is the prompt's template echoed back ("[是/否/不确定]"), not an answer.
+_NOT_TEMPLATE = r"(?!\s*[/\uff0f|])"
+_ZH_LABEL = r"【\s*{label}\s*】\**\s*[：:]?\s*[*\[「“\"]*\s*(?P<value>{values}){tail}"
+_EN_LABEL = (r"(?<![A-Za-z])\[?\s*\**\s*{label}\s*\**\s*\]?\s*\**\s*[:：]\s*\**\s*\[?\s*"
+             r"(?P<value>{values})(?![A-Za-z]){tail}")
+_NEXT_LABEL = re.compile(
+    r"【|(?<![A-Za-z])\[?\s*\**\s*(?:fire|smoke|hard ?hats?|helmets?)(?: detection)?\s*\**\s*"
+    r"\]?\s*\**\s*[:：]", re.IGNORECASE)
+
+_FIELDS_ZH = (
+    ("火灾检测", r"火灾检测", _ZH_ANSWERS),
+    ("烟雾检测", r"烟雾检测", _ZH_ANSWERS),
+    ("安全帽检测", r"安全帽检测", _ZH_HELMET),
+)
+_FIELDS_EN = (
+    ("Fire", r"fire(?: detection)?", _EN_ANSWERS),
+    ("Smoke", r"smoke(?: detection)?", _EN_ANSWERS),
+    ("Hard hats", r"(?:hard ?hats?|helmets?)(?: detection)?", _EN_HELMET),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _SeedProblem:
+    reason: str
+    conflict: bool = False
+    """Some field was given twice with different values (never "fixed" by other forms)."""
+
+
+def _parse_seed_text(text: str) -> SafetyAnswer | _SeedProblem:
+    """The seed's labelled fields (Chinese ``【火灾检测】：是`` or English ``[Fire]: yes``)."""
+    zh = "【" in text
+    fields = _FIELDS_ZH if zh else _FIELDS_EN
+    values: list[tuple[str, str]] = []
+    missing: list[str] = []
+    for name, label, table in fields:
+        pattern = (_ZH_LABEL if zh else _EN_LABEL).format(
+            label=label, values=_alternatives(table, english=not zh), tail=_NOT_TEMPLATE)
+        matches = list(re.finditer(pattern, text, re.IGNORECASE))
+        if not matches:
+            given_value = re.search((_ZH_LABEL if zh else _EN_LABEL).format(
+                label=label, values=r"[^\s\]】,，。;；]{1,16}", tail=""), text, re.IGNORECASE)
+            if given_value is not None:
+                expected = " / ".join(table)
+                return _SeedProblem(f"{name} is {given_value.group('value')!r}, expected one "
+                                    f"of {expected}")
+            missing.append(name)
+            continue
+        given = {_normalise(m.group("value")) for m in matches}
+        if len(given) > 1:
+            return _SeedProblem(f"field {name} given {len(matches)} times with different "
+                                f"values ({' / '.join(sorted(given))})", conflict=True)
+        first = matches[0]
+        rest = text[first.end():]
+        following = _NEXT_LABEL.search(rest)
+        description = rest[: following.start()] if following else rest
+        values.append((_normalise(first.group("value")),
+                       description.strip(" ：:，,。.;；\n\t]*-")))
     if missing:
-        raise InvalidAnswerError(f"no JSON object and no field {', '.join(missing)}", text)
-    (fire_value, fire_text), (smoke_value, smoke_text), (helmet_value, helmet_text) = (
-        found for found in fields if found is not None
-    )
-
-    def lookup(table: dict[str, _T], value: str, label: str) -> _T:
-        key = value.lower()
-        if key not in table:
-            expected = " / ".join(table)
-            raise InvalidAnswerError(f"{label} is {value!r}, expected one of {expected}", text)
-        return table[key]
-
-    helmet_status = lookup(helmets, helmet_value, labels[2])
+        labelled = "【】" if zh else "[Label]: value"
+        return _SeedProblem(f"no JSON object and no {labelled} field {', '.join(missing)} "
+                            f"with a valid value")
+    (fire, fire_text), (smoke, smoke_text), (helmet, helmet_text) = values
+    answers = _ZH_ANSWERS if zh else _EN_ANSWERS
+    helmets = _ZH_HELMET if zh else _EN_HELMET
     return SafetyAnswer(
-        fire=HazardFinding(answer=lookup(answers, fire_value, labels[0]),
-                           description=truncate(fire_text, 500)[:500]),
-        smoke=HazardFinding(answer=lookup(answers, smoke_value, labels[1]),
-                            description=truncate(smoke_text, 500)[:500]),
-        helmet=HelmetFinding(status=helmet_status, description=truncate(helmet_text, 500)[:500]),
+        fire=HazardFinding(answer=answers[fire], description=fire_text[:DESCRIPTION_MAX]),
+        smoke=HazardFinding(answer=answers[smoke], description=smoke_text[:DESCRIPTION_MAX]),
+        helmet=HelmetFinding(status=helmets[helmet],
+                             description=helmet_text[:DESCRIPTION_MAX]),
     )
+
+
+def _normalise(value: str) -> str:
+    return value.lower().replace("_", " ").strip()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import signal
 import subprocess
@@ -22,12 +23,17 @@ from openai import AsyncOpenAI
 from monitor.imaging import EncodedImage, encode_for_model, image_tokens
 from monitor.prompts import Language, build_messages
 from monitor.sim import scenes
-from monitor.sim.server import DEFAULT_MODEL_NAME, VLLM_MAX_PIXELS, SimBehaviour, SimServer
+from monitor.sim.server import (
+    DEFAULT_MODEL_NAME,
+    VLLM_MAX_PIXELS,
+    SimBehaviour,
+    SimServer,
+    estimate_text_tokens,
+)
 from monitor.verdict import (
     Answer,
     HelmetStatus,
     InvalidAnswerError,
-    SafetyAnswer,
     answer_json_schema,
     parse_answer,
 )
@@ -160,7 +166,7 @@ async def test_answers_match_the_script(sim: SimServer, http: aiohttp.ClientSess
     image = _frame(preset, t)
     status, payload = await _post(http, sim, _body(image.data_url, structured=True))
     assert status == 200
-    answer = SafetyAnswer.model_validate_json(_content(payload))
+    answer = parse_answer(_content(payload))
     expected = scenes.expected_answer(scenes.PRESETS[preset](), t)
     assert (answer.fire.answer, answer.smoke.answer, answer.helmet.status) == (
         expected.fire.answer, expected.smoke.answer, expected.helmet.status)
@@ -436,3 +442,162 @@ def test_run_sim_server_serves_until_sigterm() -> None:
         finally:
             if process.poll() is None:
                 process.kill()
+
+
+# --- Failure kinds by header, service-time model, grounding boxes. ----------------------------
+
+
+async def _post_with_fault(http: aiohttp.ClientSession, sim: SimServer, body: dict[str, Any],
+                           fault: str) -> aiohttp.ClientResponse:
+    return await http.post(f"{sim.base_url}/chat/completions", json=body,
+                           headers={"X-Sim-Fault": fault})
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("fault", "status"), [("500", 500), ("503", 503), ("429", 429)])
+async def test_header_status_faults(sim: SimServer, http: aiohttp.ClientSession,
+                                    fire_image: EncodedImage, fault: str, status: int) -> None:
+    async with await _post_with_fault(http, sim, _body(fire_image.data_url), fault) as response:
+        assert response.status == status
+        assert (await response.json())["error"]["code"] == status
+        if status == 429:
+            assert response.headers["Retry-After"] == "0"
+    assert sim.stats[f"fault_{fault}"] == 1
+    # The header is per request: the next one is answered.
+    assert (await _post(http, sim, _body(fire_image.data_url)))[0] == 200
+
+
+@pytest.mark.asyncio
+async def test_header_reset_drops_the_connection(sim: SimServer, http: aiohttp.ClientSession,
+                                                 fire_image: EncodedImage) -> None:
+    with pytest.raises(aiohttp.ClientError):
+        async with await _post_with_fault(http, sim, _body(fire_image.data_url), "reset"):
+            pass
+    assert sim.stats["fault_reset"] == 1
+
+
+@pytest.mark.asyncio
+async def test_header_timeout_hangs(sim: SimServer, http: aiohttp.ClientSession,
+                                    fire_image: EncodedImage) -> None:
+    with pytest.raises(asyncio.TimeoutError):
+        async with http.post(f"{sim.base_url}/chat/completions",
+                             json=_body(fire_image.data_url),
+                             headers={"X-Sim-Fault": "timeout"},
+                             timeout=aiohttp.ClientTimeout(total=0.2)):
+            pass
+    assert sim.stats["hung"] == 1
+
+
+@pytest.mark.asyncio
+async def test_header_content_faults(sim: SimServer, http: aiohttp.ClientSession,
+                                     fire_image: EncodedImage) -> None:
+    body = _body(fire_image.data_url, structured=True)
+    body["max_tokens"] = 256
+    async with await _post_with_fault(http, sim, body, "bad_body") as response:
+        assert response.status == 200
+        with pytest.raises(ValueError, match="Expecting value"):
+            json.loads(await response.text())
+    answers = {}
+    for fault in ("malformed_json", "schema_violation", "prose", "long", "empty_choices"):
+        async with await _post_with_fault(http, sim, body, fault) as response:
+            assert response.status == 200
+            answers[fault] = await response.json()
+    assert answers["empty_choices"]["choices"] == []
+    long_answer = answers["long"]["choices"][0]
+    assert long_answer["finish_reason"] == "length"
+    assert answers["long"]["usage"]["completion_tokens"] == 256
+    for fault in ("malformed_json", "schema_violation", "prose", "long"):
+        with pytest.raises(InvalidAnswerError):
+            parse_answer(_content(answers[fault]))
+    with pytest.raises(InvalidAnswerError, match="malformed JSON"):
+        parse_answer(_content(answers["malformed_json"]))
+    assert sim.stats["bad_answer"] == 6
+
+
+@pytest.mark.asyncio
+async def test_unknown_fault_header_is_400(sim: SimServer, http: aiohttp.ClientSession,
+                                           fire_image: EncodedImage) -> None:
+    async with await _post_with_fault(http, sim, _body(fire_image.data_url), "gremlins") as r:
+        assert r.status == 400
+        assert "X-Sim-Fault" in (await r.json())["error"]["message"]
+
+
+@pytest.mark.asyncio
+async def test_configured_fault_rates_are_drawn(http: aiohttp.ClientSession,
+                                                fire_image: EncodedImage) -> None:
+    behaviour = SimBehaviour(seed=3, empty_choices_rate=0.5, schema_violation_rate=0.5)
+    async with SimServer(behaviour) as sim:
+        for _ in range(10):
+            await _post(http, sim, _body(fire_image.data_url, structured=True))
+        assert sim.stats["fault_empty_choices"] + sim.stats["fault_schema_violation"] == 10
+        assert sim.stats["fault_empty_choices"] > 0
+        assert sim.stats["fault_schema_violation"] > 0
+    with pytest.raises(ValueError, match="must not exceed 1"):
+        SimBehaviour(reset_rate=0.6, long_answer_rate=0.6)
+    with pytest.raises(ValueError, match="fault must be"):
+        SimBehaviour(fault="gremlins")
+
+
+@pytest.mark.asyncio
+async def test_batch_capacity_queues_the_rest(http: aiohttp.ClientSession,
+                                              fire_image: EncodedImage) -> None:
+    async with SimServer(SimBehaviour(latency_s=0.2, batch_capacity=2)) as sim:
+        started = time.monotonic()
+        results = await asyncio.gather(*(_post(http, sim, _body(fire_image.data_url))
+                                         for _ in range(4)))
+        elapsed = time.monotonic() - started
+        assert [status for status, _ in results] == [200] * 4
+        assert sim.stats["max_in_service"] == 2
+        assert sim.stats["queued"] == 2
+    assert elapsed >= 0.4  # two rounds of 0.2 s
+
+
+@pytest.mark.asyncio
+async def test_service_time_grows_with_image_and_answer_tokens(
+    sim: SimServer, http: aiohttp.ClientSession,
+) -> None:
+    small = _frame("quiet", 1.0, max_pixels=64 * 28 * 28)
+    sim.set_behaviour(latency_per_image_token_s=0.001)
+    started = time.monotonic()
+    assert (await _post(http, sim, _body(small.data_url)))[0] == 200
+    assert time.monotonic() - started >= small.tokens * 0.001
+    sim.set_behaviour(latency_per_image_token_s=0.0, latency_per_completion_token_s=0.01)
+    started = time.monotonic()
+    status, payload = await _post(http, sim, _body(small.data_url))
+    assert status == 200
+    assert time.monotonic() - started >= payload["usage"]["completion_tokens"] * 0.01
+
+
+@pytest.mark.asyncio
+async def test_context_length_is_enforced_like_vllm(http: aiohttp.ClientSession,
+                                                    fire_image: EncodedImage) -> None:
+    async with SimServer(max_model_len=400) as sim:
+        status, payload = await _post(http, sim, _body(fire_image.data_url))
+    assert status == 400
+    assert "maximum context length is 400 tokens" in payload["error"]["message"]
+
+
+@pytest.mark.asyncio
+async def test_json_answer_is_terse_with_grounding_boxes(
+    sim: SimServer, http: aiohttp.ClientSession,
+) -> None:
+    image = _frame("no_helmet", 8.0)
+    status, payload = await _post(http, sim, _body(image.data_url, structured=True))
+    assert status == 200
+    content = _content(payload)
+    assert '"description":""' not in content  # empty fields are left out
+    answer = parse_answer(content)
+    assert answer.helmet.status is HelmetStatus.SOME_MISSING
+    (box,) = answer.helmet.boxes
+    x1, y1, x2, y2 = box.bbox_2d
+    # The worker without a hat stands at x = 0.70 of the width, feet at 0.86 of the height.
+    assert x1 < 0.70 * image.width < x2
+    assert y1 < 0.80 * image.height < y2 <= image.height
+
+
+def test_token_estimate_follows_qwens_split() -> None:
+    assert estimate_text_tokens("") == 0
+    assert estimate_text_tokens("1920") == 4  # digits one by one
+    assert estimate_text_tokens("hello world") == 2
+    assert estimate_text_tokens("图像中没有明显的烟雾") == 8  # 10 characters / 1.4
+    assert estimate_text_tokens('{"a":"b"}') == 5

@@ -183,6 +183,9 @@ class Scene:
     objects: tuple[ScriptedObject, ...] = ()
     name: str = "custom"
     seed: int = 0
+    traffic: bool = True
+    """Draw the truck that crosses the site (off: a static view, e.g. for change-gate
+    benchmarks where only the scripted objects move)."""
 
     def __post_init__(self) -> None:
         # yuv420p halves the chroma planes, so H.264 in MP4 needs even sides.
@@ -408,7 +411,8 @@ def render_frame(scene: Scene, t: float) -> BgrImage:
     """
     w, h = scene.width, scene.height
     image = _background(w, h).copy()
-    _draw_truck(image, t, scene)
+    if scene.traffic:
+        _draw_truck(image, t, scene)
     active = list(enumerate(scene.objects))
     drawers: Sequence[tuple[tuple[ObjectKind, ...], Callable[..., None]]] = (
         (("smoke",), _draw_smoke),

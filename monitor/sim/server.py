@@ -19,9 +19,10 @@ not decode (400 ``Failed to load image: ...``) or a malformed body are 400
 ``BadRequestError``; ``stream: true`` is 400 too (not simulated).
 
 The answer: with ``response_format`` of type ``json_schema`` or ``json_object``, or vLLM's
-``structured_outputs`` extra, the content is the :class:`~monitor.verdict.SafetyAnswer` as
-compact JSON; the legacy ``guided_json`` extra is ignored, as current vLLM silently ignores it
-(measured: shared/docs/vllm-cpu.md), so a client relying on it gets text here too;
+``structured_outputs`` extra, the content is the flat :class:`~monitor.verdict.WireAnswer`
+(the schema ``monitor`` sends) as compact JSON; the legacy ``guided_json`` extra is ignored,
+as current vLLM silently ignores it (measured: shared/docs/vllm-cpu.md), so a client relying
+on it gets text here too;
 otherwise the seed guide's text format, in Chinese when any text of the request contains CJK
 characters and in English otherwise. Descriptions follow the same language rule.
 ``max_tokens`` / ``max_completion_tokens`` below the answer's estimated length cut the content
@@ -31,9 +32,33 @@ Usage: ``prompt_tokens`` is the image's tokens by Qwen2.5-VL's rule (``image_tok
 received image's size, ``max_pixels`` 12845056, vLLM's default) plus a rough estimate of the
 text tokens and the chat template's; ``completion_tokens`` is a rough estimate of the answer's.
 
+Service time (a GPU server's shape): a request is in service for ``latency_s +
+latency_per_image_token_s * image tokens + latency_per_completion_token_s * completion tokens``;
+at most ``batch_capacity`` requests are in service at once (0: no limit) and the rest wait in
+arrival order, as requests beyond vLLM's ``--max-num-seqs`` do.
+
 Fault injection (:class:`SimBehaviour`) is drawn from one seeded ``random.Random`` per server,
-three draws per valid request in a fixed order (hang, fail, bad answer), so a run with the
-same requests in the same order behaves the same.
+four draws per valid request in a fixed order (hang, fail, prose, other content faults), so a
+run with the same requests in the same order behaves the same. A request can also name its
+fault in the ``X-Sim-Fault`` header, and ``SimBehaviour.fault`` applies one to every request;
+the kinds (:data:`FAULT_KINDS`):
+
+==================  ===========================================================================
+``500`` ``503``     that HTTP status at once (vLLM's error body)
+``429``             HTTP 429 with ``Retry-After: 0``
+``timeout``         no answer until the client gives up (or ``hang_s`` runs out)
+``reset``           the TCP connection is reset (RST) without an answer
+``bad_body``        HTTP 200 whose body is not JSON
+``malformed_json``  an answer that is JSON cut off mid-way
+``schema_violation`` valid JSON that does not match the answer's schema
+``prose``           prose instead of an answer (also ``bad_answer_rate``)
+``long``            an endless answer, cut at ``max_tokens`` (``finish_reason: "length"``)
+``empty_choices``   a completion with ``"choices": []``
+==================  ===========================================================================
+
+Structured answers are compact JSON without the fields that are empty or default (what a model
+told "omit them when there is nothing to report" writes, and what the schema allows); hard-hat
+answers carry a grounding box per person without a hard hat, in pixels of the received image.
 """
 
 from __future__ import annotations
@@ -41,6 +66,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import contextlib
 import dataclasses
 import json
@@ -49,6 +75,8 @@ import math
 import random
 import re
 import signal
+import socket
+import struct
 import time
 import uuid
 from collections import Counter
@@ -63,8 +91,8 @@ from aiohttp import web
 
 from monitor.imaging import image_tokens
 from monitor.sim.scenes import BgrImage, Language
-from monitor.sim.vision import judge, seed_text
-from monitor.verdict import SafetyAnswer
+from monitor.sim.vision import judge, seed_text, terse
+from monitor.verdict import SafetyAnswer, WireAnswer
 
 LOG = logging.getLogger(__name__)
 
@@ -99,16 +127,30 @@ _BAD_ANSWERS: Final = (
 """Prose that is neither JSON nor the seed format (``bad_answer_rate``)."""
 
 Outcome = Literal["ok", "bad_answer", "failed", "hung", "not_found", "bad_request",
-                  "cancelled", "shutting_down"]
+                  "cancelled", "shutting_down", "reset"]
+
+FAULT_KINDS: Final = ("500", "503", "429", "timeout", "reset", "bad_body", "malformed_json",
+                      "schema_violation", "prose", "long", "empty_choices")
+"""What ``X-Sim-Fault`` and ``SimBehaviour.fault`` accept (see the module docstring)."""
+FAULT_HEADER: Final = "X-Sim-Fault"
+_CONTENT_FAULT_RATES: Final = ("reset_rate", "malformed_json_rate", "schema_violation_rate",
+                               "long_answer_rate", "empty_choices_rate")
+_CONTENT_FAULT_KINDS: Final = ("reset", "malformed_json", "schema_violation", "long",
+                               "empty_choices")
+_LONG_SENTENCE = ("The image shows an outdoor construction site under a clear sky, and I will "
+                  "now describe every part of it in great detail, region by region. ")
+_SCHEMA_VIOLATION = ('{"fire":{"answer":"maybe","confidence":0.4},"smoke":"no",'
+                     '"helmet":{"status":"all_worn","missing_count":-1}}')
 
 
 # --- Behaviour. ---------------------------------------------------------------------------------
 
-_FLOAT_FIELDS = frozenset({"latency_s", "latency_per_image_token_s", "fail_rate", "hang_rate",
-                           "hang_s", "bad_answer_rate"})
-_INT_FIELDS = frozenset({"status_code_on_fail", "seed"})
+_FLOAT_FIELDS = frozenset({"latency_s", "latency_per_image_token_s",
+                           "latency_per_completion_token_s", "fail_rate", "hang_rate", "hang_s",
+                           "bad_answer_rate", *_CONTENT_FAULT_RATES})
+_INT_FIELDS = frozenset({"status_code_on_fail", "seed", "batch_capacity"})
 _BOOL_FIELDS = frozenset({"force_text"})
-_RATE_FIELDS = ("fail_rate", "hang_rate", "bad_answer_rate")
+_RATE_FIELDS = ("fail_rate", "hang_rate", "bad_answer_rate", *_CONTENT_FAULT_RATES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,19 +160,30 @@ class SimBehaviour:
     Rates are probabilities per valid request (0..1). A request first may hang (``hang_rate``:
     no answer for ``hang_s`` seconds, until the client gives up or the server stops), else may
     fail (``fail_rate``: HTTP ``status_code_on_fail`` at once), else is answered after
-    ``latency_s + latency_per_image_token_s * image_tokens`` seconds, with prose instead of an
-    answer at ``bad_answer_rate``. ``force_text`` answers in the seed text format even when the
-    request asks for JSON (a server without guided decoding). ``seed`` seeds the dice; setting
-    it at run time restarts them.
+    the service time (module docstring) once one of ``batch_capacity`` slots is free, with
+    prose instead of an answer at ``bad_answer_rate``, else with one of the other faults at
+    ``reset_rate``, ``malformed_json_rate``, ``schema_violation_rate``, ``long_answer_rate``,
+    ``empty_choices_rate`` (one draw; these rates must sum to at most 1). ``fault`` names a
+    fault every request gets (``""``: none). ``force_text`` answers in the seed text format even
+    when the request asks for JSON (a server without guided decoding). ``seed`` seeds the dice;
+    setting it at run time restarts them.
     """
 
     latency_s: float = 0.0
     latency_per_image_token_s: float = 0.0
+    latency_per_completion_token_s: float = 0.0
+    batch_capacity: int = 0
     fail_rate: float = 0.0
     status_code_on_fail: int = 500
     hang_rate: float = 0.0
     hang_s: float = 3600.0
     bad_answer_rate: float = 0.0
+    reset_rate: float = 0.0
+    malformed_json_rate: float = 0.0
+    schema_violation_rate: float = 0.0
+    long_answer_rate: float = 0.0
+    empty_choices_rate: float = 0.0
+    fault: str = ""
     force_text: bool = False
     seed: int = 0
 
@@ -155,6 +208,14 @@ class SimBehaviour:
         if self.status_code_on_fail not in _FAIL_STATUSES:
             raise ValueError(f"status_code_on_fail must be one of {sorted(_FAIL_STATUSES)}, "
                              f"got {self.status_code_on_fail}")
+        if self.batch_capacity < 0:
+            raise ValueError(f"batch_capacity must be >= 0 (0: no limit), got "
+                             f"{self.batch_capacity}")
+        if sum(getattr(self, name) for name in _CONTENT_FAULT_RATES) > 1:
+            raise ValueError(f"{' + '.join(_CONTENT_FAULT_RATES)} must not exceed 1")
+        if not isinstance(self.fault, str) or (self.fault and self.fault not in FAULT_KINDS):
+            raise ValueError(f"fault must be empty or one of {', '.join(FAULT_KINDS)}, "
+                             f"got {self.fault!r}")
 
     def updated(self, changes: Mapping[str, object]) -> SimBehaviour:
         """A copy with ``changes`` applied (unknown names and bad values raise ValueError or
@@ -198,10 +259,38 @@ def _error_response(error: _HttpError) -> web.Response:
                              status=error.status)
 
 
+_PIECES = re.compile(
+    r"(?P<cjk>[\u3400-\u4dbf\u4e00-\u9fff]+)|(?P<word>[A-Za-z]+)|(?P<digit>\d)"
+    r"|(?P<space>\s+)|(?P<other>[^\sA-Za-z\d\u3400-\u4dbf\u4e00-\u9fff]+)")
+_CJK_CHARS_PER_TOKEN = 1.4
+"""Qwen2's byte-level BPE has most common Chinese words as single tokens: ~1.4 characters
+per token on ordinary Chinese text."""
+
+
 def estimate_text_tokens(text: str) -> int:
-    """A rough token count: one per CJK character, one per four other characters."""
-    cjk = len(_CJK.findall(text))
-    return cjk + math.ceil((len(text) - cjk) / 4)
+    """A rough Qwen2-tokenizer count, following its pre-tokenizer's split.
+
+    Chinese runs: one token per 1.4 characters; a run of letters: one token per 6 (a space in
+    front belongs to the word, as in Qwen's split); every digit one token (Qwen splits numbers
+    into digits); a run of other symbols one token per three characters (byte-level BPE
+    vocabularies like Qwen2's hold JSON's ``{"``, ``":"``, ``","`` and ``"}`` as single
+    tokens); whitespace: one token per run that holds a line break.
+    """
+    tokens = 0
+    for match in _PIECES.finditer(text):
+        piece = match.group()
+        kind = match.lastgroup
+        if kind == "cjk":
+            tokens += math.ceil(len(piece) / _CJK_CHARS_PER_TOKEN)
+        elif kind == "word":
+            tokens += math.ceil(len(piece) / 6)
+        elif kind == "digit":
+            tokens += 1
+        elif kind == "other":
+            tokens += math.ceil(len(piece) / 3)
+        elif "\n" in piece:
+            tokens += 1
+    return tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,13 +300,14 @@ class _ChatRequest:
     message_count: int
     structured: bool
     max_tokens: int | None
+    fault: str | None
 
     @property
     def language(self) -> Language:
         return "zh" if any(_CJK.search(text) for text in self.texts) else "en"
 
 
-def _parse_chat_request(body: object, model_name: str) -> _ChatRequest:
+def _parse_chat_request(body: object, model_name: str, fault: str | None = None) -> _ChatRequest:
     if not isinstance(body, dict):
         raise _bad_request("The request body must be a JSON object.")
     model = body.get("model", model_name)
@@ -271,7 +361,7 @@ def _parse_chat_request(body: object, model_name: str) -> _ChatRequest:
                                    or max_tokens < 1):
         raise _bad_request(f"max_tokens must be a positive integer, got {max_tokens!r}.")
     return _ChatRequest(texts=texts, image_urls=image_urls, message_count=len(messages),
-                        structured=structured, max_tokens=max_tokens)
+                        structured=structured, max_tokens=max_tokens, fault=fault)
 
 
 def _decode_image(url: str) -> BgrImage:
@@ -314,6 +404,9 @@ class SimServer:
         self._rng = random.Random(self._behaviour.seed)
         self._counts: Counter[str] = Counter()
         self._in_flight = 0
+        self._in_service = 0
+        self._max_in_service = 0
+        self._queue: collections.deque[asyncio.Future[None]] = collections.deque()
         self._created = int(time.time())
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
@@ -399,6 +492,7 @@ class SimServer:
         if "seed" in changes:
             self._rng.seed(new.seed)
         self._behaviour = new
+        self._admit()  # a larger batch capacity lets waiting requests in
         LOG.info("VLM simulator behaviour: %s", new)
         return new
 
@@ -414,12 +508,57 @@ class SimServer:
         return {"requests": self._counts["requests"], **{
             outcome: self._counts[outcome] for outcome in (
                 "ok", "bad_answer", "failed", "hung", "not_found", "bad_request", "cancelled",
-                "shutting_down", "json_answers", "text_answers")
-        }, "in_flight": self._in_flight}
+                "shutting_down", "reset", "json_answers", "text_answers", "queued",
+                "prompt_tokens", "completion_tokens")
+        }, **{f"fault_{kind}": self._counts[f"fault_{kind}"] for kind in FAULT_KINDS},
+            "in_flight": self._in_flight, "in_service": self._in_service,
+            "max_in_service": self._max_in_service}
 
     def reset_stats(self) -> None:
         """Zero the counts (requests in flight are still counted as such)."""
         self._counts.clear()
+        self._max_in_service = self._in_service
+
+    # -- the service-time model --
+
+    def _admit(self) -> None:
+        capacity = self._behaviour.batch_capacity
+        while self._queue and (capacity == 0 or self._in_service < capacity):
+            waiter = self._queue.popleft()
+            if not waiter.done():
+                self._enter_service()
+                waiter.set_result(None)
+
+    def _enter_service(self) -> None:
+        self._in_service += 1
+        self._max_in_service = max(self._max_in_service, self._in_service)
+
+    @contextlib.asynccontextmanager
+    async def _service_slot(self) -> Any:
+        """A place in the simulated batch; beyond ``batch_capacity``, wait in arrival order."""
+        capacity = self._behaviour.batch_capacity
+        if not self._queue and (capacity == 0 or self._in_service < capacity):
+            self._enter_service()
+        else:
+            self._counts["queued"] += 1
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._queue.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._leave_service()
+                with contextlib.suppress(ValueError):
+                    self._queue.remove(waiter)
+                raise
+        try:
+            yield
+        finally:
+            self._leave_service()
+
+    def _leave_service(self) -> None:
+        self._in_service -= 1
+        self._admit()
 
     # -- handlers --
 
@@ -479,23 +618,48 @@ class SimServer:
         self._counts[outcome] += 1
         return response
 
+    def _content(self, chat: _ChatRequest, answer: SafetyAnswer, fault: str,
+                 prose_roll: float) -> tuple[str, Outcome]:
+        """The answer's text, or what a content fault puts in its place."""
+        if fault == "prose":
+            return _BAD_ANSWERS[int(prose_roll * 1e6) % len(_BAD_ANSWERS)], "bad_answer"
+        if fault == "malformed_json":
+            whole = _json_answer(answer)
+            return whole[: len(whole) // 2], "bad_answer"
+        if fault == "schema_violation":
+            return _SCHEMA_VIOLATION, "bad_answer"
+        if fault == "long":
+            return _LONG_SENTENCE * 400, "bad_answer"
+        if chat.structured and not self._behaviour.force_text:
+            self._counts["json_answers"] += 1
+            return _json_answer(answer), "ok"
+        self._counts["text_answers"] += 1
+        return seed_text(answer, chat.language), "ok"
+
     async def _answer(self, request: web.Request) -> tuple[web.Response, Outcome]:
+        header_fault = request.headers.get(FAULT_HEADER)
         try:
+            if header_fault is not None and header_fault not in FAULT_KINDS:
+                raise _bad_request(f"{FAULT_HEADER} must be one of {', '.join(FAULT_KINDS)}; "
+                                   f"got {header_fault!r}.")
             try:
                 body = await request.json()
             except (json.JSONDecodeError, UnicodeDecodeError):
                 raise _bad_request("The request body is not valid JSON.") from None
-            chat = _parse_chat_request(body, self.model_name)
+            chat = _parse_chat_request(body, self.model_name, header_fault)
             image = await asyncio.to_thread(_decode_image, chat.image_urls[0])
         except _HttpError as rejection:
             LOG.debug("rejected chat completion: %s", rejection.message)
             return _error_response(rejection), rejection.outcome
         behaviour = self._behaviour
-        # Always three draws in this order, so outcomes depend only on the request sequence.
-        hang_roll, fail_roll, bad_roll = (self._rng.random() for _ in range(3))
+        # Always four draws in this order, so outcomes depend only on the request sequence.
+        rolls = [self._rng.random() for _ in range(4)]
+        fault = chat.fault or behaviour.fault or _drawn_fault(behaviour, *rolls)
+        if fault:
+            self._counts[f"fault_{fault}"] += 1
         height, width = image.shape[:2]
         tokens = image_tokens(height, width, max_pixels=VLLM_MAX_PIXELS)
-        if hang_roll < behaviour.hang_rate:
+        if fault == "timeout":
             self._counts["hung"] += 1
             await self._wait(behaviour.hang_s)
             # Only reached when the hang ran out or the server stops; a client that gave up
@@ -503,55 +667,115 @@ class SimServer:
             error = _HttpError(503, "The simulated hang ended without an answer.",
                                "ServiceUnavailableError", "shutting_down")
             return _error_response(error), "shutting_down"
-        if fail_roll < behaviour.fail_rate:
-            status = behaviour.status_code_on_fail
-            error = _HttpError(status, f"Simulated failure (HTTP {status}).",
-                               _FAIL_STATUSES[status], "failed")
-            return _error_response(error), "failed"
-        if await self._wait(behaviour.latency_s
-                            + behaviour.latency_per_image_token_s * tokens):
-            error = _HttpError(503, "The VLM simulator is shutting down.",
-                               "ServiceUnavailableError", "shutting_down")
-            return _error_response(error), "shutting_down"
-        language = chat.language
-        answer: SafetyAnswer = await asyncio.to_thread(judge, image, language)
-        outcome: Outcome = "ok"
-        if bad_roll < behaviour.bad_answer_rate:
-            content = _BAD_ANSWERS[int(bad_roll * 1e6) % len(_BAD_ANSWERS)]
-            outcome = "bad_answer"
-        elif chat.structured and not behaviour.force_text:
-            content = answer.model_dump_json()
-            self._counts["json_answers"] += 1
-        else:
-            content = seed_text(answer, language)
-            self._counts["text_answers"] += 1
+        immediate = _immediate_fault(request, fault)
+        if immediate is not None:
+            return immediate
+        prompt_tokens = (
+            tokens + _IMAGE_OVERHEAD_TOKENS + _GENERATION_PROMPT_TOKENS
+            + chat.message_count * _MESSAGE_OVERHEAD_TOKENS
+            + sum(estimate_text_tokens(text) for text in chat.texts)
+        )
+        if prompt_tokens + (chat.max_tokens or 0) > self.max_model_len:
+            # vLLM's wording, so clients can recognise it.
+            error = _bad_request(
+                f"This model's maximum context length is {self.max_model_len} tokens. However, "
+                f"you requested {prompt_tokens + (chat.max_tokens or 0)} tokens "
+                f"({prompt_tokens} in the messages, {chat.max_tokens or 0} in the completion). "
+                f"Please reduce the length of the messages or completion.")
+            return _error_response(error), "bad_request"
+        answer: SafetyAnswer = await asyncio.to_thread(judge, image, chat.language)
+        content, outcome = self._content(chat, answer, fault, rolls[2])
         completion_tokens = estimate_text_tokens(content) + 1  # + <|im_end|>
         finish_reason = "stop"
         if chat.max_tokens is not None and completion_tokens > chat.max_tokens:
             # Cut like a length-limited generation: the text stops mid-way.
             keep = len(content) * chat.max_tokens // completion_tokens
             content, completion_tokens, finish_reason = content[:keep], chat.max_tokens, "length"
-        prompt_tokens = (
-            tokens + _IMAGE_OVERHEAD_TOKENS + _GENERATION_PROMPT_TOKENS
-            + chat.message_count * _MESSAGE_OVERHEAD_TOKENS
-            + sum(estimate_text_tokens(text) for text in chat.texts)
-        )
+        service_s = (behaviour.latency_s + behaviour.latency_per_image_token_s * tokens
+                     + behaviour.latency_per_completion_token_s * completion_tokens)
+        async with self._service_slot():
+            if await self._wait(service_s):
+                error = _HttpError(503, "The VLM simulator is shutting down.",
+                                   "ServiceUnavailableError", "shutting_down")
+                return _error_response(error), "shutting_down"
+        self._counts["prompt_tokens"] += prompt_tokens
+        self._counts["completion_tokens"] += completion_tokens
         LOG.debug("chat completion %dx%d (%d image tokens): %s", width, height, tokens, outcome)
+        choices = [] if fault == "empty_choices" else [{
+            "index": 0,
+            "message": {"role": "assistant", "content": content, "tool_calls": []},
+            "logprobs": None,
+            "finish_reason": finish_reason,
+            "stop_reason": None,
+        }]
+        if fault == "empty_choices":
+            outcome = "bad_answer"
         return web.json_response({
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": self.model_name,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": content, "tool_calls": []},
-                "logprobs": None,
-                "finish_reason": finish_reason,
-                "stop_reason": None,
-            }],
+            "choices": choices,
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         }), outcome
+
+
+def _immediate_fault(request: web.Request, fault: str) -> tuple[web.Response, Outcome] | None:
+    """The response of a fault that needs no answer: an HTTP error, a reset, a bad body."""
+    if fault in ("500", "503", "429"):
+        status = int(fault)
+        error = _HttpError(status, f"Simulated failure (HTTP {status}).",
+                           _FAIL_STATUSES[status], "failed")
+        response = _error_response(error)
+        if status == 429:
+            response.headers["Retry-After"] = "0"
+        return response, "failed"
+    if fault == "reset":
+        _reset_connection(request)
+        return web.Response(status=500), "reset"
+    if fault == "bad_body":
+        # What a misconfigured proxy in front of the server may send.
+        return web.Response(text="<html><body>502 Bad Gateway</body></html>",
+                            content_type="application/json"), "bad_answer"
+    return None
+
+
+def _json_answer(answer: SafetyAnswer) -> str:
+    """Compact JSON without empty or default fields (see the module docstring)."""
+    return WireAnswer.from_answer(terse(answer)).model_dump_json(exclude_defaults=True)
+
+
+def _drawn_fault(behaviour: SimBehaviour, hang_roll: float, fail_roll: float, prose_roll: float,
+                 fault_roll: float) -> str:
+    """The fault the dice give (``""``: none): hang, then failure, then prose, then one of the
+    content faults by their cumulative rates."""
+    if hang_roll < behaviour.hang_rate:
+        return "timeout"
+    if fail_roll < behaviour.fail_rate:
+        return str(behaviour.status_code_on_fail)
+    if prose_roll < behaviour.bad_answer_rate:
+        return "prose"
+    threshold = 0.0
+    for rate_name, kind in zip(_CONTENT_FAULT_RATES, _CONTENT_FAULT_KINDS, strict=True):
+        threshold += getattr(behaviour, rate_name)
+        if fault_roll < threshold:
+            return kind
+    return ""
+
+
+def _reset_connection(request: web.Request) -> None:
+    """Reset the client's TCP connection (RST, not a clean close), as a crashing server or a
+    dropped NAT entry does."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        # SO_LINGER on with a zero timeout: close() sends RST and discards unsent data.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 # --- Blocking entry point (``monitor sim-vlm``). ------------------------------------------------

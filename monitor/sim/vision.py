@@ -19,7 +19,9 @@ Decision rules (fractions are of the whole image's area, so they hold at every s
   between -> cannot tell.
 * helmet status: no persons -> no_person; anyone undecidable -> uncertain; nobody missing ->
   all_worn; everybody missing -> none_worn; else some_missing. ``missing_count`` counts the
-  persons without a hat.
+  persons without a hat, and each of them gets a grounding box (``bbox_2d``: hat to feet, in
+  pixels of the judged image, as Qwen2.5-VL gives boxes in the image it was shown).
+* fire and smoke get a ``location`` (thirds across, halves down) besides the description.
 """
 
 from __future__ import annotations
@@ -40,7 +42,15 @@ from monitor.sim.scenes import (
     Language,
     location,
 )
-from monitor.verdict import Answer, HazardFinding, HelmetFinding, HelmetStatus, SafetyAnswer
+from monitor.verdict import (
+    MAX_BOXES,
+    Answer,
+    HazardFinding,
+    HelmetFinding,
+    HelmetStatus,
+    PersonBox,
+    SafetyAnswer,
+)
 
 Mask = npt.NDArray[np.uint8]
 
@@ -56,6 +66,8 @@ HAT_UNCERTAIN = 0.03
 HAT_REGION_WIDEN = 1.25
 HAT_REGION_HEIGHT = 1.0
 """The hat region's height as a multiple of the vest's height."""
+PERSON_BOX_WIDEN = 0.15
+"""A person's box reaches this share of the vest's width beyond it on each side."""
 
 _OPEN_KERNEL = np.ones((3, 3), dtype=np.uint8)
 
@@ -72,6 +84,9 @@ class Person:
     """The vest's share of the image's area."""
     hat_fraction: float
     """Share of the region above the vest covered by hat pixels."""
+    box: tuple[int, int, int, int] = (0, 0, 0, 0)
+    """The whole person (hat to feet) as ``(x1, y1, x2, y2)`` in pixels of the measured image:
+    Qwen2.5-VL's grounding form, in the coordinates of the image the model was given."""
 
     @property
     def wears_hat(self) -> bool | None:
@@ -148,9 +163,14 @@ def measure(image: BgrImage) -> Measurements:
         y0 = max(0, round(top - HAT_REGION_HEIGHT * vest_h))
         region_area = (x1 - x0) * (y1 - y0)
         hat_pixels = cv2.countNonZero(hat[y0:y1, x0:x1]) if region_area else 0
+        # The figure around the vest (scenes' geometry): head and hat up to one vest height
+        # above it, legs one vest height below, a little wider than the vest.
+        margin = PERSON_BOX_WIDEN * vest_w
+        box = (max(0, left - round(margin)), max(0, top - vest_h),
+               min(w, left + vest_w + round(margin)), min(h, top + 2 * vest_h))
         persons.append(Person(
             x=(left + vest_w / 2) / w, y=top / h, vest_area=area / total,
-            hat_fraction=hat_pixels / region_area if region_area else 0.0,
+            hat_fraction=hat_pixels / region_area if region_area else 0.0, box=box,
         ))
     persons.sort(key=lambda person: person.x)
     return Measurements(width=w, height=h, flame_fraction=flame_fraction,
@@ -171,6 +191,12 @@ def _hazard(kind: str, answer: Answer, fraction: float, centre: tuple[float, flo
     if answer is Answer.NO or centre is None:
         return HazardFinding(answer=Answer.NO, description="")
     where = location(*centre, language)
+    return HazardFinding(answer=answer, location=where,
+                         description=_hazard_text(kind, answer, where, fraction, language))
+
+
+def _hazard_text(kind: str, answer: Answer, where: str, fraction: float,
+                 language: Language) -> str:
     share = f"{fraction * 100:.1f}%"
     if language == "zh":
         noun = "明火" if kind == "fire" else "烟雾"
@@ -180,11 +206,11 @@ def _hazard(kind: str, answer: Answer, fraction: float, centre: tuple[float, flo
             text = f"画面{where}有少量疑似{noun}的颜色区域，无法确定。"
     elif answer is Answer.YES:
         noun = "Flames" if kind == "fire" else "Smoke"
-        text = f"{noun} at the {where} of the image, covering about {share} of the frame."
+        text = f"{noun} at the {where}, about {share} of the frame."
     else:
         noun = "flame" if kind == "fire" else "smoke"
-        text = f"A small {noun}-coloured area at the {where}; cannot tell for sure."
-    return HazardFinding(answer=answer, description=text)
+        text = f"Small {noun}-coloured area at the {where}; unsure."
+    return text
 
 
 def _helmet(persons: tuple[Person, ...], language: Language) -> HelmetFinding:
@@ -215,16 +241,20 @@ def _helmet(persons: tuple[Person, ...], language: Language) -> HelmetFinding:
             parts.append("均已佩戴安全帽")
         text = "，".join(parts) + "。"
     else:
+        # Short enough for the schema's description limit (60 characters).
         noun = "person" if len(persons) == 1 else "people"
         parts = [f"{len(persons)} {noun} in view"]
         if missing:
-            parts.append(f"{len(missing)} without a hard hat (at the {places(missing)})")
+            parts.append(f"{len(missing)} without a hard hat ({places(missing)})")
         if unsure:
-            parts.append(f"cannot tell for {len(unsure)} (at the {places(unsure)})")
+            parts.append(f"unsure for {len(unsure)} ({places(unsure)})")
         if not missing and not unsure:
             parts.append("all wearing hard hats")
         text = "; ".join(parts) + "."
-    return HelmetFinding(status=status, missing_count=len(missing), description=text)
+    # No label: the prompt asks for bare bbox_2d items (a label would only cost tokens).
+    boxes = [PersonBox(bbox_2d=list(p.box)) for p in missing][:MAX_BOXES]
+    return HelmetFinding(status=status, missing_count=len(missing), description=text,
+                         boxes=boxes)
 
 
 def answer_from(measurements: Measurements, language: Language = "en") -> SafetyAnswer:
@@ -253,28 +283,59 @@ _ZH_STATUS = {
 }
 
 
+_NOTHING_SEEN: dict[tuple[Language, str], str] = {
+    ("zh", "fire"): "图像中未发现火焰、烧焦物等火灾迹象。",
+    ("zh", "smoke"): "图像中没有明显的烟雾。",
+    ("zh", "helmet"): "图像中未发现人员。",
+    ("en", "fire"): "No flames or burnt material are visible in the image.",
+    ("en", "smoke"): "No visible smoke in the image.",
+    ("en", "helmet"): "No people are visible in the image.",
+}
+"""What Qwen2.5-VL writes after a "no" when the seed's prompt asks for details: it explains
+every answer, not only the positive ones, which is most of a free-text answer's length."""
+
+
 def seed_text(answer: SafetyAnswer, language: Language) -> str:
     """The answer in the seed guide's free-text format (what the model writes without a JSON
-    schema), one field per line; :func:`monitor.verdict.parse_answer` reads it back."""
+    schema), one field per line, each with its explanation as the model writes it;
+    :func:`monitor.verdict.parse_answer` reads it back."""
 
-    def line(label: str, value: str, description: str) -> str:
+    def line(label: str, value: str, description: str, nothing: str) -> str:
+        text = description or nothing
         # English values end with a full stop: the parser reads an English value up to
         # punctuation, so a description must not run on from it.
         if language == "zh":
-            return f"【{label}】：{value} {description}".rstrip()
-        return f"[{label}]: {value}. {description}".rstrip()
+            return f"【{label}】：{value} {text}".rstrip()
+        return f"[{label}]: {value}. {text}".rstrip()
 
+    helmet_nothing = _NOTHING_SEEN[language, "helmet"] \
+        if answer.helmet.status is HelmetStatus.NO_PERSON else ""
     if language == "zh":
         lines = [
-            line("火灾检测", _ZH_ANSWER[answer.fire.answer], answer.fire.description),
-            line("烟雾检测", _ZH_ANSWER[answer.smoke.answer], answer.smoke.description),
-            line("安全帽检测", _ZH_STATUS[answer.helmet.status], answer.helmet.description),
+            line("火灾检测", _ZH_ANSWER[answer.fire.answer], answer.fire.description,
+                 _NOTHING_SEEN[language, "fire"]),
+            line("烟雾检测", _ZH_ANSWER[answer.smoke.answer], answer.smoke.description,
+                 _NOTHING_SEEN[language, "smoke"]),
+            line("安全帽检测", _ZH_STATUS[answer.helmet.status], answer.helmet.description,
+                 helmet_nothing),
         ]
     else:
         lines = [
-            line("Fire", answer.fire.answer.value, answer.fire.description),
-            line("Smoke", answer.smoke.answer.value, answer.smoke.description),
+            line("Fire", answer.fire.answer.value, answer.fire.description,
+                 _NOTHING_SEEN[language, "fire"]),
+            line("Smoke", answer.smoke.answer.value, answer.smoke.description,
+                 _NOTHING_SEEN[language, "smoke"]),
             line("Hard hats", answer.helmet.status.value.replace("_", " "),
-                 answer.helmet.description),
+                 answer.helmet.description, helmet_nothing),
         ]
     return "\n".join(lines)
+
+
+def terse(answer: SafetyAnswer) -> SafetyAnswer:
+    """The answer as a model following monitor's JSON instructions gives it: descriptions only
+    where there is something to report (fire and smoke descriptions are already empty for
+    "no"; the hard-hat one goes when everybody wears one or nobody is there)."""
+    if answer.helmet.status in (HelmetStatus.ALL_WORN, HelmetStatus.NO_PERSON):
+        helmet = answer.helmet.model_copy(update={"description": ""})
+        return answer.model_copy(update={"helmet": helmet})
+    return answer
