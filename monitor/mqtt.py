@@ -1,43 +1,68 @@
 """MQTT interface: topics, payload models, and the publisher's connection loop.
 
-Topics (``<prefix>`` defaults to ``monitor``)::
+Topics (``<prefix>`` defaults to ``monitor``; ``docs/mqtt.md`` documents each with examples)::
 
-    <prefix>/availability              retained  online | offline (offline is also the will)
-    <prefix>/events                    QoS 1     JSON EventPayload (start / end)
-    <prefix>/<camera>/<hazard>         retained  ON | OFF
-    <prefix>/<camera>/status           retained  JSON StatusPayload
-    <prefix>/<camera>/verdict          retained  JSON VerdictPayload
+    <prefix>/availability                retained  online | offline (offline is also the will)
+    <prefix>/events                      QoS 1     JSON EventPayload (start / update / end)
+    <prefix>/<camera>/<hazard>           retained  ON | OFF
+    <prefix>/<camera>/<hazard>/snapshot  retained  JPEG of the latest alert frame (optional)
+    <prefix>/<camera>/status             retained  JSON StatusPayload
+    <prefix>/<camera>/verdict            retained  JSON VerdictPayload
+    homeassistant/binary_sensor/...      retained  Home Assistant discovery (opt-in)
 
-Publishing never blocks the pipeline: ``publish()`` appends to a bounded in-memory queue (the
-oldest message is dropped past the bound, counted and logged) and one task sends the queue in
-order. A message leaves the queue only once the broker acknowledged it (aiomqtt's ``publish``
-waits for PUBACK at QoS 1), so a broker outage delays messages instead of losing them.
+Payloads are pydantic models, the single source of truth: ``python -m monitor.mqtt
+docs/schemas`` writes their JSON Schemas, and a test checks that the files are current.
+
+Delivery: ``publish*()`` never blocks the pipeline. It writes the message to the durable
+:class:`~monitor.outbox.Outbox` (SQLite, a fraction of a millisecond) and wakes the sender; one
+task sends the outbox in order and deletes each message only once the broker acknowledged it
+(aiomqtt's ``publish`` waits for PUBACK at QoS 1). A broker outage or a killed daemon delays
+messages instead of losing them; a message may go out twice (at-least-once), so events carry a
+stable ``id`` and ``revision`` for subscribers to de-duplicate.
+
+Retained state stays true across restarts: the outbox remembers which alerts are raised, so a
+restarted daemon ends them (``end_reason: restart``) when it declares its hazards ``OFF``; it
+remembers the retained topics it owns, so the topics (and Home Assistant entities) of a camera
+removed from the configuration are cleared. After a reconnect the acknowledged retained state is
+sent again before newer messages, because a broker restarted without persistence has lost it.
+
 The connection loop reconnects forever with jittered, capped exponential backoff and logs the
-delay; bad credentials are reported the same way and retried, because the broker's user
-database may be fixed without restarting us.
+delay; refused credentials are reported clearly (never with the password) and retried, because
+the broker's user database may be fixed without restarting us.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
-from collections import deque
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
 
 import aiomqtt
-from pydantic import BaseModel, ConfigDict
+from aiomqtt.exceptions import MqttConnectError
+from pydantic import BaseModel, ConfigDict, Field
 
 from monitor.capture import StreamStatus
 from monitor.config import MqttConfig
-from monitor.tracker import AlertEvent
+from monitor.discovery import BinarySensorDiscovery, discovery_messages
+from monitor.outbox import OpenAlert, Outbox, OutboxError, Outgoing
+from monitor.tracker import AlertEvent, EndReason, EventType, Observation
 from monitor.verdict import Hazard, SafetyAnswer, Verdict
 
 logger = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT_S = 10.0
 RECONNECT_CAP_S = 30.0
+SEND_BATCH = 100
+
+# MQTT 3.1.1 CONNACK codes 4/5 and MQTT 5 reason codes 134/135: the broker refused who we are.
+_AUTH_CODES = {4, 5, 134, 135}
 
 
 def iso_time(epoch_s: float) -> str:
@@ -49,38 +74,88 @@ class _Payload(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class EventPayload(_Payload):
-    """An alert starting or ending (``<prefix>/events``)."""
+class VerdictRef(_Payload):
+    """One verdict behind an event step."""
 
-    id: str
-    type: str
+    captured_at: str = Field(description="Capture time of the analysed frame (ISO 8601 UTC).")
+    positive: bool = Field(description="Whether the verdict reported the hazard.")
+    detail: str = Field(description="The model's description.")
+    missing_helmets: int | None = Field(description="no_helmet: people without a hard hat.")
+
+    @classmethod
+    def from_observation(cls, seen: Observation) -> VerdictRef:
+        """The wire form of a tracker observation."""
+        return cls(captured_at=iso_time(seen.at), positive=seen.positive, detail=seen.detail,
+                   missing_helmets=seen.missing_helmets)
+
+
+class Box(_Payload):
+    """A region the model pointed at, in pixels of the original frame."""
+
+    label: str
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+class SnapshotRef(_Payload):
+    """Where the evidence image of an event step is."""
+
+    path: str = Field(description="File path on the daemon's host.")
+    url: str | None = Field(default=None, description="snapshots.url_prefix + relative path.")
+    topic: str | None = Field(default=None, description="Retained MQTT topic with the JPEG.")
+
+
+class EventPayload(_Payload):
+    """A step of an alert's lifecycle (``<prefix>/events``, QoS 1, not retained).
+
+    ``(id, revision)`` identifies a step: de-duplicate redeliveries with it."""
+
+    id: str = Field(description="Stable for the whole alert (start, updates, end).")
+    revision: int = Field(ge=0, description="0 for start, +1 per later step of the alert.")
+    type: Literal["start", "update", "end"]
     camera: str
     hazard: Hazard
     started_at: str
     ended_at: str | None
-    at: str
-    detail: str
-    confirming_verdicts: int
-    missing_helmets: int | None
+    at: str = Field(description="When this step happened (capture time of its verdict).")
+    detail: str = Field(description="The model's description at the start or latest update.")
+    confirming_verdicts: int = Field(description="Number of verdicts behind this step.")
+    verdicts: list[VerdictRef] = Field(description="The verdicts behind this step.")
+    missing_helmets: int | None = Field(description="no_helmet: people without a hard hat.")
+    end_reason: Literal["cleared", "timeout", "restart", "removed"] | None = None
+    model: str | None = Field(default=None, description="Model that gave the verdict.")
+    latency_s: float | None = Field(default=None, description="Model request latency.")
+    boxes: list[Box] = Field(default_factory=list, description="Regions the model located.")
+    snapshot: SnapshotRef | None = None
 
     @classmethod
-    def from_event(cls, event: AlertEvent) -> EventPayload:
-        """The wire form of a tracker event."""
+    def from_event(cls, event: AlertEvent, *, verdict: Verdict | None = None,
+                   boxes: Sequence[Box] = (), snapshot: SnapshotRef | None = None,
+                   ) -> EventPayload:
+        """The wire form of a tracker event (with the verdict that caused it, if any)."""
         return cls(
-            id=event.event_id, type=event.type.value, camera=event.camera_id,
-            hazard=event.hazard, started_at=iso_time(event.started_at),
+            id=event.event_id, revision=event.revision, type=event.type.value,
+            camera=event.camera_id, hazard=event.hazard, started_at=iso_time(event.started_at),
             ended_at=iso_time(event.ended_at) if event.ended_at is not None else None,
             at=iso_time(event.at), detail=event.detail,
-            confirming_verdicts=event.confirming_verdicts, missing_helmets=event.missing_helmets,
+            confirming_verdicts=event.confirming_verdicts,
+            verdicts=[VerdictRef.from_observation(seen) for seen in event.verdicts],
+            missing_helmets=event.missing_helmets,
+            end_reason=event.end_reason.value if event.end_reason else None,
+            model=verdict.model if verdict else None,
+            latency_s=round(verdict.latency_s, 3) if verdict else None,
+            boxes=list(boxes), snapshot=snapshot,
         )
 
 
 class StatusPayload(_Payload):
-    """A camera stream's state (``<prefix>/<camera>/status``)."""
+    """A camera stream's state (``<prefix>/<camera>/status``, retained)."""
 
     camera: str
     online: bool
-    url: str
+    url: str = Field(description="Stream URL with the password replaced by ***.")
     width: int | None
     height: int | None
     codec: str | None
@@ -88,6 +163,16 @@ class StatusPayload(_Payload):
     last_error: str | None
     reconnects: int
     updated_at: str
+    state: str = Field(description="connecting, online, offline, unauthorized or stopped")
+    gop_frames: int | None = Field(description="Measured keyframe interval, frames.")
+    gop_s: float | None = Field(description="Measured keyframe interval, seconds.")
+    decode: str | None = Field(description="Decoding in use: keyframes or all.")
+    backend: str = Field(description="pyav or opencv.")
+    stall_timeout_s: float | None = Field(
+        description="Silence after which the stream is reopened (from its frame rate).")
+    frames_read: int = Field(description="Frames delivered by the stream since start.")
+    frames_dropped: int = Field(
+        description="Delivered frames replaced by a newer one before being sampled.")
 
     @classmethod
     def from_status(cls, status: StreamStatus, at: float) -> StatusPayload:
@@ -96,12 +181,17 @@ class StatusPayload(_Payload):
             camera=status.camera_id, online=status.online, url=status.url,
             width=status.width, height=status.height, codec=status.codec, fps=status.fps,
             last_error=status.last_error, reconnects=status.reconnects,
-            updated_at=iso_time(at),
+            updated_at=iso_time(at), state=status.state, gop_frames=status.gop_frames,
+            gop_s=round(status.gop_s, 3) if status.gop_s else None, decode=status.decode,
+            backend=status.backend,
+            stall_timeout_s=round(status.stall_timeout_s, 2) if status.stall_timeout_s
+            else None,
+            frames_read=status.frames_read, frames_dropped=status.frames_dropped,
         )
 
 
 class VerdictPayload(_Payload):
-    """The latest validated answer for a camera (``<prefix>/<camera>/verdict``)."""
+    """The latest validated answer for a camera (``<prefix>/<camera>/verdict``, retained)."""
 
     camera: str
     captured_at: str
@@ -143,6 +233,10 @@ class Topics:
         """Retained ``ON``/``OFF`` per camera and hazard."""
         return f"{self.prefix}/{camera_id}/{hazard.value}"
 
+    def snapshot(self, camera_id: str, hazard: Hazard) -> str:
+        """Retained JPEG of the latest alert frame per camera and hazard."""
+        return f"{self.prefix}/{camera_id}/{hazard.value}/snapshot"
+
     def status(self, camera_id: str) -> str:
         """Retained stream status per camera."""
         return f"{self.prefix}/{camera_id}/status"
@@ -152,130 +246,265 @@ class Topics:
         return f"{self.prefix}/{camera_id}/verdict"
 
 
-@dataclass(frozen=True, slots=True)
-class _Message:
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-
-
 class MqttPublisher:
     """Owns the broker connection; everything else only calls the non-blocking ``publish*``."""
 
-    def __init__(self, config: MqttConfig, rng: random.Random | None = None) -> None:
+    def __init__(self, config: MqttConfig, outbox: Outbox | None = None,
+                 rng: random.Random | None = None,
+                 on_event: Callable[[str, str], None] | None = None) -> None:
+        """``on_event(hazard, type)`` is called for every event stored (metrics)."""
         self._config = config
+        self._on_event = on_event
         self.topics = Topics(config.topic_prefix)
-        self._queue: deque[_Message] = deque()
+        self.outbox = outbox if outbox is not None else Outbox(
+            None, max_messages=config.queue_size, max_bytes=config.outbox_max_bytes,
+            max_age_s=config.outbox_max_age_s)
         self._wakeup = asyncio.Event()
         self._closing = asyncio.Event()
-        self._retained: dict[str, _Message] = {}
+        self._retained: dict[str, bytes] = {}
+        """Acknowledged retained state, sent again after a reconnect."""
         self._rng = rng or random.Random()
         self._ever_connected = False
         self.connected = False
-        self.dropped = 0
+        self.write_failures = 0
+        self.connect_attempts = 0
         self.last_error: str | None = None
 
-    def publish(self, topic: str, payload: str | bytes, *, retain: bool = False,
-                qos: int | None = None) -> None:
-        """Queue a message; never blocks. Past ``queue_size`` the oldest is dropped."""
-        data = payload.encode() if isinstance(payload, str) else payload
-        message = _Message(topic, data, self._config.qos if qos is None else qos, retain)
-        if retain:
-            self._retained[topic] = message
-        if len(self._queue) >= self._config.queue_size:
-            lost = self._queue.popleft()
-            self.dropped += 1
-            if self.dropped == 1 or self.dropped % 100 == 0:
-                logger.error("mqtt: queue full (%d messages, broker unreachable?); dropped "
-                             "the oldest (%s); %d dropped so far", self._config.queue_size,
-                             lost.topic, self.dropped)
-        self._queue.append(message)
-        self._wakeup.set()
+    # --- what the pipeline calls (never blocks) ---
 
-    def publish_event(self, event: AlertEvent) -> None:
-        """Queue an alert event and the matching retained ``ON``/``OFF`` state."""
-        payload = EventPayload.from_event(event)
-        self.publish(self.topics.events, payload.model_dump_json())
-        self.set_hazard_state(event.camera_id, event.hazard, on=event.type.value == "start")
+    def publish(self, topic: str, payload: str | bytes, *, retain: bool = False,
+                qos: int | None = None, owner: tuple[str, str | None] | None = None) -> None:
+        """Store a message for the broker; never blocks."""
+        data = payload.encode() if isinstance(payload, str) else payload
+        self._store([Outgoing(topic, data, self._config.qos if qos is None else qos, retain)],
+                    owner=owner)
+
+    def _store(self, messages: Sequence[Outgoing], *, open_alert: OpenAlert | None = None,
+               close_alert: str | None = None,
+               owner: tuple[str, str | None] | None = None) -> bool:
+        try:
+            self.outbox.put(messages, open_alert=open_alert, close_alert=close_alert,
+                            owner=owner)
+        except OutboxError as exc:
+            # The disk is full or broken: the pipeline goes on (alerts still matter), but
+            # this message cannot be kept; count and log it (the message says it all: no
+            # traceback).
+            self.write_failures += 1
+            logger.error("mqtt: %s; %s not stored (%d lost so far)", exc,  # noqa: TRY400
+                         ", ".join(m.topic for m in messages), self.write_failures)
+            return False
+        self._wakeup.set()
+        return True
+
+    def publish_event(self, event: AlertEvent, *, verdict: Verdict | None = None,
+                      boxes: Sequence[Box] = (), snapshot: SnapshotRef | None = None) -> None:
+        """Store an alert event and the matching retained ``ON``/``OFF``, atomically."""
+        payload = EventPayload.from_event(event, verdict=verdict, boxes=boxes,
+                                          snapshot=snapshot)
+        self._publish_event_payload(payload)
+
+    def _publish_event_payload(self, payload: EventPayload) -> None:
+        camera, hazard = payload.camera, payload.hazard
+        text = payload.model_dump_json()
+        ended = payload.type == EventType.END.value
+        messages = [
+            Outgoing(self.topics.events, text.encode(), self._config.qos, retain=False),
+            Outgoing(self.topics.hazard(camera, hazard), b"OFF" if ended else b"ON",
+                     self._config.qos, retain=True),
+        ]
+        stored = self._store(
+            messages,
+            open_alert=None if ended else OpenAlert(payload.id, camera, hazard.value, text),
+            close_alert=payload.id if ended else None, owner=(camera, hazard.value),
+        )
+        if stored and self._on_event is not None:
+            self._on_event(hazard.value, payload.type)
 
     def set_hazard_state(self, camera_id: str, hazard: Hazard, *, on: bool) -> None:
-        """Queue the retained ``ON``/``OFF`` of one camera's hazard."""
-        self.publish(self.topics.hazard(camera_id, hazard), "ON" if on else "OFF", retain=True)
+        """Store the retained ``ON``/``OFF`` of one camera's hazard.
+
+        ``OFF`` outside an event is the daemon saying "no alert is raised" (at start, after a
+        camera restart): alerts this daemon left open for that camera and hazard, e.g. when it
+        was killed, are ended first (``end_reason: restart``) so no subscriber waits forever.
+        """
+        if not on:
+            for alert in self.outbox.open_alerts():
+                if alert.camera == camera_id and alert.hazard == hazard.value:
+                    self._end_open_alert(alert, EndReason.RESTART)
+        self.publish(self.topics.hazard(camera_id, hazard), "ON" if on else "OFF", retain=True,
+                     owner=(camera_id, hazard.value))
+
+    def _end_open_alert(self, alert: OpenAlert, reason: EndReason) -> None:
+        last = EventPayload.model_validate_json(alert.payload)
+        now = iso_time(datetime.now(UTC).timestamp())
+        logger.warning("camera %s: %s alert (event %s) was still raised by a previous run; "
+                       "ending it (%s)", alert.camera, alert.hazard, alert.event_id,
+                       reason.value)
+        self._publish_event_payload(last.model_copy(update={
+            "type": EventType.END.value, "revision": last.revision + 1, "ended_at": now,
+            "at": now, "confirming_verdicts": 0, "verdicts": [], "end_reason": reason.value,
+            "model": None, "latency_s": None, "boxes": [], "snapshot": None,
+        }))
+
+    def publish_snapshot(self, camera_id: str, hazard: Hazard, jpeg: bytes) -> str | None:
+        """Store the retained evidence JPEG, if enabled; returns its topic."""
+        if not self._config.snapshots:
+            return None
+        topic = self.topics.snapshot(camera_id, hazard)
+        self.publish(topic, jpeg, retain=True, owner=(camera_id, hazard.value))
+        return topic
 
     def publish_status(self, status: StreamStatus, at: float) -> None:
-        """Queue a camera's retained stream status."""
+        """Store a camera's retained stream status."""
         payload = StatusPayload.from_status(status, at)
         self.publish(self.topics.status(status.camera_id), payload.model_dump_json(),
-                     retain=True)
+                     retain=True, owner=(status.camera_id, None))
 
     def publish_verdict(self, verdict: Verdict) -> None:
-        """Queue a camera's retained latest verdict."""
+        """Store a camera's retained latest verdict."""
         payload = VerdictPayload.from_verdict(verdict)
         self.publish(self.topics.verdict(verdict.camera_id), payload.model_dump_json(),
-                     retain=True)
+                     retain=True, owner=(verdict.camera_id, None))
+
+    def reconcile(self, cameras: Mapping[str, Sequence[Hazard]]) -> None:
+        """Reconcile what a previous run left with the configured ``cameras`` (id → hazards).
+
+        Called at start; idempotent, so a configuration reload may call it again with the new
+        cameras.
+
+        Alerts of cameras or hazards no longer configured are ended (``removed``); their
+        retained topics, and Home Assistant entities no longer wanted, are cleared (an empty
+        retained message deletes a retained message; for discovery it removes the entity);
+        discovery configs of the configured ones are published when enabled.
+        """
+        for alert in self.outbox.open_alerts():
+            if alert.hazard not in {h.value for h in cameras.get(alert.camera, ())}:
+                self._end_open_alert(alert, EndReason.REMOVED)
+        wanted: set[str] = set()
+        announce: list[tuple[str, Hazard, str, bytes]] = []
+        for camera_id, hazards in cameras.items():
+            wanted |= {self.topics.status(camera_id), self.topics.verdict(camera_id)}
+            for hazard in hazards:
+                wanted |= {self.topics.hazard(camera_id, hazard),
+                           self.topics.snapshot(camera_id, hazard)}
+                if self._config.discovery:
+                    for topic, payload in discovery_messages(self._config, camera_id, hazard):
+                        wanted.add(topic)
+                        announce.append((camera_id, hazard, topic, payload))
+        stale = [topic for topic, _, _ in self.outbox.owned_topics() if topic not in wanted]
+        for topic in stale:
+            self.publish(topic, b"", retain=True)
+        if stale:
+            logger.info("mqtt: cleared %d retained topic(s) of cameras or hazards no longer "
+                        "configured", len(stale))
+            self.outbox.disown(stale)
+        for camera_id, hazard, topic, payload in announce:
+            self.publish(topic, payload, retain=True, owner=(camera_id, hazard.value))
 
     @property
     def pending(self) -> int:
         """Messages waiting for the broker."""
-        return len(self._queue)
+        return self.outbox.depth
+
+    @property
+    def dropped(self) -> int:
+        """Messages dropped because the outbox was full or they were too old."""
+        return self.outbox.dropped + self.outbox.expired + self.write_failures
+
+    # --- the connection ---
 
     def _client(self) -> aiomqtt.Client:
         config = self._config
+        tls = None
+        if config.uses_tls:
+            tls = aiomqtt.TLSParameters(
+                ca_certs=str(config.ca_file) if config.ca_file else None,
+                certfile=str(config.cert_file) if config.cert_file else None,
+                keyfile=str(config.key_file) if config.key_file else None,
+            )
         return aiomqtt.Client(
             hostname=config.host, port=config.port, username=config.username,
             password=config.password.get_secret_value() if config.password else None,
             identifier=config.client_id, keepalive=config.keepalive_s,
+            protocol=(aiomqtt.ProtocolVersion.V5 if config.protocol == "5"
+                      else aiomqtt.ProtocolVersion.V311),
+            tls_params=tls, tls_insecure=config.tls_insecure if tls else None,
             timeout=PUBLISH_TIMEOUT_S,
             will=aiomqtt.Will(self.topics.availability, b"offline", qos=1, retain=True),
         )
 
+    def _describe(self, exc: aiomqtt.MqttError) -> str:
+        """A log line for a connection failure that says what to fix (never the password)."""
+        # Only a refused CONNECT says something about credentials (a publish error's code is
+        # paho's own numbering, where 4 means "not connected").
+        code = exc.rc if isinstance(exc, MqttConnectError) else None
+        value = getattr(code, "value", code)
+        if isinstance(value, int) and value in _AUTH_CODES:
+            who = f"user {self._config.username!r}" if self._config.username else "anonymous"
+            return (f"the broker refused the credentials ({who}): {exc}; check mqtt.username "
+                    f"and mqtt.password (and the broker's password_file/ACL)")
+        return str(exc)
+
     async def run(self) -> None:
-        """Connect, send the queue, reconnect on failure; returns after ``close()``."""
-        attempt = 0
+        """Connect, send the outbox, reconnect on failure; returns after ``close()``."""
         where = f"{self._config.host}:{self._config.port}"
+        attempt = 0
         while True:
+            self.connect_attempts += 1
+            client = self._client()
             try:
-                async with self._client() as client:
-                    self.connected, self.last_error, attempt = True, None, 0
-                    logger.info("mqtt: connected to %s as %s", where, self._config.client_id)
+                async with client:
+                    attempt = 0
+                    self.connected, self.last_error = True, None
+                    logger.info("mqtt: connected to %s as %s (MQTT %s%s)", where,
+                                self._config.client_id, self._config.protocol,
+                                ", TLS" if self._config.uses_tls else "")
                     await client.publish(self.topics.availability, b"online", qos=1,
-                                         retain=True)
+                                         retain=True, timeout=PUBLISH_TIMEOUT_S)
                     if self._ever_connected:
                         # The broker may have lost retained state (restart without
-                        # persistence): send ours again before the newer queued messages.
-                        for message in list(self._retained.values()):
-                            await client.publish(message.topic, message.payload,
-                                                 qos=message.qos, retain=True)
+                        # persistence): send ours again before the newer outbox messages;
+                        # not where a newer value waits, so no subscriber sees a stale ON.
+                        newer = self.outbox.pending_retained_topics()
+                        for topic, payload in list(self._retained.items()):
+                            if topic in newer:
+                                continue
+                            await client.publish(topic, payload, qos=self._config.qos,
+                                                 retain=True, timeout=PUBLISH_TIMEOUT_S)
                     self._ever_connected = True
-                    await self._send_queue(client)
+                    await self._send_outbox(client)
                     await client.publish(self.topics.availability, b"offline", qos=1,
-                                         retain=True)
+                                         retain=True, timeout=PUBLISH_TIMEOUT_S)
                     self.connected = False
                     logger.info("mqtt: published offline, disconnecting")
                     return
             except aiomqtt.MqttError as exc:
                 self.connected = False
-                self.last_error = str(exc)
+                self.last_error = self._describe(exc)
+                consume_disconnect_error(client)
                 if self._closing.is_set():
-                    logger.warning("mqtt: giving up at shutdown with %d messages unsent: %s",
-                                   len(self._queue), exc)
+                    logger.warning("mqtt: broker %s unreachable at shutdown (%s); %d message(s) "
+                                   "stay in the outbox for the next start", where,
+                                   self.last_error, self.outbox.depth)
                     return
                 delay = min(RECONNECT_CAP_S, 1.5 ** min(attempt, 10)) * self._rng.uniform(0.5, 1)
                 attempt += 1
                 logger.warning("mqtt: broker %s: %s; reconnecting in %.1f s (%d queued)",
-                               where, exc, delay, len(self._queue))
+                               where, self.last_error, delay, self.outbox.depth)
                 try:
                     await asyncio.wait_for(self._closing.wait(), timeout=delay)
                 except TimeoutError:
                     continue
 
-    async def _send_queue(self, client: aiomqtt.Client) -> None:
+    async def _send_outbox(self, client: aiomqtt.Client) -> None:
         while True:
-            if not self._queue:
+            # Clear before reading: a message stored after head() sets it again, and nothing
+            # can run between these two lines (no await), so no wakeup is lost.
+            self._wakeup.clear()
+            batch = self.outbox.head(SEND_BATCH)
+            if not batch:
                 if self._closing.is_set():
                     return
-                self._wakeup.clear()
                 closing = asyncio.ensure_future(self._closing.wait())
                 wakeup = asyncio.ensure_future(self._wakeup.wait())
                 try:
@@ -284,14 +513,60 @@ class MqttPublisher:
                     closing.cancel()
                     wakeup.cancel()
                 continue
-            message = self._queue[0]
-            await client.publish(message.topic, message.payload, qos=message.qos,
-                                 retain=message.retain, timeout=PUBLISH_TIMEOUT_S)
-            # Only now, acknowledged, does the message leave the queue.
-            if self._queue and self._queue[0] is message:
-                self._queue.popleft()
+            for message in batch:
+                await client.publish(message.topic, message.payload, qos=message.qos,
+                                     retain=message.retain, timeout=PUBLISH_TIMEOUT_S)
+                # Only now, acknowledged, does the message leave the outbox.
+                self.outbox.ack(message.seq)
+                if message.retain:
+                    if message.payload:
+                        self._retained[message.topic] = message.payload
+                    else:
+                        self._retained.pop(message.topic, None)
 
     def close(self) -> None:
-        """Ask ``run()`` to send what is queued, publish ``offline`` and return."""
+        """Ask ``run()`` to send what is stored, publish ``offline`` and return."""
         self._closing.set()
         self._wakeup.set()
+
+
+def consume_disconnect_error(client: aiomqtt.Client) -> None:
+    """Mark aiomqtt's "unexpected disconnection" as seen.
+
+    aiomqtt 2.x stores it in a future that ``__aexit__`` skips after a lost connection, so
+    asyncio would log "Future exception was never retrieved" at ERROR level for every broker
+    outage, which reads like a crash to an operator. We already reported the outage."""
+    disconnected = getattr(client, "_disconnected", None)
+    if isinstance(disconnected, asyncio.Future) and disconnected.done() \
+            and not disconnected.cancelled():
+        disconnected.exception()
+
+
+def write_schemas(directory: Path) -> list[Path]:
+    """Write the JSON Schema of every JSON payload into ``directory``; returns the files."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, model in schema_models().items():
+        path = directory / f"{name}.schema.json"
+        path.write_text(schema_text(model), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def schema_models() -> dict[str, type[BaseModel]]:
+    """File stem → payload model."""
+    return {"event": EventPayload, "status": StatusPayload, "verdict": VerdictPayload,
+            "ha-binary-sensor-discovery": BinarySensorDiscovery}
+
+
+def schema_text(model: type[BaseModel]) -> str:
+    """The JSON Schema of ``model`` as the committed file holds it."""
+    schema = model.model_json_schema(mode="serialization")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return json.dumps(schema, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m monitor.mqtt docs/schemas`
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/schemas")
+    for written_path in write_schemas(target):
+        sys.stdout.write(f"wrote {written_path}\n")

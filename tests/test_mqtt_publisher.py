@@ -1,4 +1,5 @@
-"""The publisher against a real Mosquitto: topics, retained state, will, outage buffering."""
+"""The publisher against a real Mosquitto: topics, retained state, will, outage buffering,
+restart reconciliation (stale alerts ended, removed cameras' topics cleared)."""
 
 from __future__ import annotations
 
@@ -6,22 +7,28 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiomqtt
 import pytest
 
 from monitor.config import MqttConfig
 from monitor.mqtt import MqttPublisher
+from monitor.outbox import Outbox
 from monitor.sim.broker import MosquittoBroker
-from monitor.tracker import AlertEvent, EventType
+from monitor.tracker import AlertEvent, EndReason, EventType, Observation
 from monitor.verdict import Hazard
+from tests.support.mqtt_client import Subscriber, retained, wait_until
 
 
-def event(kind: EventType, event_id: str = "e1") -> AlertEvent:
-    return AlertEvent(event_id=event_id, type=kind, camera_id="cam1", hazard=Hazard.FIRE,
+def event(kind: EventType, event_id: str = "e1", camera: str = "cam1") -> AlertEvent:
+    seen = Observation(1_700_000_000.0, positive=kind is not EventType.END, detail="flames")
+    return AlertEvent(event_id=event_id, type=kind, camera_id=camera, hazard=Hazard.FIRE,
                       started_at=1_700_000_000.0,
                       ended_at=1_700_000_010.0 if kind is EventType.END else None,
-                      at=1_700_000_000.0, detail="flames", confirming_verdicts=2)
+                      at=1_700_000_000.0, detail="flames", verdicts=(seen, seen),
+                      revision=0 if kind is EventType.START else 1,
+                      end_reason=EndReason.CLEARED if kind is EventType.END else None)
 
 
 @contextlib.asynccontextmanager
@@ -82,10 +89,10 @@ async def test_messages_wait_for_the_broker_and_go_out_in_order() -> None:
     broker = MosquittoBroker()
     publisher = MqttPublisher(config_for(broker))
     async with running(publisher):
-        for index in range(5):  # broker not started yet: queued
+        for index in range(5):  # broker not started yet: stored
             publisher.publish_event(event(EventType.START, f"e{index}"))
         await asyncio.sleep(0.5)
-        assert publisher.pending == 10
+        assert publisher.pending == 6  # 5 events + the latest retained ON (coalesced)
         assert not publisher.connected
         await asyncio.to_thread(broker.start)
         try:
@@ -102,7 +109,7 @@ async def test_messages_wait_for_the_broker_and_go_out_in_order() -> None:
 @pytest.mark.asyncio
 async def test_queue_bound_drops_oldest_and_counts() -> None:
     publisher = MqttPublisher(MqttConfig(host="127.0.0.1", port=1, queue_size=10))
-    for index in range(25):
+    for index in range(25):  # not retained: no coalescing
         publisher.publish(f"t/{index}", "x")
     assert publisher.pending == 10
     assert publisher.dropped == 15
@@ -122,3 +129,41 @@ async def test_last_will_marks_offline_when_the_daemon_dies(mosquitto: Mosquitto
     [(_, payload, retained)] = await collect(mosquitto, "monitor/availability", 1)
     assert retained
     assert payload in {b"online", b"offline"}
+
+
+@pytest.mark.asyncio
+async def test_restart_ends_stale_alerts_and_clears_removed_cameras(
+        mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+    """A daemon killed with alerts raised: the next run ends them (no stale ON), and the
+    retained topics of a camera that left the configuration are cleared."""
+    path = tmp_path / "outbox.sqlite3"
+    first = MqttPublisher(config_for(mosquitto), Outbox(path))
+    first.reconcile({"cam1": [Hazard.FIRE], "gone": [Hazard.FIRE]})
+    first.publish_event(event(EventType.START, "e-cam1"))
+    first.publish_event(event(EventType.START, "e-gone", camera="gone"))
+    async with running(first):
+        await wait_until(lambda: first.pending == 0, 10, "the first run's messages")
+    first.outbox.close()
+    before = await retained(mosquitto, "monitor/#")
+    assert before["monitor/cam1/fire"] == before["monitor/gone/fire"] == b"ON"
+
+    subscriber = Subscriber(mosquitto, "monitor/events")
+    await subscriber.start()
+    counted: list[tuple[str, str]] = []
+    second = MqttPublisher(config_for(mosquitto), Outbox(path),
+                           on_event=lambda hazard, kind: counted.append((hazard, kind)))
+    second.reconcile({"cam1": [Hazard.FIRE]})  # camera "gone" was removed
+    second.set_hazard_state("cam1", Hazard.FIRE, on=False)  # what the daemon does at start
+    async with running(second):
+        await wait_until(lambda: len(subscriber.events()) >= 2, 10, "two end events")
+    await subscriber.stop()
+    ends = {e["id"]: e for e in subscriber.events()}
+    assert ends["e-gone"]["type"] == ends["e-cam1"]["type"] == "end"
+    assert ends["e-gone"]["end_reason"] == "removed"
+    assert ends["e-cam1"]["end_reason"] == "restart"
+    assert ends["e-cam1"]["revision"] == 1
+    after = await retained(mosquitto, "monitor/#")
+    assert after["monitor/cam1/fire"] == b"OFF"
+    assert "monitor/gone/fire" not in after  # cleared, not left ON
+    assert second.outbox.open_alerts() == []
+    assert counted == [("fire", "end"), ("fire", "end")]  # the metrics see them too

@@ -6,11 +6,14 @@ configuration of our own, so nothing depends on a system-wide broker being set u
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -46,18 +49,33 @@ def wait_for_port(host: str, port: int, timeout_s: float) -> bool:
     return False
 
 
+@dataclass(frozen=True, slots=True)
+class BrokerTls:
+    """A TLS listener: the broker's certificate and key, the CA that checks clients."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    require_client_certificate: bool = False
+
+
 class MosquittoBroker:
     """``with MosquittoBroker() as broker:`` a broker on ``broker.port`` until the block ends.
 
-    ``password_file`` (made with ``mosquitto_passwd``) turns anonymous access off.
+    ``password_file`` (made with ``mosquitto_passwd``) turns anonymous access off; ``tls``
+    makes the listener TLS-only; ``persistence_dir`` keeps retained messages and sessions
+    across ``stop()``/``start()`` (a broker restart), like a production broker.
     """
 
     def __init__(self, port: int | None = None, *, password_file: Path | None = None,
-                 extra_config: str = "") -> None:
+                 extra_config: str = "", tls: BrokerTls | None = None,
+                 persistence_dir: Path | None = None) -> None:
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self._password_file = password_file
         self._extra_config = extra_config
+        self._tls = tls
+        self._persistence_dir = persistence_dir
         self._process: subprocess.Popen[bytes] | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -69,8 +87,21 @@ class MosquittoBroker:
                               "mosquitto; `make demo` and `make test` do that when run as root)")
         self._workdir = tempfile.TemporaryDirectory(prefix="monitor-mosquitto-")
         conf = Path(self._workdir.name) / "mosquitto.conf"
-        lines = [f"listener {self.port} {self.host}", "persistence false",
-                 "log_dest stderr", "log_type error", "log_type warning"]
+        lines = [f"listener {self.port} {self.host}"]
+        if self._tls is not None:
+            lines += [f"cafile {self._tls.ca_file}", f"certfile {self._tls.cert_file}",
+                      f"keyfile {self._tls.key_file}",
+                      f"require_certificate {str(self._tls.require_client_certificate).lower()}"]
+        if self._persistence_dir is not None:
+            self._persistence_dir.mkdir(parents=True, exist_ok=True)
+            lines += ["persistence true", f"persistence_location {self._persistence_dir}/"]
+        else:
+            lines += ["persistence false"]
+        lines += ["log_dest stderr", "log_type error", "log_type warning", "log_type notice"]
+        if os.geteuid() == 0:
+            # As root, mosquitto switches to the `mosquitto` user, which cannot read files in
+            # our private temp directories; a private test broker has no reason to switch.
+            lines += ["user root"]
         if self._password_file is not None:
             lines += ["allow_anonymous false", f"password_file {self._password_file}"]
         else:
@@ -85,6 +116,11 @@ class MosquittoBroker:
             self.stop()
             raise BrokerError(f"mosquitto did not listen on {self.host}:{self.port} within "
                               f"{START_TIMEOUT_S:g} s: {output}")
+
+    def reload(self) -> None:
+        """SIGHUP: the broker reads its password file again (existing clients stay)."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGHUP)
 
     def log_tail(self, limit: int = 2000) -> str:
         """The end of the broker's log (for error messages)."""

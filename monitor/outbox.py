@@ -1,0 +1,295 @@
+"""The durable outbox between the tracker and the broker: SQLite in WAL mode.
+
+Every MQTT message is written here *before* it is published and deleted only after the broker
+acknowledged it (PUBACK at QoS 1), so a broker outage or a killed daemon delays messages but
+does not lose them; the publisher sends them in insertion order after (re)connecting. Delivery
+is at-least-once: a message acknowledged by the broker but not yet deleted when the process died
+goes out again, and subscribers de-duplicate with the event id.
+
+Bounds (every buffer has one): ``max_messages`` and ``max_bytes`` drop the oldest messages past
+the cap, ``max_age_s`` drops messages that waited too long; each drop is counted and logged.
+Retained messages (state) are coalesced instead: a new retained message replaces a pending one
+for the same topic, since only the latest state matters, so they are never dropped for age.
+
+The database also remembers what outlives a process: the alerts that are raised (so a restarted
+daemon can end them instead of leaving them open forever) and the retained topics the daemon
+owns (so the topics of a camera removed from the configuration can be cleared).
+
+Durability: WAL with ``synchronous=NORMAL`` keeps every committed transaction across a crash or
+SIGKILL of the process; only an OS crash or power loss can lose the last few (``FULL`` would
+fsync on every message, on the event loop). Writes are tiny, so they run on the event loop:
+a commit without fsync takes tens of microseconds.
+
+Exceptions::
+
+    Exception
+    └── OutboxError  (the database cannot be opened or written: path and reason)
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS open_alerts (
+    event_id TEXT PRIMARY KEY,
+    camera TEXT NOT NULL,
+    hazard TEXT NOT NULL,
+    payload TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS owned_topics (
+    topic TEXT PRIMARY KEY,
+    camera TEXT,
+    hazard TEXT
+);
+"""
+
+
+class OutboxError(Exception):
+    """The outbox database cannot be opened or written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message to store: where, what, how."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A message in the outbox, in send order (``seq``)."""
+
+    seq: int
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAlert:
+    """An alert that was raised and has not ended yet (its latest event payload, JSON)."""
+
+    event_id: str
+    camera: str
+    hazard: str
+    payload: str
+
+
+class Outbox:
+    """The on-disk queue; ``path=None`` keeps it in memory (tests, one-off tools)."""
+
+    def __init__(self, path: Path | None, *, max_messages: int = 10_000,
+                 max_bytes: int = 256 * 1024 * 1024, max_age_s: float = 7 * 86400,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.max_age_s = max_age_s
+        self._clock = clock
+        self.dropped = 0
+        """Messages dropped past ``max_messages``/``max_bytes`` (this process)."""
+        self.expired = 0
+        """Messages dropped past ``max_age_s`` (this process)."""
+        where = ":memory:" if path is None else str(path)
+        try:
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE) so a
+            # message and the alert bookkeeping that goes with it commit together.
+            # check_same_thread=False: the daemon is built on the main thread and used on the
+            # loop thread; only one thread uses it at a time.
+            self._db = sqlite3.connect(where, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            self._count, self._bytes = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
+        except (OSError, sqlite3.Error) as exc:
+            raise OutboxError(f"outbox {where}: cannot open: {exc}") from exc
+        if self._count:
+            logger.info("outbox %s: %d message(s) from a previous run waiting for the broker",
+                        where, self._count)
+
+    @property
+    def depth(self) -> int:
+        """Messages waiting for the broker."""
+        return int(self._count)
+
+    @property
+    def size_bytes(self) -> int:
+        """Payload bytes waiting for the broker."""
+        return int(self._bytes)
+
+    def put(self, messages: Sequence[Outgoing], *, open_alert: OpenAlert | None = None,
+            close_alert: str | None = None, owner: tuple[str, str | None] | None = None,
+            ) -> None:
+        """Store ``messages`` (and the alert bookkeeping) in one transaction.
+
+        ``owner`` = (camera, hazard or None) records the retained topics as owned by that
+        camera/hazard so they can be cleared when it leaves the configuration.
+        """
+        try:
+            with self._transaction():
+                for message in messages:
+                    self._insert(message, owner)
+                if open_alert is not None:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO open_alerts VALUES (?, ?, ?, ?)",
+                        (open_alert.event_id, open_alert.camera, open_alert.hazard,
+                         open_alert.payload))
+                if close_alert is not None:
+                    self._db.execute("DELETE FROM open_alerts WHERE event_id = ?",
+                                     (close_alert,))
+                self._enforce_bounds()
+        except sqlite3.Error as exc:
+            self._recount()  # the transaction was rolled back: so are our counters
+            raise OutboxError(f"outbox {self.path or ':memory:'}: cannot write: {exc}") from exc
+
+    def _recount(self) -> None:
+        try:
+            self._count, self._bytes = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
+        except sqlite3.Error:
+            logger.exception("outbox %s: cannot count the stored messages", self.path)
+
+    def _insert(self, message: Outgoing, owner: tuple[str, str | None] | None) -> None:
+        if message.retain:
+            # Only the latest state of a topic matters: replace a pending one.
+            for (size,) in self._db.execute(
+                    "DELETE FROM outbox WHERE topic = ? AND retain = 1 RETURNING LENGTH(payload)",
+                    (message.topic,)).fetchall():
+                self._count -= 1
+                self._bytes -= size
+            if owner is not None:
+                self._db.execute("INSERT OR REPLACE INTO owned_topics VALUES (?, ?, ?)",
+                                 (message.topic, owner[0], owner[1]))
+        self._db.execute(
+            "INSERT INTO outbox (topic, payload, qos, retain, created_at) VALUES (?, ?, ?, ?, ?)",
+            (message.topic, message.payload, message.qos, int(message.retain), self._clock()))
+        self._count += 1
+        self._bytes += len(message.payload)
+
+    def _enforce_bounds(self) -> None:
+        dropped = 0
+        while self._count > self.max_messages or (self._bytes > self.max_bytes
+                                                  and self._count > 1):
+            # Oldest first, events before retained state (state is coalesced, so it is small,
+            # and dropping it would leave a stale value on the broker).
+            row = self._db.execute(
+                "SELECT seq, topic, LENGTH(payload) FROM outbox "
+                "ORDER BY retain, seq LIMIT 1").fetchone()
+            if row is None:
+                break
+            self._db.execute("DELETE FROM outbox WHERE seq = ?", (row[0],))
+            self._count -= 1
+            self._bytes -= row[2]
+            dropped += 1
+            last_topic = row[1]
+        if dropped:
+            before = self.dropped
+            self.dropped += dropped
+            if before == 0 or before // 100 != self.dropped // 100:
+                logger.error("outbox full (%d messages, %d bytes max; broker unreachable?): "
+                             "dropped the oldest (%s); %d dropped so far", self.max_messages,
+                             self.max_bytes, last_topic, self.dropped)
+
+    def _expire(self) -> None:
+        cutoff = self._clock() - self.max_age_s
+        with self._transaction():
+            rows = self._db.execute(
+                "DELETE FROM outbox WHERE retain = 0 AND created_at < ? "
+                "RETURNING LENGTH(payload)", (cutoff,)).fetchall()
+        if rows:
+            self._count -= len(rows)
+            self._bytes -= sum(size for (size,) in rows)
+            self.expired += len(rows)
+            logger.error("outbox: dropped %d message(s) older than %.0f s (broker unreachable "
+                         "that long?); %d expired so far", len(rows), self.max_age_s,
+                         self.expired)
+
+    def head(self, limit: int = 100) -> list[Stored]:
+        """The oldest ``limit`` messages, in send order (expired ones dropped first)."""
+        try:
+            self._expire()
+            rows = self._db.execute(
+                "SELECT seq, topic, payload, qos, retain, created_at FROM outbox "
+                "ORDER BY seq LIMIT ?", (limit,)).fetchall()
+        except sqlite3.Error as exc:
+            raise OutboxError(f"outbox {self.path or ':memory:'}: cannot read: {exc}") from exc
+        return [Stored(seq, topic, bytes(payload), qos, bool(retain), created)
+                for seq, topic, payload, qos, retain, created in rows]
+
+    def ack(self, seq: int) -> None:
+        """The broker has the message: delete it (no-op if a newer state replaced it)."""
+        try:
+            with self._transaction():
+                rows = self._db.execute("DELETE FROM outbox WHERE seq = ? "
+                                        "RETURNING LENGTH(payload)", (seq,)).fetchall()
+        except sqlite3.Error as exc:
+            raise OutboxError(f"outbox {self.path or ':memory:'}: cannot write: {exc}") from exc
+        for (size,) in rows:
+            self._count -= 1
+            self._bytes -= size
+
+    def pending_retained_topics(self) -> set[str]:
+        """Topics with a retained message waiting to be sent."""
+        rows = self._db.execute("SELECT DISTINCT topic FROM outbox WHERE retain = 1")
+        return {str(topic) for (topic,) in rows.fetchall()}
+
+    def open_alerts(self) -> list[OpenAlert]:
+        """The alerts raised and not ended, oldest first."""
+        rows = self._db.execute(
+            "SELECT event_id, camera, hazard, payload FROM open_alerts ORDER BY rowid")
+        return [OpenAlert(*row) for row in rows.fetchall()]
+
+    def owned_topics(self) -> list[tuple[str, str | None, str | None]]:
+        """(topic, camera, hazard) of every retained topic this daemon published."""
+        rows = self._db.execute("SELECT topic, camera, hazard FROM owned_topics ORDER BY topic")
+        return [(str(topic), camera, hazard) for topic, camera, hazard in rows.fetchall()]
+
+    def disown(self, topics: Iterable[str]) -> None:
+        """Forget topics once they were cleared."""
+        with self._transaction():
+            self._db.executemany("DELETE FROM owned_topics WHERE topic = ?",
+                                 [(topic,) for topic in topics])
+
+    def close(self) -> None:
+        """Close the database (what it holds stays on disk)."""
+        self._db.close()
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    """``with``: BEGIN IMMEDIATE … COMMIT, or ROLLBACK on an exception."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
