@@ -16,6 +16,9 @@ has_cmd mosquitto || missing+=(mosquitto)
 if [ "$mode" = "test" ]; then
   has_cmd ffmpeg || missing+=(ffmpeg)
   has_cmd mosquitto_passwd || missing+=(mosquitto)
+  # The unit tests run `systemd-analyze verify` and `security --offline=yes` on systemd/;
+  # installing the package does not make systemd PID 1.
+  has_cmd systemd-analyze || missing+=(systemd)
   # The RTSP test server is GStreamer's gst-rtsp-server, driven from Debian's own python3
   # through GObject introspection (its bindings are not on PyPI).
   if ! /usr/bin/python3 - >/dev/null 2>&1 <<'PY'

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
+from typing import Any
 
 
 class SimProcess:
@@ -19,6 +22,22 @@ class SimProcess:
     def base_url(self) -> str:
         """The OpenAI API root."""
         return f"http://127.0.0.1:{self.port}/v1"
+
+    def set_behaviour(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """Change the simulator's behaviour at run time (``POST /sim/behaviour``)."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/sim/behaviour", data=json.dumps(changes).encode(),
+            headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback
+            result: dict[str, Any] = json.loads(response.read())
+            return result
+
+    def stats(self) -> dict[str, int]:
+        """Requests so far by outcome (``GET /sim/stats``)."""
+        url = f"http://127.0.0.1:{self.port}/sim/stats"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            result: dict[str, int] = json.loads(response.read())
+            return result
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float,
