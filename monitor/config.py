@@ -13,6 +13,7 @@ Exceptions::
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import tomllib
@@ -30,7 +31,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from monitor.urls import redact_url
+from monitor.imaging import RegionOfInterest
+from monitor.tracker import TrackerSettings, UncertainMode
+from monitor.urls import redact_url, url_password
 from monitor.verdict import Hazard
 
 DEFAULT_CONFIG_PATH = Path("/etc/monitor/monitor.toml")
@@ -53,8 +56,36 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _api_root(value: str) -> str:
+    """An http(s) API root such as ``http://127.0.0.1:8000/v1``, without trailing ``/``."""
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError(f"expected an http(s) URL such as http://127.0.0.1:8000/v1, "
+                         f"got {redact_url(value)!r}")
+    return value.rstrip("/")
+
+
+class EndpointConfig(_Section):
+    """One vLLM server of the pool (``[[vlm.endpoints]]``)."""
+
+    base_url: str = Field(description="OpenAI-compatible API root of this server, ending in /v1.")
+    api_key: SecretStr | None = Field(
+        default=None, description="This server's --api-key; default: vlm.api_key.")
+    max_concurrency: int | None = Field(
+        default=None, ge=1, le=1024,
+        description="Requests in flight on this server (its --max-num-seqs); default: "
+        "vlm.max_concurrency.")
+    name: str | None = Field(
+        default=None, min_length=1, max_length=64,
+        description="Label in logs and metrics; default: the URL (password redacted).")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _api_root(value)
+
+
 class VlmConfig(_Section):
-    """The model server (vLLM's OpenAI-compatible API serving Qwen2.5-VL)."""
+    """The model server(s) (vLLM's OpenAI-compatible API serving Qwen2.5-VL)."""
 
     base_url: str = Field(
         default="http://127.0.0.1:8000/v1",
@@ -93,21 +124,40 @@ class VlmConfig(_Section):
         description="Ask for JSON constrained by a JSON schema (response_format json_schema); "
         "off: the seed's free-text format.",
     )
-    max_tokens: int = Field(default=300, ge=16, le=4096, description="Answer length cap.")
+    max_tokens: int = Field(
+        default=600, ge=16, le=4096,
+        description="Answer length cap: above the longest answer the JSON schema allows "
+        "(~460 tokens), so no legal answer is cut; typical answers are 15-80 tokens.")
+    endpoints: list[EndpointConfig] = Field(
+        default_factory=list,
+        description="Several vLLM servers ([[vlm.endpoints]]); empty: base_url alone.")
+    max_frame_age_s: float = Field(
+        default=6.0, gt=0, le=600,
+        description="A frame older than this when its request's turn comes is dropped.")
+    breaker_failures: int = Field(
+        default=3, ge=1, le=100,
+        description="Consecutive failures (connection, timeout, 429, 5xx) that take an "
+        "endpoint out of the pool until GET /v1/models answers again.")
+    breaker_probe_s: float = Field(
+        default=2.0, gt=0, le=300,
+        description="First delay before probing an endpoint taken out; doubles up to 60 s.")
 
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(f"expected an http(s) URL such as http://127.0.0.1:8000/v1, "
-                             f"got {redact_url(value)!r}")
-        return value.rstrip("/")
+        return _api_root(value)
 
     @model_validator(mode="after")
     def _pixel_range(self) -> VlmConfig:
         if self.min_pixels > self.max_pixels:
             raise ValueError(f"min_pixels ({self.min_pixels}) must not exceed max_pixels "
                              f"({self.max_pixels})")
+        if self.endpoints and "base_url" in self.model_fields_set:
+            raise ValueError("set either vlm.base_url (one server) or [[vlm.endpoints]] "
+                             "(several), not both")
+        urls = [endpoint.base_url for endpoint in self.endpoints]
+        if len(set(urls)) != len(urls):
+            raise ValueError("vlm.endpoints lists the same base_url twice")
         return self
 
 
@@ -129,8 +179,60 @@ class MqttConfig(_Section):
     keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive, seconds.")
     qos: Literal[0, 1, 2] = Field(default=1, description="QoS of events and state topics.")
     queue_size: int = Field(
-        default=10_000, ge=10, description="Messages held while the broker is unreachable."
+        default=10_000, ge=10,
+        description="Messages the durable outbox holds while the broker is unreachable "
+        "(oldest dropped beyond, counted and logged).",
     )
+    # --- issue 5 (MQTT interface, durable delivery); owned by the mqtt/outbox engineer ---
+    protocol: Literal["5", "3.1.1"] = Field(default="5", description="MQTT protocol version.")
+    tls: bool = Field(
+        default=False, description="Connect with TLS (implied by ca_file or cert_file)."
+    )
+    ca_file: Path | None = Field(
+        default=None, description="CA certificate(s) (PEM) that signed the broker's "
+        "certificate; default: the system's trust store."
+    )
+    cert_file: Path | None = Field(default=None, description="Client certificate (PEM).")
+    key_file: Path | None = Field(
+        default=None, description="Client private key (PEM) for cert_file."
+    )
+    tls_insecure: bool = Field(
+        default=False, description="Skip the broker host name check (test setups only)."
+    )
+    outbox_max_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1024,
+        description="Payload bytes the outbox holds at most (oldest dropped beyond).",
+    )
+    outbox_max_age_s: float = Field(
+        default=7 * 86400.0, gt=0,
+        description="Events older than this are dropped from the outbox (counted, logged).",
+    )
+    discovery: bool = Field(
+        default=False, description="Publish Home Assistant MQTT discovery (binary sensors)."
+    )
+    discovery_prefix: str = Field(
+        default="homeassistant", min_length=1,
+        description="Home Assistant's discovery prefix.",
+    )
+    snapshots: bool = Field(
+        default=True,
+        description="Publish the evidence JPEG retained on <prefix>/<camera>/<hazard>/snapshot.",
+    )
+
+    @model_validator(mode="after")
+    def _tls_and_credentials(self) -> MqttConfig:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file is set but cert_file is not; set both")
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: no such file: {path}")
+        return self
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether the connection is TLS."""
+        return self.tls or self.ca_file is not None or self.cert_file is not None
 
     @field_validator("topic_prefix")
     @classmethod
@@ -155,6 +257,39 @@ class DefaultsConfig(_Section):
         default=3, ge=1, le=100,
         description="Consecutive negative verdicts that clear an alert.",
     )
+    # --- issue 5 (hazard tracking) ---
+    window_frames: int | None = Field(
+        default=None, ge=1, le=1000,
+        description="K of N: confirm_frames positives within this many verdicts raise an "
+        "alert (default: confirm_frames, i.e. consecutive).",
+    )
+    clear_after_s: float | None = Field(
+        default=None, gt=0, description="Also clear an alert after this many seconds "
+        "without a positive verdict (default: only clear_frames).",
+    )
+    cooldown_s: float = Field(
+        default=0.0, ge=0, description="Seconds after an alert ended before the same hazard "
+        "on the same camera can be raised again.",
+    )
+    uncertain: Literal["neither", "positive"] = Field(
+        default="neither", description="How an uncertain answer counts: neither (no effect) "
+        "or positive.",
+    )
+
+    @model_validator(mode="after")
+    def _window(self) -> DefaultsConfig:
+        if self.window_frames is not None and self.window_frames < self.confirm_frames:
+            raise ValueError(f"window_frames ({self.window_frames}) must be at least "
+                             f"confirm_frames ({self.confirm_frames})")
+        return self
+
+    def tracker_settings(self) -> TrackerSettings:
+        """The hazard tracker's rules."""
+        return TrackerSettings(
+            confirm_frames=self.confirm_frames, window_frames=self.window_frames,
+            clear_frames=self.clear_frames, clear_after_s=self.clear_after_s,
+            cooldown_s=self.cooldown_s, uncertain=UncertainMode(self.uncertain),
+        )
     hazards: list[Hazard] = Field(
         default_factory=lambda: list(Hazard), min_length=1,
         description="Hazards watched: fire, smoke, no_helmet.",
@@ -164,7 +299,37 @@ class DefaultsConfig(_Section):
     )
     read_timeout_s: float = Field(
         default=10.0, gt=0, le=120,
-        description="A stream that delivers nothing for this long is reopened.",
+        description="Read timeout until a stream's frame rate is known; afterwards a stream "
+        "silent for 10 frame intervals (at least 2 s) is reported offline and reopened.",
+    )
+    # --- issue 3 (ingest) ---
+    backend: Literal["pyav", "opencv"] = Field(
+        default="pyav", description="Stream reader: pyav (keyframe-only decoding possible) or "
+        "opencv (decodes every frame).",
+    )
+    decode: Literal["auto", "keyframes", "all"] = Field(
+        default="auto", description="auto: keyframes only when interval_s >= the GOP measured "
+        "from the stream, else all frames; keyframes / all force it (pyav only).",
+    )
+    change_gate: bool = Field(
+        default=True, description="Skip the model when the scene has not changed since the "
+        "last analysed frame (the last verdict stands until max_verdict_age_s).",
+    )
+    change_threshold: float = Field(
+        default=0.005, ge=0, lt=1, description="Change gate: fraction of a 64-pixel-wide grey "
+        "thumbnail that must change for a frame to count as a new scene.",
+    )
+    max_verdict_age_s: float = Field(
+        default=60.0, gt=0, le=86400, description="Change gate: an unchanged scene is "
+        "analysed anyway once the last verdict is this old.",
+    )
+    confirm_min_gap_s: float = Field(
+        default=0.5, ge=0, le=3600, description="Confirm-now: after a positive verdict the "
+        "next new frame is analysed at once, but at least this long after the previous one.",
+    )
+    status_heartbeat_s: float = Field(
+        default=60.0, ge=5, le=3600, description="Camera status is published on every change "
+        "and at least this often.",
     )
 
 
@@ -173,7 +338,8 @@ class CameraConfig(_Section):
 
     id: str = Field(description="Short id used in topics and logs: letters, digits, - and _.")
     url: str = Field(
-        description="Stream URL: rtsp://, rtsps://, http(s)://, or a local file path."
+        description="Stream URL: rtsp://, rtsps://, http(s)://, a local file path, or a "
+        "V4L2 device (/dev/video0)."
     )
     username: str | None = Field(default=None, description="Stream user name.")
     password: SecretStr | None = Field(default=None, description="Stream password.")
@@ -187,6 +353,31 @@ class CameraConfig(_Section):
                                      description="Overrides defaults.interval_s.")
     hazards: list[Hazard] | None = Field(default=None, min_length=1,
                                          description="Overrides defaults.hazards.")
+    context: str = Field(
+        default="", max_length=500,
+        description="Sent to the model after the image, e.g. 'welding happens here; sparks "
+        "are not fire'.")
+    # --- issue 3 (ingest) ---
+    backend: Literal["pyav", "opencv"] | None = Field(
+        default=None, description="Overrides defaults.backend.")
+    decode: Literal["auto", "keyframes", "all"] | None = Field(
+        default=None, description="Overrides defaults.decode.")
+    change_gate: bool | None = Field(default=None, description="Overrides defaults.change_gate.")
+    roi: list[tuple[float, float]] | None = Field(
+        default=None, description="Region analysed, as [x, y] fractions of the frame (0..1): "
+        "2 points = rectangle corners, 3 or more = polygon. Cropped before resizing.")
+
+    @field_validator("roi")
+    @classmethod
+    def _roi(cls, value: list[tuple[float, float]] | None) -> list[tuple[float, float]] | None:
+        if value is None:
+            return None
+        try:
+            RegionOfInterest(tuple(value))
+        except ValueError as exc:
+            raise ValueError(f"{exc}; e.g. roi = [[0.0, 0.5], [1.0, 1.0]] for the lower half")\
+                from None
+        return value
 
     @field_validator("id")
     @classmethod
@@ -202,9 +393,9 @@ class CameraConfig(_Section):
         if not value.strip():
             raise ValueError("must not be empty")
         scheme = value.split("://", 1)[0].lower() if "://" in value else ""
-        if scheme and scheme not in {"rtsp", "rtsps", "http", "https", "file"}:
+        if scheme and scheme not in {"rtsp", "rtsps", "http", "https", "file", "v4l2"}:
             raise ValueError(f"unsupported scheme {scheme!r}; use rtsp, rtsps, http(s), "
-                             f"or a file path")
+                             f"a file path or a V4L2 device such as /dev/video0")
         return value
 
 
@@ -223,6 +414,27 @@ class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Least severe level logged."
     )
+    format: Literal["auto", "text", "json"] = Field(
+        default="auto",
+        description="auto: text, without timestamps when stderr is the journal; "
+        "json: one JSON object per line.",
+    )
+
+
+class SnapshotsConfig(_Section):
+    """Evidence: the frame that started or updated an alert, saved as JPEG with boxes drawn."""
+
+    enabled: bool = Field(default=True, description="Save evidence JPEGs.")
+    max_count: int = Field(default=1000, ge=1, description="Keep at most this many files.")
+    max_age_s: float = Field(default=30 * 86400.0, gt=0,
+                             description="Delete files older than this.")
+    max_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024 * 1024,
+                           description="Keep at most this many bytes of files.")
+    url_prefix: str | None = Field(
+        default=None, description="If set, events carry <url_prefix>/<file path relative to "
+        "the snapshot directory> (a web server you run serves the files)."
+    )
+    jpeg_quality: int = Field(default=85, ge=30, le=100, description="JPEG quality.")
 
 
 class MonitorConfig(BaseSettings):
@@ -241,6 +453,14 @@ class MonitorConfig(BaseSettings):
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig,
                                        description="Health and metrics endpoint.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
+    # --- issue 5 (durable outbox, evidence snapshots) ---
+    state_dir: Path = Field(
+        default=Path("/var/lib/monitor"),
+        description="Writable directory for the outbox database and evidence snapshots "
+        "(systemd's StateDirectory=monitor).",
+    )
+    snapshots: SnapshotsConfig = Field(default_factory=SnapshotsConfig,
+                                       description="Evidence images of alerts.")
 
     @classmethod
     def settings_customise_sources(
@@ -271,12 +491,31 @@ class MonitorConfig(BaseSettings):
         """The hazards watched on ``camera``."""
         return camera.hazards if camera.hazards is not None else self.defaults.hazards
 
+    def secret_values(self) -> list[str]:
+        """Every secret in the configuration, for the log redaction filter."""
+        secrets = [self.vlm.api_key.get_secret_value()]
+        secrets.extend(endpoint.api_key.get_secret_value() for endpoint in self.vlm.endpoints
+                       if endpoint.api_key is not None)
+        if self.mqtt.password is not None:
+            secrets.append(self.mqtt.password.get_secret_value())
+        for camera in self.cameras:
+            if camera.password is not None:
+                secrets.append(camera.password.get_secret_value())
+            embedded = url_password(camera.url)
+            if embedded:
+                secrets.append(embedded)
+        placeholder = VlmConfig.model_fields["api_key"].get_default(call_default_factory=True)
+        return [secret for secret in secrets
+                if secret and secret != placeholder.get_secret_value()]
+
     def masked(self) -> dict[str, Any]:
         """The effective configuration as plain data with every secret masked."""
         data = self.model_dump(mode="json")
         for camera in data["cameras"]:
             camera["url"] = redact_url(camera["url"])
         data["vlm"]["base_url"] = redact_url(data["vlm"]["base_url"])
+        for endpoint in data["vlm"]["endpoints"]:
+            endpoint["base_url"] = redact_url(endpoint["base_url"])
         return data
 
 
@@ -298,7 +537,45 @@ def load_config(path: Path) -> MonitorConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    apply_credentials(data, os.environ.get("CREDENTIALS_DIRECTORY"))
     return config_from_mapping(data, source=str(path))
+
+
+CREDENTIAL_FILES = {
+    "mqtt_password": ("mqtt", "password"),
+    "vlm_api_key": ("vlm", "api_key"),
+}
+"""systemd credential name → (section, key). Cameras: ``camera_<id>_password``."""
+
+
+def apply_credentials(data: dict[str, Any], directory: str | None) -> None:
+    """Fill secrets from systemd credentials (``LoadCredential=``), which win over the file.
+
+    systemd puts each credential in ``$CREDENTIALS_DIRECTORY/<name>``, readable only by the
+    service; environment variables still win over both (pydantic-settings applies them later).
+    """
+    if not directory:
+        return
+    base = Path(directory)
+
+    def read(name: str) -> str | None:
+        path = base / name
+        try:
+            return path.read_text(encoding="utf-8").rstrip("\r\n")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ConfigError([f"credential {name}: cannot read: {exc.strerror}"]) from None
+
+    for name, (section, key) in CREDENTIAL_FILES.items():
+        value = read(name)
+        if value is not None:
+            data.setdefault(section, {})[key] = value
+    for camera in data.get("cameras", []):
+        if isinstance(camera, dict) and isinstance(camera.get("id"), str):
+            value = read(f"camera_{camera['id']}_password")
+            if value is not None:
+                camera["password"] = value
 
 
 def config_from_mapping(data: dict[str, Any], *, source: str = "<config>") -> MonitorConfig:

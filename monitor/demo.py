@@ -45,6 +45,10 @@ def format_message(topic: str, payload: bytes, prefix: str) -> str | None:
     if topic == f"{prefix}/events":
         event = json.loads(text)
         what = _ICONS.get(event["hazard"], event["hazard"])
+        if event["type"] == "update":
+            return (f"[{_clock()}] UPDATE  {what:<12} camera {event['camera']:<10} "
+                    f"{event.get('missing_helmets') or 0} without hard hat  "
+                    f"[event {event['id'][:8]}]")
         if event["type"] == "start":
             extra = ""
             if event.get("missing_helmets"):
@@ -108,6 +112,8 @@ async def run_demo(*, duration_s: float, mqtt_host: str | None, mqtt_port: int,
                 "defaults": {"interval_s": 1.0, "confirm_frames": 2, "clear_frames": 2},
                 "telemetry": {"port": 0},
                 "cameras": cameras,
+                # The demo's outbox and evidence images are its own, not the service's.
+                "state_dir": str(workdir / "state"),
             }, source="demo")
             print(f"[{_clock()}] VLM simulator at {sim.base_url}; watching "
                   f"{', '.join(DEMO_CAMERAS)} for {duration_s:g} s (Ctrl-C stops)", flush=True)

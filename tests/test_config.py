@@ -36,7 +36,8 @@ def test_example_loads() -> None:
 
 
 def test_check_config_prints_effective_config_with_secrets_masked() -> None:
-    result = check_config(EXAMPLE, {"MONITOR_MQTT__PASSWORD": "mqtt-secret-42",
+    result = check_config(EXAMPLE, {"MONITOR_MQTT__USERNAME": "monitor",
+                                    "MONITOR_MQTT__PASSWORD": "mqtt-secret-42",
                                     "MONITOR_VLM__LANGUAGE": "en"})
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)

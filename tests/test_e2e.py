@@ -41,6 +41,8 @@ def rtsp(scene_clips: dict[str, Path]) -> RtspServer:
 
 def write_config(path: Path, broker: MosquittoBroker, sim: SimProcess, rtsp: RtspServer) -> None:
     path.write_text(f"""
+state_dir = "{path.parent / 'state'}"
+
 [vlm]
 base_url = "{sim.base_url}"
 timeout_s = 10
