@@ -64,7 +64,9 @@ def format_message(topic: str, payload: bytes, prefix: str) -> str | None:
         return f"[{_clock()}] state   {topic} = {text}"
     if len(levels) == 3 and levels[2] == "status":
         status = json.loads(text)
-        state = "online" if status["online"] else f"offline ({status['last_error'] or '-'})"
+        state = status.get("state") or ("online" if status["online"] else "offline")
+        if status.get("last_error") and not status["online"]:
+            state += f" ({status['last_error']})"
         return f"[{_clock()}] camera  {levels[1]} {state}"
     return None
 
