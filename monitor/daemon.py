@@ -41,7 +41,7 @@ from monitor.sampling import IntervalSampler
 from monitor.snapshots import SnapshotError, SnapshotStore, boxes_for
 from monitor.systemd import Notifier
 from monitor.telemetry import CameraSnapshot, HealthServer, LiveSnapshot, Metrics, Readiness
-from monitor.tracker import AlertEvent, EventType, HazardTracker
+from monitor.tracker import AlertEvent, EndReason, EventType, HazardTracker
 from monitor.urls import redact_url, with_credentials
 from monitor.verdict import Verdict, truncate
 from monitor.vlm import (
@@ -293,6 +293,10 @@ class Daemon:
                 removed += 1
                 logger.info("camera %s: removed by reload", camera_id)
             elif wanted[camera_id] != camera.config or defaults_changed:
+                # Its tracker goes with it: end raised alerts explicitly, so subscribers get
+                # an `end` (not a bare OFF) and the new tracker confirms afresh.
+                for event in camera.tracker.end_all(time.time(), EndReason.RECONFIGURED):
+                    self.publisher.publish_event(event)
                 await self._stop_camera(camera)
                 self._start_camera(self._build_camera(new, wanted[camera_id]))
                 restarted += 1

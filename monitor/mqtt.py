@@ -124,7 +124,7 @@ class EventPayload(_Payload):
     confirming_verdicts: int = Field(description="Number of verdicts behind this step.")
     verdicts: list[VerdictRef] = Field(description="The verdicts behind this step.")
     missing_helmets: int | None = Field(description="no_helmet: people without a hard hat.")
-    end_reason: Literal["cleared", "timeout", "restart", "removed"] | None = None
+    end_reason: Literal["cleared", "timeout", "restart", "removed", "reconfigured"] | None = None
     model: str | None = Field(default=None, description="Model that gave the verdict.")
     latency_s: float | None = Field(default=None, description="Model request latency.")
     boxes: list[Box] = Field(default_factory=list, description="Regions the model located.")

@@ -62,6 +62,8 @@ class EndReason(StrEnum):
     """The daemon restarted while the alert was raised (its state was lost with the process)."""
     REMOVED = "removed"
     """The camera or hazard is no longer in the configuration."""
+    RECONFIGURED = "reconfigured"
+    """The camera's settings changed on a reload; it starts afresh, unconfirmed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +195,17 @@ class HazardTracker:
             event = self._step(hazard, state, None, now)
             if event is not None:
                 events.append(event)
+        return events
+
+    def end_all(self, at: float, reason: EndReason) -> list[AlertEvent]:
+        """End every raised alert now, for ``reason`` (the tracker is about to be dropped)."""
+        events = []
+        for hazard, state in self._states.items():
+            if state.active:
+                state.active = False
+                state.revision += 1
+                events.append(self._event(hazard, state, EventType.END, at, (),
+                                          end_reason=reason))
         return events
 
     def _observe(self, hazard: Hazard, answer: SafetyAnswer, at: float) -> Observation | None:

@@ -281,3 +281,15 @@ def test_uncertain_has_no_effect_when_neither(
                 for _, e in events if h is Hazard.FIRE]
 
     assert steps(verdicts) == steps(decisive)
+
+
+def test_end_all_ends_raised_alerts_once_with_the_reason() -> None:
+    tracker = HazardTracker("cam", list(Hazard), TrackerSettings(confirm_frames=1, clear_frames=2))
+    [start] = tracker.update(FIRE, 1.0)
+    [end] = tracker.end_all(5.0, EndReason.RECONFIGURED)
+    assert end.type is EventType.END
+    assert end.event_id == start.event_id
+    assert end.end_reason is EndReason.RECONFIGURED
+    assert end.ended_at == 5.0
+    assert not tracker.is_active(Hazard.FIRE)
+    assert tracker.end_all(6.0, EndReason.RECONFIGURED) == []
