@@ -10,7 +10,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from monitor.sim.broker import MosquittoBroker, free_port
 from monitor.tracker import AlertEvent, HazardTracker, TrackerSettings
 from monitor.verdict import Hazard, SafetyAnswer
 from tests.conftest import ROOT
-from tests.support.mqtt_client import Subscriber, dedupe, retained, wait_until
+from tests.support.mqtt_client import Subscriber, dedupe, retained, running, wait_until
 from tests.support.processes import SimProcess, clean_env
 
 
@@ -32,16 +31,6 @@ def answer(fire: str = "no", smoke: str = "no", helmet: str = "all_worn",
     return SafetyAnswer.model_validate({
         "fire": {"answer": fire}, "smoke": {"answer": smoke},
         "helmet": {"status": helmet, "missing_count": missing}})
-
-
-@contextlib.asynccontextmanager
-async def running(publisher: MqttPublisher) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(publisher.run(), name="test.publisher")
-    try:
-        yield task
-    finally:
-        publisher.close()
-        await asyncio.wait_for(task, timeout=20)
 
 
 @pytest.mark.asyncio

@@ -15,8 +15,7 @@ from monitor.mqtt import MqttPublisher
 from monitor.outbox import Outbox
 from monitor.sim.broker import MosquittoBroker
 from monitor.verdict import Hazard
-from tests.support.mqtt_client import retained, wait_until
-from tests.test_mqtt_publisher import running
+from tests.support.mqtt_client import retained, running, wait_until
 
 # https://www.home-assistant.io/integrations/binary_sensor.mqtt/ (configuration variables)
 # and https://www.home-assistant.io/integrations/mqtt/#mqtt-discovery (device, origin).

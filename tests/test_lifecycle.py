@@ -8,6 +8,7 @@ no RTSP server; the model is the simulator process and the broker a real Mosquit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -17,10 +18,12 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiomqtt
 import pytest
+import pytest_asyncio
 
 from monitor.config import config_from_mapping
 from monitor.daemon import Daemon
@@ -63,6 +66,27 @@ class Collector:
 
     def count(self, topic: str, since: float = 0.0) -> int:
         return sum(1 for t, _, at in self.messages if t == topic and at >= since)
+
+
+@pytest_asyncio.fixture
+async def collector(mosquitto: MosquittoBroker) -> AsyncIterator[Collector]:
+    """A subscriber to ``monitor/#``, subscribed before the test starts its daemon."""
+    subscriber = Collector(mosquitto)
+    viewer = asyncio.create_task(subscriber.run())
+    await subscriber.ready.wait()
+    try:
+        yield subscriber
+    finally:
+        viewer.cancel()
+
+
+async def terminate(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, wait up to 10 s, then make sure it is gone."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            await asyncio.to_thread(process.wait, 10)
+    stop(process)
 
 
 @pytest.fixture
@@ -187,13 +211,11 @@ def test_no_watchdog_ping_while_the_event_loop_is_blocked(
 
 @pytest.mark.asyncio
 async def test_sigterm_with_a_request_in_flight(
-    tmp_path: Path, mosquitto: MosquittoBroker, sim_process: SimProcess,
-    scene_clips: dict[str, Path], daemon_log: Path,
+    tmp_path: Path, sim_process: SimProcess, scene_clips: dict[str, Path],
+    daemon_log: Path, collector: Collector,
 ) -> None:
+    mosquitto = collector.broker
     await asyncio.to_thread(sim_process.set_behaviour, {"latency_s": 3.0})
-    collector = Collector(mosquitto)
-    viewer = asyncio.create_task(collector.run())
-    await collector.ready.wait()
     config = tmp_path / "monitor.toml"
     config.write_text(base_toml(mosquitto, sim_process, tmp_path / "state")
                       + camera_toml("slow", scene_clips["fire"]))
@@ -210,17 +232,14 @@ async def test_sigterm_with_a_request_in_flight(
     assert elapsed < 5.0
     await wait_for(lambda: any(t == "monitor/availability" and p == b"offline"
                                for t, p, _ in collector.messages), 5, "offline")
-    viewer.cancel()
 
 
 @pytest.mark.asyncio
 async def test_sighup_adds_and_removes_cameras_and_refuses_a_broken_config(
-    tmp_path: Path, mosquitto: MosquittoBroker, sim_process: SimProcess,
-    scene_clips: dict[str, Path], daemon_log: Path,
+    tmp_path: Path, sim_process: SimProcess, scene_clips: dict[str, Path],
+    daemon_log: Path, collector: Collector,
 ) -> None:
-    collector = Collector(mosquitto)
-    viewer = asyncio.create_task(collector.run())
-    await collector.ready.wait()
+    mosquitto = collector.broker
     config = tmp_path / "monitor.toml"
     base = base_toml(mosquitto, sim_process, tmp_path / "state")
     config.write_text(base + camera_toml("keep", scene_clips["quiet"])
@@ -257,20 +276,15 @@ async def test_sighup_adds_and_removes_cameras_and_refuses_a_broken_config(
                        "verdicts after the rejected reload")
         assert process.poll() is None
     finally:
-        process.send_signal(signal.SIGTERM)
-        await asyncio.to_thread(process.wait, 10)
-        stop(process)
-        viewer.cancel()
+        await terminate(process)
 
 
 @pytest.mark.asyncio
 async def test_metrics_match_what_mqtt_carried(
-    tmp_path: Path, mosquitto: MosquittoBroker, sim_process: SimProcess,
-    scene_clips: dict[str, Path], daemon_log: Path,
+    tmp_path: Path, sim_process: SimProcess, scene_clips: dict[str, Path],
+    daemon_log: Path, collector: Collector,
 ) -> None:
-    collector = Collector(mosquitto)
-    viewer = asyncio.create_task(collector.run())
-    await collector.ready.wait()
+    mosquitto = collector.broker
     port = free_port()
     config = tmp_path / "monitor.toml"
     config.write_text(base_toml(mosquitto, sim_process, tmp_path / "state", metrics_port=port)
@@ -293,10 +307,7 @@ async def test_metrics_match_what_mqtt_carried(
         events = [json.loads(p) for t, p, _ in collector.messages if t == "monitor/events"]
         text = await asyncio.to_thread(scrape, "/metrics")
     finally:
-        process.send_signal(signal.SIGTERM)
-        await asyncio.to_thread(process.wait, 10)
-        stop(process)
-        viewer.cancel()
+        await terminate(process)
     values = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiomqtt
@@ -18,7 +17,7 @@ from monitor.outbox import Outbox
 from monitor.sim.broker import MosquittoBroker
 from monitor.tracker import AlertEvent, EndReason, EventType, Observation
 from monitor.verdict import Hazard
-from tests.support.mqtt_client import Subscriber, retained, wait_until
+from tests.support.mqtt_client import Subscriber, retained, running, wait_until
 
 
 def event(kind: EventType, event_id: str = "e1", camera: str = "cam1") -> AlertEvent:
@@ -29,16 +28,6 @@ def event(kind: EventType, event_id: str = "e1", camera: str = "cam1") -> AlertE
                       at=1_700_000_000.0, detail="flames", verdicts=(seen, seen),
                       revision=0 if kind is EventType.START else 1,
                       end_reason=EndReason.CLEARED if kind is EventType.END else None)
-
-
-@contextlib.asynccontextmanager
-async def running(publisher: MqttPublisher) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(publisher.run(), name="test.publisher")
-    try:
-        yield task
-    finally:
-        publisher.close()
-        await asyncio.wait_for(task, timeout=10)
 
 
 async def collect(broker: MosquittoBroker, topic: str, count: int, timeout_s: float = 10,

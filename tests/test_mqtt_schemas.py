@@ -18,8 +18,7 @@ from monitor.sim.broker import MosquittoBroker
 from monitor.tracker import HazardTracker, TrackerSettings
 from monitor.verdict import Hazard, SafetyAnswer, Verdict
 from tests.conftest import ROOT
-from tests.support.mqtt_client import Received, Subscriber, wait_until
-from tests.test_mqtt_publisher import running
+from tests.support.mqtt_client import Received, Subscriber, running, wait_until
 
 SCHEMAS = ROOT / "docs" / "schemas"
 REGENERATE = "python -m monitor.mqtt docs/schemas"

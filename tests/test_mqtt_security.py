@@ -17,8 +17,8 @@ from monitor.config import MqttConfig
 from monitor.mqtt import MqttPublisher
 from monitor.sim.broker import BrokerTls, MosquittoBroker
 from monitor.tracker import EventType
-from tests.support.mqtt_client import Subscriber, retained, wait_until, write_password_file
-from tests.test_mqtt_publisher import event, running
+from tests.support.mqtt_client import Subscriber, retained, running, wait_until, write_password_file
+from tests.test_mqtt_publisher import event
 
 USER = "monitor"
 PASSWORD = "Br0ker-s3cret"  # must never appear in a log line

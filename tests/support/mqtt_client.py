@@ -7,15 +7,27 @@ import contextlib
 import json
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 
-from monitor.mqtt import consume_disconnect_error
+from monitor.mqtt import MqttPublisher, consume_disconnect_error
 from monitor.sim.broker import MosquittoBroker
+
+
+@contextlib.asynccontextmanager
+async def running(publisher: MqttPublisher,
+                  stop_timeout_s: float = 20) -> AsyncIterator[asyncio.Task[None]]:
+    """``publisher.run()`` as a task for the block; closed and awaited on the way out."""
+    task = asyncio.create_task(publisher.run(), name="test.publisher")
+    try:
+        yield task
+    finally:
+        publisher.close()
+        await asyncio.wait_for(task, timeout=stop_timeout_s)
 
 
 @dataclass(frozen=True, slots=True)
