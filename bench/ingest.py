@@ -148,7 +148,7 @@ def _client_monitor(  # noqa: PLR0915 - one closure-heavy function keeps the mod
     from monitor.capture import CameraReader, StreamSource  # noqa: PLC0415
     from monitor.changegate import ChangeGate, thumbnail_size  # noqa: PLC0415
     from monitor.config import DefaultsConfig, VlmConfig  # noqa: PLC0415
-    from monitor.imaging import encode_for_model, smart_resize  # noqa: PLC0415
+    from monitor.imaging import EncodedImage, smart_resize  # noqa: PLC0415
     from monitor.sampling import IntervalSampler  # noqa: PLC0415
 
     # One function on purpose: the imports above stay local to this mode.
@@ -168,8 +168,10 @@ def _client_monitor(  # noqa: PLR0915 - one closure-heavy function keeps the mod
     def encode(frame: Any) -> int:
         height, width = smart_resize(frame.height, frame.width, min_pixels=vlm.min_pixels,
                                      max_pixels=vlm.max_pixels)
-        image = encode_for_model(frame.to_bgr(width, height), max_pixels=vlm.max_pixels,
-                                 min_pixels=vlm.min_pixels, jpeg_quality=vlm.jpeg_quality)
+        # The daemon's Daemon._encode for a camera without a region of interest.
+        image = EncodedImage(jpeg=frame.to_jpeg(width, height, vlm.jpeg_quality), width=width,
+                             height=height, source_width=frame.width,
+                             source_height=frame.height)
         return len(image.data_url)
 
     async def camera(index: int) -> None:

@@ -311,6 +311,11 @@ class DefaultsConfig(_Section):
         default="auto", description="auto: keyframes only when interval_s >= the GOP measured "
         "from the stream, else all frames; keyframes / all force it (pyav only).",
     )
+    rtsp_client: Literal["builtin", "ffmpeg"] = Field(
+        default="builtin", description="pyav backend, rtsp:// over TCP: builtin (a lean "
+        "RTSP/RTP receiver for H.264, a third of FFmpeg's receive cost; other streams fall "
+        "back to FFmpeg by themselves) or ffmpeg (FFmpeg's RTSP demuxer for every camera).",
+    )
     change_gate: bool = Field(
         default=True, description="Skip the model when the scene has not changed since the "
         "last analysed frame (the last verdict stands until max_verdict_age_s).",
@@ -362,6 +367,8 @@ class CameraConfig(_Section):
         default=None, description="Overrides defaults.backend.")
     decode: Literal["auto", "keyframes", "all"] | None = Field(
         default=None, description="Overrides defaults.decode.")
+    rtsp_client: Literal["builtin", "ffmpeg"] | None = Field(
+        default=None, description="Overrides defaults.rtsp_client.")
     change_gate: bool | None = Field(default=None, description="Overrides defaults.change_gate.")
     roi: list[tuple[float, float]] | None = Field(
         default=None, description="Region analysed, as [x, y] fractions of the frame (0..1): "

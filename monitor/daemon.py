@@ -100,6 +100,7 @@ def stream_source(config: MonitorConfig, camera: CameraConfig) -> StreamSource:
         open_timeout_s=defaults.open_timeout_s,
         read_timeout_s=defaults.read_timeout_s,
         backend=camera.backend or defaults.backend,
+        rtsp_client=camera.rtsp_client or defaults.rtsp_client,
         decode=camera.decode or defaults.decode,
         interval_s=config.camera_interval_s(camera),
     )
@@ -431,17 +432,19 @@ class Daemon:
     def _encode(self, camera: _Camera, frame: CapturedFrame) -> EncodedImage:
         """The frame at the model's size as JPEG (an encoder thread; never the loop).
 
-        Without a region of interest, conversion and scaling are one swscale pass from the
-        decoder's format straight to the budgeted size; with one, the region is cropped from
+        Without a region of interest, scaling is one swscale pass from the decoder's format
+        straight to the budgeted size, compressed without a detour through BGR
+        (:meth:`~monitor.capture.CapturedFrame.to_jpeg`); with one, the region is cropped from
         the full-size frame first, then resized.
         """
         vlm = self.config.vlm
         if camera.roi is None:
             height, width = smart_resize(frame.height, frame.width, min_pixels=vlm.min_pixels,
                                          max_pixels=vlm.max_pixels)
-            image = frame.to_bgr(width, height)
-        else:
-            image = camera.roi.crop(frame.to_bgr())
+            return EncodedImage(jpeg=frame.to_jpeg(width, height, vlm.jpeg_quality),
+                                width=width, height=height, source_width=frame.width,
+                                source_height=frame.height)
+        image = camera.roi.crop(frame.to_bgr())
         return encode_for_model(image, max_pixels=vlm.max_pixels,
                                 min_pixels=vlm.min_pixels, jpeg_quality=vlm.jpeg_quality)
 
