@@ -237,12 +237,14 @@ def _client_monitor(  # noqa: PLR0915 - one closure-heavy function keeps the mod
             track_offsets()
             await asyncio.sleep(OFFSET_POLL_S)
         start_cpu = time.process_time()
+        start_threads = _threads_cpu_s()
         window["start"] = start = time.monotonic()
         print("WINDOW START", flush=True)
         while time.monotonic() < start + duration:
             track_offsets()
             await asyncio.sleep(OFFSET_POLL_S)
         cpu = time.process_time() - start_cpu
+        end_threads = _threads_cpu_s()
         print("WINDOW END", flush=True)
         for task in tasks:
             task.cancel()
@@ -252,11 +254,32 @@ def _client_monitor(  # noqa: PLR0915 - one closure-heavy function keeps the mod
         summary["encoded"] = sum(encoded)
         summary["decode_modes"] = sorted({r.status.decode or "-" for r in readers})
         summary["offline"] = sum(1 for r in readers if not r.status.online)
+        summary["threads"] = {group: end_threads.get(group, 0.0) - start_threads.get(group, 0.0)
+                              for group in end_threads}
         return summary
 
     # The offset tracker polls at 10 Hz (each keyframe stays the newest frame for a whole
     # GOP): its own cost is part of the figure, and small.
     return asyncio.run(main())
+
+
+def _threads_cpu_s() -> dict[str, float]:
+    """CPU seconds so far per thread group (readers, encoder, main loop, other), from
+    ``/proc``: where the client's CPU goes, not just how much."""
+    groups: dict[str, float] = {}
+    for thread in threading.enumerate():
+        if thread.native_id is None:
+            continue
+        try:
+            seconds = _proc_cpu_s(thread.native_id, task=True)
+        except OSError:
+            continue  # the thread just ended
+        name = thread.name
+        group = ("readers" if name.endswith(".reader") else
+                 "encoder" if name.startswith("encoder") else
+                 "loop" if name == "MainThread" else "other")
+        groups[group] = groups.get(group, 0.0) + seconds
+    return groups
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -298,8 +321,9 @@ def child_main(mode: str, urls: list[str], interval: float, warmup: float,
 # --- Parent: the server, the children, the figures. ---------------------------------------------
 
 
-def _proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def _proc_cpu_s(pid: int, *, task: bool = False) -> float:
+    path = f"/proc/self/task/{pid}/stat" if task else f"/proc/{pid}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
@@ -344,6 +368,10 @@ class RunResult:
         extra = ""
         if self.mode == "monitor":
             extra = f"  decode={'/'.join(c['decode_modes'])} offline={c['offline']}"
+            total = sum(c["threads"].values()) or 1.0
+            extra += "\n      where the client's CPU went: " + ", ".join(
+                f"{group} {seconds / total:.0%}" for group, seconds in
+                sorted(c["threads"].items(), key=lambda item: -item[1]))
         return (f"  ({'a' if self.mode == 'baseline' else 'b'}) {self.mode:<8} N={self.cameras:<3}"
                 f" client {self.client_per_cam_min:6.2f} CPU-s/cam-min"
                 f" | server {self.server_per_cam_min:5.2f}"

@@ -653,10 +653,11 @@ class RtspSession:
         buffer = self._buffer
         depacketizer = self.depacketizer
         channel = self._rtp_channel
-        last_data = time.monotonic()
+        last_media = time.monotonic()
         keepalive_every = self._session_timeout_s * KEEPALIVE_FRACTION
-        next_keepalive = last_data + keepalive_every
+        next_keepalive = last_media + keepalive_every
         while True:
+            media = False  # a video packet in this batch (RTCP alone is no sign of life)
             start, end = self._start, self._end
             while end - start >= 4:
                 if buffer[start] != 0x24:  # not interleaved data: an RTSP message
@@ -673,6 +674,7 @@ class RtspSession:
                 if end - start - 4 < length:
                     break
                 if buffer[start + 1] == channel:
+                    media = True
                     unit = depacketizer.packet(buffer, start + 4, length)
                     if unit is not None:
                         self._start = start + 4 + length
@@ -681,21 +683,19 @@ class RtspSession:
                 start += 4 + length
             self._start = start
             now = time.monotonic()
+            if media:
+                last_media = now
+            elif now - last_media > self.read_timeout_s:
+                raise RtspTimeoutError(f"no data within the read timeout "
+                                       f"({self.read_timeout_s:.1f} s)")
             if now >= next_keepalive:
                 sock.sendall(self._encode(self._keepalive_method, self.url.request_url, {}))
                 next_keepalive = now + keepalive_every
             try:
-                count = self._fill()
+                if not self._fill():
+                    raise RtspError("the camera closed the connection")
             except BlockingIOError:  # SO_RCVTIMEO passed with nothing at all
-                count = -1
-            if count == 0:
-                raise RtspError("the camera closed the connection")
-            now = time.monotonic()
-            if count > 0:
-                last_data = now
-            elif now - last_data > self.read_timeout_s:
-                raise RtspTimeoutError(f"no data within the read timeout "
-                                       f"({self.read_timeout_s:.1f} s)")
+                pass
 
     def _resync(self, start: int, end: int) -> int:
         """Skip garbage up to the next ``$`` (a damaged stream); counted as lost packets."""

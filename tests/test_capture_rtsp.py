@@ -17,11 +17,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Literal
 from urllib.parse import quote
 
 import pytest
 
-from monitor.capture import CameraReader, DecodeMode, StreamSource, StreamStatus
+from monitor.capture import CameraReader, DecodeMode, RtspClient, StreamSource, StreamStatus
 from monitor.sampling import IntervalSampler
 from monitor.sim.scenes import PRESETS, write_scene
 from monitor.urls import with_credentials
@@ -93,9 +94,11 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> fl
 
 
 def reader_for(url: str, *, decode: DecodeMode = "auto", interval_s: float = 2.0,
-               open_timeout_s: float = 5.0, camera_id: str = "cam") -> CameraReader:
+               open_timeout_s: float = 5.0, camera_id: str = "cam",
+               rtsp_client: RtspClient = "builtin") -> CameraReader:
     return CameraReader(StreamSource(camera_id, url, decode=decode, interval_s=interval_s,
-                                     open_timeout_s=open_timeout_s, read_timeout_s=5.0))
+                                     open_timeout_s=open_timeout_s, read_timeout_s=5.0,
+                                     rtsp_client=rtsp_client))
 
 
 def stopped(reader: CameraReader) -> None:
@@ -130,8 +133,10 @@ def sample_for(readers: list[CameraReader], interval_s: float, seconds: float) -
     return counts
 
 
-def test_keyframe_mode_delivers_frames_at_the_gop_rate(server: RtspServer) -> None:
-    reader = reader_for(server.url("cam"), decode="keyframes")
+@pytest.mark.parametrize("client", ["builtin", "ffmpeg"])
+def test_keyframe_mode_delivers_frames_at_the_gop_rate(server: RtspServer,
+                                                       client: RtspClient) -> None:
+    reader = reader_for(server.url("cam"), decode="keyframes", rtsp_client=client)
     reader.start()
     try:
         # The GOP is measured between keyframes; the test server sends a new client its
@@ -246,12 +251,18 @@ def test_one_broken_camera_leaves_the_others_sampling_rate_unchanged(
                 stopped(reader)
 
 
-def test_rtsp_authentication(clip: Path, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(("client", "scheme"), [("builtin", "basic"), ("builtin", "digest"),
+                                               ("ffmpeg", "digest")])
+def test_rtsp_authentication(clip: Path, caplog: pytest.LogCaptureFixture, client: RtspClient,
+                             scheme: Literal["basic", "digest"]) -> None:
     caplog.set_level(logging.DEBUG, logger="monitor")
-    with RtspServer({"cam": clip}, shared=True, user=USER, password=PASSWORD) as secured:
+    with RtspServer({"cam": clip}, shared=True, user=USER, password=PASSWORD,
+                    auth=scheme) as secured:
         plain = secured.url("cam")
-        right = reader_for(with_credentials(plain, USER, PASSWORD), camera_id="right")
-        wrong = reader_for(with_credentials(plain, USER, "not-" + PASSWORD), camera_id="wrong")
+        right = reader_for(with_credentials(plain, USER, PASSWORD), camera_id="right",
+                           rtsp_client=client)
+        wrong = reader_for(with_credentials(plain, USER, "not-" + PASSWORD), camera_id="wrong",
+                           rtsp_client=client)
         for reader in (right, wrong):
             reader.start()
         try:

@@ -32,7 +32,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Literal, Self
 from urllib.parse import quote
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")
@@ -122,7 +122,7 @@ class RtspServer:
     increasing timestamps. By default every reader gets its own pipeline and so sees the file
     from its first frame; ``shared=True`` gives one pipeline per mount for all its readers, as
     a real camera behaves (readers join mid-stream, at the next keyframe). ``user`` and
-    ``password`` turn on RTSP basic authentication for every mount.
+    ``password`` turn on RTSP authentication for every mount (``auth``: basic or digest).
 
     The port is picked when the object is made, so :attr:`port` and :meth:`url` work before
     the server starts; should that port be taken by the time the server binds it, another is
@@ -136,6 +136,7 @@ class RtspServer:
         shared: bool = False,
         user: str | None = None,
         password: str | None = None,
+        auth: Literal["basic", "digest"] = "basic",
         ready_timeout_s: float = READY_TIMEOUT_S,
     ) -> None:
         if not mounts:
@@ -149,6 +150,7 @@ class RtspServer:
         self._shared = shared
         self._user = user
         self._password = password
+        self._auth = auth
         self._ready_timeout_s = ready_timeout_s
         self._port = _free_port()
         self._process: subprocess.Popen[bytes] | None = None
@@ -241,7 +243,8 @@ class RtspServer:
         if self._shared:
             command.append("--shared")
         if self._user is not None and self._password is not None:
-            command += ["--user", self._user, "--password", self._password]
+            command += ["--user", self._user, "--password", self._password,
+                        "--auth", self._auth]
         return command
 
     def _spawn_and_wait_ready(self) -> None:
