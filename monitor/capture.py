@@ -86,6 +86,9 @@ GOP_TOLERANCE = 0.05
 """``auto``: keyframes suffice when the interval is at least 95 % of the GOP (timestamp jitter)."""
 KEYFRAME_SKIP_MARGIN = 1.25
 """A keyframe is skipped only if at least this many GOPs remain before the next sample."""
+KEYFRAME_EARLY_S = 0.3
+"""Built-in RTSP receiver, keyframes only: back to prompt reads this long before the next
+keyframe is due (its arrival is measured up to one 200 ms read batch late)."""
 METER_WINDOW = 64
 """Packets the frame-rate estimate is taken over."""
 OPENCV_RETRIEVE_FRACTION = 0.25
@@ -611,6 +614,11 @@ class CameraReader:
                     synced = True
                     mode = self._at_keyframe(mode)
                     session.depacketizer.keyframes_only = mode == "keyframes"
+                    gop = self._meter.gop_s
+                    # Keyframes only: nothing is wanted before the next one, so the receiver
+                    # may read lazily until shortly before it is due.
+                    session.idle_until = now + gop - KEYFRAME_EARLY_S \
+                        if mode == "keyframes" and gop else 0.0
                     if mode == "keyframes" and not keyframe_needed(now, self._wanted_at,
                                                                    self._meter.gop_s):
                         last_picture = now  # skipped on purpose: the stream is healthy

@@ -44,6 +44,9 @@ RECV_BATCH_WAIT_S = 0.2
 """... or after this long with whatever there is (``SO_RCVTIMEO``). Each wake-up costs far
 more than the bytes it copies (measured: a 4 Mbit/s camera read every 50 ms costs 2.5 times
 what it costs read every 200 ms), and 200 ms is nothing next to a 2 s sampling interval."""
+IDLE_WAIT_MAX_S = 1.0
+"""Longest lazy read while no frame is wanted (see :attr:`RtspSession.idle_until`): a 4 Mbit/s
+camera then queues about 500 KB in the kernel, well inside TCP's auto-tuned receive buffer."""
 BUFFER_BYTES = 512 * 1024
 """Receive buffer per camera: the largest interleaved packet (64 KiB) fits several times."""
 MAX_FRAME_BYTES = 16 << 20
@@ -442,6 +445,9 @@ class RtspSession:
         self._start = 0
         self._end = 0
         self._rtp_channel = 0
+        self.idle_until = 0.0
+        """Monotonic time before which no frame is wanted (the next keyframe is due later):
+        until then the socket is read in long, lazy batches. Set by the consumer."""
 
     def __enter__(self) -> RtspSession:
         self.connect()
@@ -595,7 +601,9 @@ class RtspSession:
         while True:
             response = self._take_response()
             if response is not None:
-                return response
+                if response.status:
+                    return response
+                continue  # a request from the camera: skipped; the answer may follow
             if time.monotonic() > deadline:
                 raise TimeoutError
             if not self._fill():
@@ -616,8 +624,9 @@ class RtspSession:
             return None
         head = bytes(buffer[self._start:head_end]).decode("utf-8", "replace").split("\r\n")
         status_line = head[0].split(" ", 2)
-        if len(status_line) < 2 or not status_line[0].startswith("RTSP/") \
-                or not status_line[1].isdigit():
+        request = head[0].endswith(" RTSP/1.0")  # the camera asks something (ANNOUNCE ...)
+        if not request and (len(status_line) < 2 or not status_line[0].startswith("RTSP/")
+                            or not status_line[1].isdigit()):
             raise RtspError(f"the camera's answer is not RTSP: {head[0][:80]!r}")
         headers: dict[str, list[str]] = {}
         for line in head[1:]:
@@ -632,24 +641,37 @@ class RtspSession:
             return None
         body = bytes(buffer[body_start:body_start + length])
         self._start = body_start + length
+        if request:
+            # Requests from the camera are skipped (status 0): nothing here needs them.
+            return _Response(0, head[0], headers, body)
         return _Response(int(status_line[1]), status_line[2] if len(status_line) > 2 else "",
                          headers, body)
 
     # --- Streaming. ---
 
-    def _batch_reads(self, sock: socket.socket) -> None:
-        """Blocking reads that return in batches: 128 KiB, or whatever came in 200 ms."""
-        sock.settimeout(None)
-        seconds = int(RECV_BATCH_WAIT_S)
-        micro = int((RECV_BATCH_WAIT_S - seconds) * 1_000_000)
+    def _batch_reads(self, sock: socket.socket, wait_s: float, low_water: int) -> None:
+        """Blocking reads that return once ``low_water`` bytes are there or ``wait_s`` has
+        passed, with whatever came (``SO_RCVLOWAT`` + ``SO_RCVTIMEO``)."""
+        seconds = int(wait_s)
+        micro = int((wait_s - seconds) * 1_000_000)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", seconds, micro))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, RECV_BATCH_BYTES)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, low_water)
+
+    def _batching(self, now: float, next_keepalive: float) -> tuple[float, int]:
+        """How long the next read may wait, and for how many bytes: prompt 200 ms batches,
+        or one long lazy read while no frame is wanted (never past a keep-alive)."""
+        idle_s = min(self.idle_until - now, IDLE_WAIT_MAX_S, next_keepalive - now)
+        if idle_s > RECV_BATCH_WAIT_S:
+            return idle_s, BUFFER_BYTES // 2
+        return RECV_BATCH_WAIT_S, RECV_BATCH_BYTES
 
     def access_units(self) -> Iterator[AccessUnit]:
         """The stream's frames as they complete. Raises :class:`RtspTimeoutError` after
         ``read_timeout_s`` without data and :class:`RtspError` when the camera hangs up."""
         sock = self._require_socket()
-        self._batch_reads(sock)
+        sock.settimeout(None)
+        batching = (RECV_BATCH_WAIT_S, RECV_BATCH_BYTES)
+        self._batch_reads(sock, *batching)
         buffer = self._buffer
         depacketizer = self.depacketizer
         channel = self._rtp_channel
@@ -661,14 +683,10 @@ class RtspSession:
             start, end = self._start, self._end
             while end - start >= 4:
                 if buffer[start] != 0x24:  # not interleaved data: an RTSP message
-                    self._start = start
-                    if self._take_response() is None:
-                        if bytes(buffer[start:start + 4]) not in (b"RTSP", b"GET_", b"OPTI",
-                                                                  b"SET_"):
-                            start = self._resync(start, end)
-                            continue
-                        break
-                    start = self._start
+                    after = self._skip_message(start, end)
+                    if after is None:
+                        break  # not all there yet
+                    start = after
                     continue
                 length = (buffer[start + 2] << 8) | buffer[start + 3]
                 if end - start - 4 < length:
@@ -691,11 +709,26 @@ class RtspSession:
             if now >= next_keepalive:
                 sock.sendall(self._encode(self._keepalive_method, self.url.request_url, {}))
                 next_keepalive = now + keepalive_every
+            wanted = self._batching(now, next_keepalive)
+            if wanted != batching:
+                batching = wanted
+                self._batch_reads(sock, *batching)
             try:
                 if not self._fill():
                     raise RtspError("the camera closed the connection")
             except BlockingIOError:  # SO_RCVTIMEO passed with nothing at all
                 pass
+
+    def _skip_message(self, start: int, end: int) -> int | None:
+        """Skip the RTSP message (a keep-alive answer) or garbage at ``start``: where the
+        media goes on, or ``None`` while the message has not all arrived."""
+        self._start = start
+        if self._take_response() is not None:
+            return self._start
+        if bytes(self._buffer[start:start + 4]) in (b"RTSP", b"ANNO", b"GET_", b"OPTI",
+                                                    b"SET_", b"REDI", b"TEAR"):
+            return None
+        return self._resync(start, end)
 
     def _resync(self, start: int, end: int) -> int:
         """Skip garbage up to the next ``$`` (a damaged stream); counted as lost packets."""

@@ -269,11 +269,14 @@ class ScriptedCamera:
     """
 
     def __init__(self, sdp: str, media: Callable[[int], list[bytes]],
-                 session: str = "4242;timeout=60", *, rtcp: bool = True) -> None:
+                 session: str = "4242;timeout=60", *, rtcp: bool = True,
+                 camera_request: bytes = b"") -> None:
         self.sdp = sdp
         self.media = media
         self.session = session
         self.rtcp = rtcp
+        self.camera_request = camera_request
+        """Sent once between media packets, as a camera asking something of its client."""
         self.requests: list[str] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
@@ -348,6 +351,8 @@ class ScriptedCamera:
                     for packet in self.media(sequence):
                         connection.sendall(b"$\x00" + struct.pack(">H", len(packet)) + packet)
                         sequence += 1
+                    if sequence == 10 and self.camera_request:
+                        connection.sendall(self.camera_request)
                     if self.rtcp:  # sender reports on channel 1: skipped by the receiver
                         connection.sendall(b"$\x01\x00\x08" + b"\x80\xc8\x00\x01\0\0\0\0")
                 except OSError:
@@ -427,3 +432,15 @@ def test_a_camera_that_is_not_h264_is_read_by_ffmpeg_instead(
             assert reader.join(5)
     assert "not H.264 (JPEG/90000)" in caplog.text
     assert "secret" not in caplog.text
+
+
+def test_a_request_from_the_camera_inside_the_media_is_skipped() -> None:
+    request = (b"SET_PARAMETER rtsp://cam/live RTSP/1.0\r\nCSeq: 1\r\n"
+               b"Content-Length: 9\r\n\r\n$\x00\xff\xffjunk!")  # a body that looks like media
+    with ScriptedCamera(SIMPLE_SDP, gop_media, camera_request=request) as camera:
+        session = RtspSession(f"rtsp://127.0.0.1:{camera.port}/live", open_timeout_s=3,
+                              read_timeout_s=3)
+        with session:
+            frames = list(units_for(session, 1.2))
+    assert len(frames) >= 20  # the stream went on past the request (sent after frame 10)
+    assert session.depacketizer.lost_packets == 0
