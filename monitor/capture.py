@@ -629,6 +629,12 @@ class CameraReader:
                         continue
                 elif mode == "keyframes" or not synced:
                     if now - last_picture > self._picture_timeout():
+                        if not synced:
+                            # Video flows but never an IDR frame: a camera whose keyframes are
+                            # recovery points, which FFmpeg's parser recognises and this
+                            # receiver does not.
+                            raise RtspUnsupportedError(
+                                f"no IDR keyframe in {now - last_picture:.1f} s of video")
                         raise StreamStalledError(
                             f"no picture decoded for {now - last_picture:.1f} s although data "
                             f"arrives (no keyframe?)")

@@ -444,3 +444,26 @@ def test_a_request_from_the_camera_inside_the_media_is_skipped() -> None:
             frames = list(units_for(session, 1.2))
     assert len(frames) >= 20  # the stream went on past the request (sent after frame 10)
     assert session.depacketizer.lost_packets == 0
+
+
+def test_a_camera_without_idr_keyframes_is_read_by_ffmpeg_instead(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="monitor")
+
+    def no_idr(sequence: int) -> list[bytes]:
+        return [rtp(sequence, sequence * 3600, bytes([P_HEADER, 9, 9]), marker=True)]
+
+    with ScriptedCamera(SIMPLE_SDP, no_idr, rtcp=False) as camera:
+        reader = CameraReader(StreamSource("open-gop", f"rtsp://127.0.0.1:{camera.port}/l",
+                                           open_timeout_s=2, read_timeout_s=1))
+        reader.start()
+        try:
+            deadline = time.monotonic() + 10
+            while "reading it with FFmpeg instead" not in caplog.text:
+                assert time.monotonic() < deadline, caplog.text
+                time.sleep(0.05)
+        finally:
+            reader.stop()
+            assert reader.join(5)
+    assert "no IDR keyframe in" in caplog.text
+    assert reader.status.state != "unauthorized"
