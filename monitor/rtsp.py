@@ -117,13 +117,19 @@ _AUTH_PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
 
 def parse_challenges(values: list[str]) -> dict[str, dict[str, str]]:
-    """``WWW-Authenticate`` header values as ``{scheme: {param: value}}`` (scheme lower case)."""
+    """``WWW-Authenticate`` header values as ``{scheme: {param: value}}`` (scheme lower case;
+    of several Digest challenges, the MD5 one)."""
     challenges: dict[str, dict[str, str]] = {}
     for value in values:
         scheme, _, rest = value.strip().partition(" ")
         params = {match.group(1).lower(): match.group(2) if match.group(2) is not None
                   else match.group(3) for match in _AUTH_PARAM.finditer(rest)}
-        challenges.setdefault(scheme.lower(), params)
+        scheme = scheme.lower()
+        known = challenges.get(scheme)
+        # Cameras may offer Digest with SHA-256 and with MD5: keep the MD5 one, spoken here.
+        if known is None or (known.get("algorithm", "MD5").upper().startswith("SHA")
+                             and not params.get("algorithm", "MD5").upper().startswith("SHA")):
+            challenges[scheme] = params
     return challenges
 
 

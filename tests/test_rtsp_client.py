@@ -203,6 +203,9 @@ def test_digest_without_qop_and_challenges_of_several_schemes() -> None:
                             challenge=challenges["digest"], nonce_count=1, cnonce="x")
     assert "qop" not in value
     assert "response=" in value
+    offered = parse_challenges(['Digest realm="c", nonce="1", algorithm=SHA-256',
+                                'Digest realm="c", nonce="2", algorithm=MD5'])
+    assert offered["digest"]["nonce"] == "2"
     with pytest.raises(RtspUnsupportedError, match="SHA-256"):
         digest_response(username="u", password="p", method="GET", uri="/",
                         challenge={"nonce": "n", "algorithm": "SHA-256"}, nonce_count=1,
