@@ -28,7 +28,9 @@ Exceptions::
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -112,9 +114,13 @@ class Outbox:
         self.expired = 0
         """Messages dropped past ``max_age_s`` (this process)."""
         where = ":memory:" if path is None else str(path)
+        self._lock: int | None = None
+        """File descriptor of ``<outbox>.lock`` (a bare descriptor: leaked, it only lasts
+        as long as the process, as the lock should)."""
         try:
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
+                self._lock = _lock_exclusively(path)
             # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE) so a
             # message and the alert bookkeeping that goes with it commit together.
             # check_same_thread=False: the daemon is built on the main thread and used on the
@@ -126,6 +132,8 @@ class Outbox:
             self._count, self._bytes = self._db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
         except (OSError, sqlite3.Error) as exc:
+            if self._lock is not None:
+                os.close(self._lock)
             raise OutboxError(f"outbox {where}: cannot open: {exc}") from exc
         if self._count:
             logger.info("outbox %s: %d message(s) from a previous run waiting for the broker",
@@ -275,11 +283,35 @@ class Outbox:
                                  [(topic,) for topic in topics])
 
     def close(self) -> None:
-        """Close the database (what it holds stays on disk)."""
+        """Close the database (what it holds stays on disk) and let another process have it."""
         self._db.close()
+        if self._lock is not None:
+            os.close(self._lock)  # releases the lock
+            self._lock = None
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
+
+
+def _lock_exclusively(path: Path) -> int:
+    """Take ``<outbox>.lock`` for this process, or raise :class:`OutboxError` naming the
+    process that holds it: two daemons on one state directory would send each other's
+    messages and end each other's alerts. The kernel drops the lock when the process dies,
+    so a crash leaves nothing to clean up."""
+    lock_path = path.with_name(path.name + ".lock")
+    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.pread(descriptor, 32, 0).decode("ascii", "replace").strip()
+        os.close(descriptor)
+        holder = f" (pid {owner})" if owner.isdigit() else ""
+        raise OutboxError(
+            f"outbox {path}: in use by another monitor process{holder}; each daemon needs a "
+            f"state_dir of its own") from None
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, f"{os.getpid()}\n".encode("ascii"), 0)
+    return descriptor
 
 
 class _Transaction:

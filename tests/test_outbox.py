@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -144,3 +145,15 @@ def test_committed_messages_survive_sigkill(tmp_path: Path) -> None:
             child.stdout.close()
     outbox = Outbox(path)
     assert [int(m.payload) for m in outbox.head(500)] == list(range(200))
+
+
+def test_one_state_directory_serves_one_process(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    first = Outbox(path)
+    # A second daemon on the same state_dir (here: a second opener) is refused by name.
+    with pytest.raises(OutboxError, match=rf"in use by another monitor process \(pid "
+                                          rf"{os.getpid()}\); each daemon needs a state_dir"):
+        Outbox(path)
+    first.close()
+    second = Outbox(path)  # released on close (and by the kernel when a process dies)
+    second.close()
