@@ -361,7 +361,7 @@ class StreamSource:
     rtsp_client: RtspClient = "builtin"
     """pyav backend, ``rtsp://`` over TCP: the lean built-in receiver (:mod:`monitor.rtsp`)
     or FFmpeg's demuxer. The built-in one hands over to FFmpeg by itself for streams it does
-    not handle (not H.264, redirects ...)."""
+    not handle (not H.264 or H.265, redirects ...)."""
 
     @property
     def redacted_url(self) -> str:
@@ -412,14 +412,14 @@ def _keyframe_decoder(context: Any) -> Any:
     return decoder
 
 
-def _annex_b_decoder(keyframes_only: bool) -> Any:
-    """An H.264 decoder for the built-in receiver's Annex B frames.
+def _annex_b_decoder(codec: str, keyframes_only: bool) -> Any:
+    """An H.264 or H.265 decoder for the built-in receiver's Annex B frames.
 
     ``low_delay``: a picture comes out of the decoder with its own packet, not one frame
     later (with keyframes only, "one frame later" is one GOP later). Keyframes-only decoders
     also skip the loop filter (see :func:`_keyframe_decoder`).
     """
-    decoder = av.CodecContext.create("h264", "r")
+    decoder = av.CodecContext.create(codec, "r")
     options = {"flags": "+low_delay", "flags2": "+fast"}
     if keyframes_only:
         options["skip_loop_filter"] = "all"
@@ -606,6 +606,7 @@ class CameraReader:
         with session:
             track = session.track
             clock = float(track.clock_rate) if track is not None else 90000.0
+            codec = track.syntax.codec if track is not None else "h264"
             synced = False
             last_picture = time.monotonic()
             for unit in session.access_units():
@@ -630,9 +631,9 @@ class CameraReader:
                 elif mode == "keyframes" or not synced:
                     if now - last_picture > self._picture_timeout():
                         if not synced:
-                            # Video flows but never an IDR frame: a camera whose keyframes are
-                            # recovery points, which FFmpeg's parser recognises and this
-                            # receiver does not.
+                            # Video flows but never a random-access frame (H.264: IDR): a
+                            # camera whose keyframes are recovery points, which FFmpeg's parser
+                            # recognises and this receiver does not.
                             raise RtspUnsupportedError(
                                 f"no IDR keyframe in {now - last_picture:.1f} s of video")
                         raise StreamStalledError(
@@ -643,7 +644,7 @@ class CameraReader:
                     continue  # damaged (lost packets): nothing worth decoding
                 decoder = decoders.get(mode)
                 if decoder is None:
-                    decoder = decoders[mode] = _annex_b_decoder(mode == "keyframes")
+                    decoder = decoders[mode] = _annex_b_decoder(codec, mode == "keyframes")
                 try:
                     pictures = decoder.decode(av.Packet(unit.data))
                 except av.error.InvalidDataError:
@@ -653,7 +654,7 @@ class CameraReader:
                     self._store(picture, picture.width, picture.height, pts_s)
                     delivered = True
                     if not self._status.online:
-                        self._on_online(picture.width, picture.height, "h264", mode)
+                        self._on_online(picture.width, picture.height, codec, mode)
         return delivered
 
     # --- PyAV. ---

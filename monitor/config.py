@@ -313,8 +313,8 @@ class DefaultsConfig(_Section):
     )
     rtsp_client: Literal["builtin", "ffmpeg"] = Field(
         default="builtin", description="pyav backend, rtsp:// over TCP: builtin (a lean "
-        "RTSP/RTP receiver for H.264, a third of FFmpeg's receive cost; other streams fall "
-        "back to FFmpeg by themselves) or ffmpeg (FFmpeg's RTSP demuxer for every camera).",
+        "RTSP/RTP receiver for H.264 and H.265, a fifth of FFmpeg's receive cost; other "
+        "streams fall back to FFmpeg by themselves) or ffmpeg (FFmpeg's RTSP demuxer).",
     )
     change_gate: bool = Field(
         default=True, description="Skip the model when the scene has not changed since the "

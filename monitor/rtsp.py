@@ -1,4 +1,5 @@
-"""A lean RTSP/RTP receiver for H.264 over TCP: the cheap path from a camera to the decoder.
+"""A lean RTSP/RTP receiver for H.264 and H.265 over TCP: the cheap path from a camera to the
+decoder.
 
 Why not FFmpeg's RTSP demuxer for the common case: it reads RTSP-over-TCP with three ``recv``
 calls per RTP packet (the ``$`` header, the RTP header, the payload) and builds a packet for
@@ -10,10 +11,10 @@ With keyframe-only decoding that receive path became the largest cost of a camer
 units of the frames that will be decoded: in keyframe mode the other frames' slices are never
 copied.
 
-Scope, on purpose: RTSP 1.0 over TCP (interleaved), one H.264 video track, Basic and Digest
-authentication (MD5, ``qop=auth``), keep-alive requests. Anything else (UDP, ``rtsps://``,
-H.265, redirects) raises :class:`RtspUnsupportedError` and the caller falls back to FFmpeg,
-which reads every protocol FFmpeg knows.
+Scope, on purpose: RTSP 1.0 over TCP (interleaved), one H.264 or H.265 video track, Basic and
+Digest authentication (MD5, ``qop=auth``), keep-alive requests. Anything else (UDP,
+``rtsps://``, MJPEG, redirects) raises :class:`RtspUnsupportedError` and the caller falls back
+to FFmpeg, which reads every protocol FFmpeg knows.
 
 Exceptions::
 
@@ -56,13 +57,41 @@ KEEPALIVE_FRACTION = 0.5
 """Keep-alive requests go out after this fraction of the session timeout."""
 START_CODE = b"\x00\x00\x00\x01"
 
-NAL_IDR = 5
-NAL_SPS = 7
-NAL_PPS = 8
-NAL_STAP_A = 24
-NAL_FU_A = 28
-_SLICE_TYPES = frozenset({1, 2, 3, 4, 5})
-_PARAMETER_TYPES = frozenset({NAL_SPS, NAL_PPS})
+
+
+@dataclass(frozen=True, slots=True)
+class NalSyntax:
+    """What differs between H.264 (RFC 6184) and H.265 (RFC 7798) RTP payloads."""
+
+    codec: str
+    """The decoder's name in FFmpeg."""
+    header_bytes: int
+    """Size of a NAL unit header (and of an aggregation/fragmentation payload header)."""
+    aggregation: int
+    """NAL type of an aggregation packet (STAP-A / AP)."""
+    fragmentation: int
+    """NAL type of a fragmentation unit (FU-A / FU)."""
+    keyframe_types: frozenset[int]
+    """Random-access pictures: decodable on their own (IDR; IDR, CRA, BLA)."""
+    slice_types: frozenset[int]
+    parameter_types: tuple[int, ...]
+    """In the order they go in front of a keyframe (SPS, PPS; VPS, SPS, PPS)."""
+    other_types: frozenset[int]
+    """Non-picture NAL units that the full decoder gets (SEI, delimiters)."""
+
+    def nal_type(self, first_byte: int) -> int:
+        """The NAL unit type from the first header byte."""
+        return first_byte & 0x1F if self.header_bytes == 1 else (first_byte >> 1) & 0x3F
+
+
+H264 = NalSyntax(codec="h264", header_bytes=1, aggregation=24, fragmentation=28,
+                 keyframe_types=frozenset({5}), slice_types=frozenset({1, 2, 3, 4, 5}),
+                 parameter_types=(7, 8), other_types=frozenset({6, 9, 10, 11, 12, 13}))
+H265 = NalSyntax(codec="hevc", header_bytes=2, aggregation=48, fragmentation=49,
+                 keyframe_types=frozenset(range(16, 22)), slice_types=frozenset(range(22)),
+                 parameter_types=(32, 33, 34), other_types=frozenset(range(35, 41)))
+SYNTAXES = {"H264": H264, "H265": H265}
+"""By the encoding name of an SDP ``rtpmap``."""
 
 
 class RtspError(Exception):
@@ -167,17 +196,20 @@ def digest_response(*, username: str, password: str, method: str, uri: str,
 
 @dataclass(frozen=True, slots=True)
 class VideoTrack:
-    """The H.264 track of a session description."""
+    """The H.264 or H.265 track of a session description."""
 
     control_url: str
     payload_type: int
     clock_rate: int
     parameter_sets: tuple[bytes, ...]
-    """SPS and PPS from ``sprop-parameter-sets`` (raw NAL units, without start codes)."""
+    """From ``sprop-parameter-sets`` (H.264) or ``sprop-vps/sps/pps`` (H.265): raw NAL
+    units, without start codes."""
+    syntax: NalSyntax = H264
 
 
 def parse_sdp(sdp: str, base_url: str) -> VideoTrack:
-    """The first video track of ``sdp``; ``RtspUnsupportedError`` unless it is H.264."""
+    """The first video track of ``sdp``; ``RtspUnsupportedError`` unless it is H.264 or
+    H.265 (without decoding-order numbers, which interleaved packetization needs)."""
     sections: list[list[str]] = [[]]
     for raw in sdp.splitlines():
         line = raw.strip()
@@ -204,12 +236,17 @@ def parse_sdp(sdp: str, base_url: str) -> VideoTrack:
         for pt in payload_types:
             encoding = rtpmap.get(pt, "")
             name, _, rate = encoding.partition("/")
-            if name.upper() != "H264":
+            syntax = SYNTAXES.get(name.upper())
+            if syntax is None:
                 continue
             sets: list[bytes] = []
             for param in fmtp.get(pt, "").split(";"):
                 key, _, value = param.strip().partition("=")
-                if key.lower() == "sprop-parameter-sets":
+                key = key.lower()
+                if key == "sprop-max-don-diff" and value.strip() not in {"", "0"}:
+                    raise RtspUnsupportedError("H.265 with decoding-order numbers "
+                                               "(sprop-max-don-diff) is not supported")
+                if key in {"sprop-parameter-sets", "sprop-vps", "sprop-sps", "sprop-pps"}:
                     for item in value.split(","):
                         try:
                             sets.append(base64.b64decode(item.strip(), validate=False))
@@ -220,9 +257,9 @@ def parse_sdp(sdp: str, base_url: str) -> VideoTrack:
                 control if "://" in control else
                 urljoin(base_url if base_url.endswith("/") else base_url + "/", control))
             return VideoTrack(control_url=url, payload_type=int(pt), clock_rate=clock,
-                              parameter_sets=tuple(s for s in sets if s))
+                              parameter_sets=tuple(s for s in sets if s), syntax=syntax)
         names = ", ".join(rtpmap.get(pt, pt) for pt in payload_types)
-        raise RtspUnsupportedError(f"the video track is not H.264 ({names})")
+        raise RtspUnsupportedError(f"the video track is not H.264 or H.265 ({names})")
     raise RtspUnsupportedError("the session description has no video track")
 
 
@@ -241,16 +278,18 @@ class AccessUnit:
 
 @dataclass(slots=True)
 class Depacketizer:
-    """Turns H.264 RTP payloads (RFC 6184) into access units, copying only wanted frames.
+    """Turns H.264 (RFC 6184) or H.265 (RFC 7798) RTP payloads into access units, copying
+    only wanted frames.
 
-    ``keyframes_only``: slices of non-IDR frames are skipped without a copy; their frames are
+    ``keyframes_only``: slices of other frames are skipped without a copy; their frames are
     still reported (with ``data = None``) so the frame rate and GOP can be measured.
-    Parameter sets (SPS, PPS) are remembered and put in front of every IDR frame that lacks
-    them, so each keyframe decodes on its own. A frame that lost packets (a sequence gap) is
-    reported without data: decoding half a keyframe gives a grey smear, not a picture.
+    Parameter sets are remembered and put in front of every keyframe, so each keyframe decodes
+    on its own. A frame that lost packets (a sequence gap) is reported without data: decoding
+    half a keyframe gives a grey smear, not a picture.
     """
 
     keyframes_only: bool = True
+    syntax: NalSyntax = H264
     parameter_sets: dict[int, bytes] = field(default_factory=dict)
     lost_packets: int = 0
     damaged_frames: int = 0
@@ -270,8 +309,8 @@ class Depacketizer:
     def set_parameter_sets(self, sets: tuple[bytes, ...]) -> None:
         """Parameter sets from the session description (in-band ones replace them)."""
         for nal in sets:
-            if nal and nal[0] & 0x1F in _PARAMETER_TYPES:
-                self.parameter_sets[nal[0] & 0x1F] = nal
+            if nal and self.syntax.nal_type(nal[0]) in self.syntax.parameter_types:
+                self.parameter_sets[self.syntax.nal_type(nal[0])] = nal
 
     def packet(self, buffer: bytes | bytearray | memoryview, start: int, length: int,
                ) -> AccessUnit | None:
@@ -328,7 +367,7 @@ class Depacketizer:
         self._skipping_fragment = False
 
     def _wanted(self, nal_type: int) -> bool:
-        return nal_type == NAL_IDR or not self.keyframes_only
+        return nal_type in self.syntax.keyframe_types or not self.keyframes_only
 
     def _add(self, nal: bytes) -> None:
         self._size += len(nal) + 4
@@ -337,24 +376,25 @@ class Depacketizer:
         self._nals.append(nal)
 
     def _single(self, buffer: bytes | bytearray | memoryview, start: int, end: int) -> None:
-        nal_type = buffer[start] & 0x1F
-        if nal_type in _PARAMETER_TYPES:
+        syntax = self.syntax
+        nal_type = syntax.nal_type(buffer[start])
+        if nal_type in syntax.parameter_types:
             self.parameter_sets[nal_type] = bytes(buffer[start:end])
-        elif nal_type in _SLICE_TYPES:
-            if nal_type == NAL_IDR:
+        elif nal_type in syntax.slice_types:
+            if nal_type in syntax.keyframe_types:
                 self._keyframe = True
             if self._wanted(nal_type):
                 self._add(bytes(buffer[start:end]))
-        elif not self.keyframes_only and 0 < nal_type < 24:
+        elif not self.keyframes_only and nal_type in syntax.other_types:
             self._add(bytes(buffer[start:end]))  # SEI and the like, for the full decoder
 
     def _payload(self, buffer: bytes | bytearray | memoryview, start: int, end: int) -> None:
-        nal_type = buffer[start] & 0x1F
-        if nal_type < NAL_STAP_A:
-            if nal_type:
-                self._single(buffer, start, end)
-        elif nal_type == NAL_STAP_A:
-            position = start + 1
+        syntax = self.syntax
+        nal_type = syntax.nal_type(buffer[start])
+        if nal_type == syntax.fragmentation:
+            self._fragment_unit(buffer, start, end)
+        elif nal_type == syntax.aggregation:
+            position = start + syntax.header_bytes
             while position + 2 <= end:
                 size = (buffer[position] << 8) | buffer[position + 1]
                 position += 2
@@ -364,29 +404,37 @@ class Depacketizer:
                     return
                 self._single(buffer, position, position + size)
                 position += size
-        elif nal_type == NAL_FU_A:
-            self._fragment_unit(buffer, start, end)
-        # STAP-B, MTAP and FU-B are for interleaved packetization mode: ignored.
+        elif nal_type < syntax.aggregation:
+            self._single(buffer, start, end)
+        # H.264's STAP-B, MTAP and FU-B (interleaved mode), H.265's PACI: ignored.
 
     def _fragment_unit(self, buffer: bytes | bytearray | memoryview, start: int,
                        end: int) -> None:
-        if end - start < 2:
+        syntax = self.syntax
+        payload = start + syntax.header_bytes + 1  # after the payload and FU headers
+        if end - payload < 0:
             return
-        indicator, fu_header = buffer[start], buffer[start + 1]
-        nal_type = fu_header & 0x1F
+        fu_header = buffer[payload - 1]
+        nal_type = fu_header & (0x1F if syntax.header_bytes == 1 else 0x3F)
         if fu_header & 0x80:  # start of a fragmented NAL unit
-            if nal_type == NAL_IDR:
+            if nal_type in syntax.keyframe_types:
                 self._keyframe = True
-            self._skipping_fragment = not self._wanted(nal_type) or nal_type not in _SLICE_TYPES
-            self._fragment = None if self._skipping_fragment else \
-                [bytes(((indicator & 0xE0) | nal_type,)), bytes(buffer[start + 2:end])]
+            self._skipping_fragment = not self._wanted(nal_type) \
+                or nal_type not in syntax.slice_types
+            if self._skipping_fragment:
+                self._fragment = None
+            else:
+                # The NAL unit header, rebuilt from the payload header and the FU's type.
+                header = bytes(((buffer[start] & 0xE0) | nal_type,)) if syntax.header_bytes == 1 \
+                    else bytes(((buffer[start] & 0x81) | (nal_type << 1), buffer[start + 1]))
+                self._fragment = [header, bytes(buffer[payload:end])]
         elif self._skipping_fragment:
             return  # a slice of a frame nobody decodes: not even copied
         elif self._fragment is None:
             self._damaged = True  # its start was lost
             return
         else:
-            self._fragment.append(bytes(buffer[start + 2:end]))
+            self._fragment.append(bytes(buffer[payload:end]))
         if fu_header & 0x40 and self._fragment is not None:  # end of the NAL unit
             self._add(b"".join(self._fragment))
             self._fragment = None
@@ -397,7 +445,7 @@ class Depacketizer:
         if wanted and self._nals and not self._damaged and self._fragment is None:
             nals = self._nals
             if self._keyframe:
-                nals = [self.parameter_sets[t] for t in (NAL_SPS, NAL_PPS)
+                nals = [self.parameter_sets[t] for t in self.syntax.parameter_types
                         if t in self.parameter_sets] + nals
             data = START_CODE + START_CODE.join(nals)
         elif wanted and self._nals:
@@ -426,7 +474,8 @@ class _Response:
 
 
 class RtspSession:
-    """One RTSP session reading an H.264 track over TCP; iterate :meth:`access_units`.
+    """One RTSP session reading an H.264 or H.265 track over TCP; iterate
+    :meth:`access_units`.
 
     ``with RtspSession(url, ...) as session:`` connects (OPTIONS, DESCRIBE, SETUP, PLAY) and
     closes (TEARDOWN, best effort). All blocking calls end within ``open_timeout_s`` while
@@ -491,6 +540,7 @@ class RtspSession:
         base = (described.header("content-base") or described.header("content-location")
                 or self.url.request_url)
         track = parse_sdp(described.body.decode("utf-8", "replace"), base)
+        self.depacketizer.syntax = track.syntax
         self.depacketizer.set_parameter_sets(track.parameter_sets)
         setup = self._request("SETUP", track.control_url, deadline,
                               {"Transport": "RTP/AVP/TCP;unicast;interleaved=0-1"})

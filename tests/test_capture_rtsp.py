@@ -353,3 +353,28 @@ def test_keyframes_the_sampler_will_not_take_are_not_decoded(server: RtspServer)
         assert frame.captured_monotonic >= due - 1.25 * GOP_S - 0.1
     finally:
         stopped(reader)
+
+
+def test_h265_camera_is_read_by_the_builtin_receiver(tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="monitor")
+    clip = write_scene(PRESETS["quiet"](fps=FPS, gop=GOP_FRAMES), tmp_path / "hevc.mp4",
+                       codec="h265")
+    with RtspServer({"cam": clip}, shared=True) as hevc:
+        reader = reader_for(hevc.url("cam"), decode="keyframes")
+        reader.start()
+        try:
+            wait_until(lambda: reader.status.online and reader.status.gop_frames == GOP_FRAMES,
+                       10, "online with the stream's GOP measured")
+            status = reader.status
+            assert (status.width, status.height, status.codec) == (640, 360, "hevc")
+            frame = reader.latest()
+            assert frame is not None
+            assert frame.to_bgr(448, 252).shape == (252, 448, 3)
+            times = stream_times(reader, 2.0)
+            assert len(times) >= 3  # keyframes at the GOP rate (2 a second)
+            assert all(later - earlier == pytest.approx(GOP_S, abs=0.01)
+                       for earlier, later in itertools.pairwise(times))
+        finally:
+            stopped(reader)
+    assert "FFmpeg instead" not in caplog.text  # read by monitor.rtsp, not handed over

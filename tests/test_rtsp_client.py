@@ -21,6 +21,7 @@ import pytest
 
 from monitor.capture import CameraReader, StreamSource
 from monitor.rtsp import (
+    H265,
     START_CODE,
     Depacketizer,
     RtspSession,
@@ -251,10 +252,10 @@ def test_sdp_gives_the_h264_track_its_control_url_and_parameter_sets() -> None:
     assert parse_sdp(sdp, "rtsp://cam/live").control_url == "rtsp://cam/live/trackID=1"
 
 
-def test_sdp_without_h264_video_is_unsupported() -> None:
-    h265 = HIKVISION_SDP.replace("H264/90000", "H265/90000")
-    with pytest.raises(RtspUnsupportedError, match=r"not H\.264.*H265"):
-        parse_sdp(h265, "rtsp://cam/")
+def test_sdp_without_h264_or_h265_video_is_unsupported() -> None:
+    mpeg4 = HIKVISION_SDP.replace("H264/90000", "MP4V-ES/90000")
+    with pytest.raises(RtspUnsupportedError, match=r"not H\.264 or H\.265 \(MP4V-ES/90000\)"):
+        parse_sdp(mpeg4, "rtsp://cam/")
     audio_only = "v=0\nm=audio 0 RTP/AVP 8\na=rtpmap:8 PCMA/8000\n"
     with pytest.raises(RtspUnsupportedError, match="no video track"):
         parse_sdp(audio_only, "rtsp://cam/")
@@ -433,7 +434,7 @@ def test_a_camera_that_is_not_h264_is_read_by_ffmpeg_instead(
         finally:
             reader.stop()
             assert reader.join(5)
-    assert "not H.264 (JPEG/90000)" in caplog.text
+    assert "not H.264 or H.265 (JPEG/90000)" in caplog.text
     assert "secret" not in caplog.text
 
 
@@ -470,3 +471,54 @@ def test_a_camera_without_idr_keyframes_is_read_by_ffmpeg_instead(
             assert reader.join(5)
     assert "no IDR keyframe in" in caplog.text
     assert reader.status.state != "unauthorized"
+
+
+
+# --- H.265 (RFC 7798). ---
+
+VPS = bytes([0x40, 0x01, 0x0C, 0x01, 0xFF, 0xFF])
+HSPS = bytes([0x42, 0x01, 0x01, 0x01, 0x60, 0x00])
+HPPS = bytes([0x44, 0x01, 0xC1, 0x73])
+IDR_W_RADL = bytes([0x26, 0x01]) + bytes(range(200)) * 2  # type 19
+TRAIL_R = bytes([0x02, 0x01]) + b"\x5a" * 300  # type 1
+
+
+def h265_fragments(nal: bytes, size: int) -> list[bytes]:
+    """``nal`` as H.265 fragmentation units (payload header type 49, then the FU header)."""
+    nal_type = (nal[0] >> 1) & 0x3F
+    payload_header = bytes([(nal[0] & 0x81) | (49 << 1), nal[1]])
+    body = nal[2:]
+    pieces = [body[i:i + size] for i in range(0, len(body), size)]
+    return [payload_header + bytes([nal_type | (0x80 if i == 0 else 0)
+                                    | (0x40 if i == len(pieces) - 1 else 0)]) + piece
+            for i, piece in enumerate(pieces)]
+
+
+def h265_aggregate(*nals: bytes) -> bytes:
+    return bytes([48 << 1, 0x01]) + b"".join(struct.pack(">H", len(n)) + n for n in nals)
+
+
+def test_h265_keyframes_are_assembled_with_vps_sps_pps_and_other_frames_skipped() -> None:
+    depacketizer = Depacketizer(keyframes_only=True, syntax=H265)
+    payloads = [(0, h265_aggregate(VPS, HSPS, HPPS), False)]
+    payloads += [(0, f, i == 3) for i, f in enumerate(h265_fragments(IDR_W_RADL, 100))]
+    payloads += [(3600, f, i == 2) for i, f in enumerate(h265_fragments(TRAIL_R, 100))]
+    payloads += [(7200, f, i == 3) for i, f in enumerate(h265_fragments(IDR_W_RADL, 100))]
+    packets = [rtp(i, stamp, payload, marker=marker)
+               for i, (stamp, payload, marker) in enumerate(payloads)]
+    units = feed(depacketizer, packets)
+    expected = START_CODE + START_CODE.join([VPS, HSPS, HPPS, IDR_W_RADL])
+    assert units == [(0, True, expected), (3600, False, None), (7200, True, expected)]
+    assert depacketizer.lost_packets == 0
+
+
+def test_sdp_with_h265_gives_its_parameter_sets() -> None:
+    sdp = ("v=0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H265/90000\r\n"
+           f"a=fmtp:96 sprop-vps={base64.b64encode(VPS).decode()}; "
+           f"sprop-sps={base64.b64encode(HSPS).decode()}; "
+           f"sprop-pps={base64.b64encode(HPPS).decode()}\r\na=control:stream=0\r\n")
+    track = parse_sdp(sdp, "rtsp://cam/live/")
+    assert track.syntax is H265
+    assert track.parameter_sets == (VPS, HSPS, HPPS)
+    with pytest.raises(RtspUnsupportedError, match="decoding-order"):
+        parse_sdp(sdp.replace("sprop-pps", "sprop-max-don-diff=2; sprop-pps"), "rtsp://c/")

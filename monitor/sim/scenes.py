@@ -446,8 +446,9 @@ def default_bitrate(scene: Scene) -> int:
 
 
 def write_scene(scene: Scene, path: str | Path, *, bitrate: int | None = None,
-                preset: str = "veryfast") -> Path:
-    """Encode the scene as H.264 (libx264, yuv420p) in an MP4 file with ``+faststart``.
+                preset: str = "veryfast", codec: Literal["h264", "h265"] = "h264") -> Path:
+    """Encode the scene as H.264 (libx264) or H.265 (libx265), yuv420p, in an MP4 file with
+    ``+faststart``.
 
     Keyframes come exactly every ``scene.gop`` frames (no scene-cut keyframes; x264 clamps its
     own ``min-keyint`` to ``gop/2+1`` but scene-cut detection is off, so only the fixed interval
@@ -461,25 +462,28 @@ def write_scene(scene: Scene, path: str | Path, *, bitrate: int | None = None,
     # server with per-slice timestamps and decoded corrupt; most cameras send one slice too.
     x264_params = (f"keyint={scene.gop}:min-keyint={scene.gop}:scenecut=0:bframes=0:"
                    "sliced-threads=0:slices=1")
+    options = {"preset": preset, "x264-params": x264_params, "keyint_min": str(scene.gop),
+               "sc_threshold": "0", "bf": "0"}
+    if codec == "h265":
+        options = {"preset": preset, "x265-params": (
+            f"keyint={scene.gop}:min-keyint={scene.gop}:scenecut=0:bframes=0:log-level=error")}
     with av.open(str(path), "w", format="mp4",
                  container_options={"movflags": "+faststart"}) as container:
-        stream = container.add_stream("libx264", rate=Fraction(scene.fps), options={
-            "preset": preset, "x264-params": x264_params, "keyint_min": str(scene.gop),
-            "sc_threshold": "0", "bf": "0",
-        })
+        stream = container.add_stream("libx264" if codec == "h264" else "libx265",
+                                      rate=Fraction(scene.fps), options=options)
         stream.width = scene.width
         stream.height = scene.height
         stream.pix_fmt = "yuv420p"
         stream.bit_rate = rate
-        codec = stream.codec_context
-        codec.gop_size = scene.gop
-        codec.max_b_frames = 0
+        context = stream.codec_context
+        context.gop_size = scene.gop
+        context.max_b_frames = 0
         # swscale converts BGR to YUV with BT.601 (limited range); say so in the stream, or a
         # player may assume BT.709 for HD sizes and shift the contract's colours.
-        codec.colorspace = 6  # AVCOL_SPC_SMPTE170M
-        codec.color_primaries = 6  # AVCOL_PRI_SMPTE170M
-        codec.color_trc = 6  # AVCOL_TRC_SMPTE170M
-        codec.color_range = 1  # AVCOL_RANGE_MPEG
+        context.colorspace = 6  # AVCOL_SPC_SMPTE170M
+        context.color_primaries = 6  # AVCOL_PRI_SMPTE170M
+        context.color_trc = 6  # AVCOL_TRC_SMPTE170M
+        context.color_range = 1  # AVCOL_RANGE_MPEG
         for index, (_, image) in enumerate(frames(scene)):
             frame = av.VideoFrame.from_ndarray(image, format="bgr24")
             frame.pts = index

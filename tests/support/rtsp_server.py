@@ -9,10 +9,11 @@ Usage::
 
     /usr/bin/python3 tests/support/rtsp_server.py --port 8554 \\
         --mount cam1=/path/cam1.mp4 --mount cam2=/path/cam2.mp4 [--shared] \\
-        [--user U --password PW]
+        [--user U --password PW] [--tls-cert CERT_AND_KEY.pem]
 
 Each mount sends its file's H.264 without re-encoding. Once it listens on 127.0.0.1 it prints
-``READY rtsp://127.0.0.1:PORT`` on stdout; SIGTERM or SIGINT stop it cleanly (exit code 0).
+``READY rtsp://127.0.0.1:PORT`` on stdout (``rtsps://`` with ``--tls-cert``: RTSP over TLS, the
+RTP data interleaved in the TLS connection); SIGTERM or SIGINT stop it cleanly (exit code 0).
 
 How the file loops (``docs/rtsp-lab.md`` in the shared docs has the measurements behind it):
 
@@ -47,7 +48,9 @@ import gi  # type: ignore[import-not-found]  # system python3-gi, absent from th
 gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 gi.require_version("GstRtsp", "1.0")
+gi.require_version("Gio", "2.0")
 from gi.repository import (  # type: ignore[import-not-found]  # noqa: E402
+    Gio,
     GLib,
     Gst,
     GstRtsp,
@@ -60,19 +63,27 @@ DEMUX_NAME = "demux"
 """Name given to the demuxer in every launch line, so the media can find it to seek."""
 
 PARSE_NAME = "parse"
-"""Name given to the H.264 parser, whose sink pad carries the timestamp fix-up probe."""
+"""Name given to the H.264/H.265 parser, whose sink pad carries the timestamp fix-up probe."""
 
 EXIT_CANNOT_LISTEN = 3
 """Exit code when the port cannot be bound, so a caller that picked the port can try another."""
 
 LAUNCH_TEMPLATE = (
-    # Sends the file's H.264 as is (no decoding, no re-encoding). config-interval=-1 on parser
-    # and payloader: SPS/PPS go out in-band with every IDR frame, so a reader joining mid-stream
-    # (shared media) can start decoding at the next keyframe.
+    # Sends the file's H.264 or H.265 as is (no decoding, no re-encoding). config-interval=-1
+    # on parser and payloader: parameter sets go out in-band with every keyframe, so a reader
+    # joining mid-stream (shared media) can start decoding at the next keyframe.
     f"( filesrc location={{location}} ! qtdemux name={DEMUX_NAME} "
-    f"! h264parse name={PARSE_NAME} config-interval=-1 "
-    "! rtph264pay name=pay0 pt=96 config-interval=-1 )"
+    f"! {{codec}}parse name={PARSE_NAME} config-interval=-1 "
+    "! rtp{codec}pay name=pay0 pt=96 config-interval=-1 )"
 )
+
+
+def _codec_of(path: Path) -> str:
+    """``h264`` or ``h265``, from the MP4's sample entry (``avc1``; ``hvc1``/``hev1``), which
+    sits in the ``moov`` box at the front of the project's ``+faststart`` files."""
+    with path.open("rb") as file:
+        head = file.read(1 << 20)
+    return "h265" if b"hvc1" in head or b"hev1" in head else "h264"
 
 
 def _launch_quote(path: Path) -> str:
@@ -220,7 +231,8 @@ def _make_factory(
 ) -> GstRtspServer.RTSPMediaFactory:
     """Build the factory for one mount: file -> H.264 RTP, looping, optionally shared."""
     factory = GstRtspServer.RTSPMediaFactory()
-    factory.set_launch(LAUNCH_TEMPLATE.format(location=_launch_quote(path)))
+    factory.set_launch(LAUNCH_TEMPLATE.format(location=_launch_quote(path),
+                                              codec=_codec_of(path)))
     factory.set_media_gtype(media_type.__gtype__)
     # Not shared by default: each client gets its own pipeline and so starts at the file's
     # beginning (deterministic tests). Shared: one pipeline per mount for all its readers,
@@ -254,15 +266,46 @@ def _make_auth(
         auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
     else:
         auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), token)
+    return auth, _role_permissions(role)
+
+
+def _anonymous_auth() -> tuple[GstRtspServer.RTSPAuth, GstRtspServer.RTSPPermissions]:
+    """An auth object that lets every client in (a TLS certificate needs an auth object).
+
+    Once a server has an auth object, a client without a token may do nothing: the default
+    token gives every client a role, and the permissions let that role use the mounts.
+    """
+    role = "anonymous"
+    auth = GstRtspServer.RTSPAuth()
+    token = GstRtspServer.RTSPToken()
+    token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, role)
+    auth.set_default_token(token)
+    return auth, _role_permissions(role)
+
+
+def _role_permissions(role: str) -> GstRtspServer.RTSPPermissions:
+    """Permissions for ``role`` to play every mount."""
     permissions = GstRtspServer.RTSPPermissions()
     # Both are needed: "access" lets the client see the mount, "construct" lets it create the
-    # media (start a pipeline); anonymous clients get neither and are answered 401.
+    # media (start a pipeline); clients without the role get neither and are answered 401.
     for permission in (
         GstRtspServer.RTSP_PERM_MEDIA_FACTORY_ACCESS,
         GstRtspServer.RTSP_PERM_MEDIA_FACTORY_CONSTRUCT,
     ):
         permissions.add_permission_for_role(role, permission, allowed=True)
-    return auth, permissions
+    return permissions
+
+
+def _tls_certificate(path: Path) -> Gio.TlsCertificate:
+    """The certificate and its private key from one PEM file; exits if GLib has no TLS."""
+    backend = Gio.TlsBackend.get_default()
+    if not backend.supports_tls():
+        raise SystemExit("GLib has no TLS backend: install glib-networking")
+    try:
+        return Gio.TlsCertificate.new_from_file(str(path))
+    except GLib.Error as exc:
+        raise SystemExit(f"cannot load the TLS certificate and key from {path}: "
+                         f"{exc.message}") from exc
 
 
 def _parse_mount(text: str) -> tuple[str, Path]:
@@ -296,12 +339,17 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--password", help="the password for --user")
     parser.add_argument("--auth", choices=("basic", "digest"), default="basic",
                         help="authentication scheme for --user (default basic)")
+    parser.add_argument("--tls-cert", type=Path, metavar="PEM",
+                        help="serve RTSP over TLS (rtsps://) with the certificate and private "
+                             "key in this PEM file")
     args = parser.parse_args(argv)
     if (args.user is None) != (args.password is None):
         parser.error("--user and --password go together")
     names = [name for name, _ in args.mount]
     if len(set(names)) != len(names):
         parser.error(f"duplicate mount names in {names}")
+    if args.tls_cert is not None and not args.tls_cert.is_file():
+        parser.error(f"--tls-cert: no such file {args.tls_cert}")
     return args
 
 
@@ -314,9 +362,15 @@ def main(argv: list[str] | None = None) -> int:
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
     server.set_service(str(args.port))
-    permissions = None
+    auth = permissions = None
     if args.user is not None:
         auth, permissions = _make_auth(args.user, args.password, args.auth)
+    if args.tls_cert is not None:
+        if auth is None:
+            auth, permissions = _anonymous_auth()
+        # Every connection to the server's port is then TLS (there is no STARTTLS in RTSP).
+        auth.set_tls_certificate(_tls_certificate(args.tls_cert))
+    if auth is not None:
         server.set_auth(auth)
     media_type = _define_looping_media()
     mounts = server.get_mount_points()
@@ -342,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     if server.attach(None) == 0:
         LOG.error("cannot listen on 127.0.0.1:%d", args.port)
         return EXIT_CANNOT_LISTEN
-    sys.stdout.write(f"READY rtsp://127.0.0.1:{args.port}\n")
+    scheme = "rtsps" if args.tls_cert is not None else "rtsp"
+    sys.stdout.write(f"READY {scheme}://127.0.0.1:{args.port}\n")
     sys.stdout.flush()
 
     loop.run()
