@@ -139,7 +139,7 @@ def cmd_sim_vlm(args: argparse.Namespace) -> int:
 
 
 def cmd_sim_scene(args: argparse.Namespace) -> int:
-    """``monitor sim-scene``: write a synthetic scene as an H.264 video file."""
+    """``monitor sim-scene``: write a synthetic scene as an H.264 or H.265 video file."""
     from monitor.sim.scenes import PRESETS, write_scene  # noqa: PLC0415
 
     if args.preset not in PRESETS:
@@ -148,9 +148,9 @@ def cmd_sim_scene(args: argparse.Namespace) -> int:
         return 2
     scene = PRESETS[args.preset](width=args.width, height=args.height, fps=args.fps,
                                  gop=args.gop)
-    write_scene(scene, args.output)
-    print(f"wrote {args.output}: {scene.width}x{scene.height} {scene.fps} fps, "
-          f"GOP {scene.gop}, {scene.duration_s:g} s")
+    write_scene(scene, args.output, codec=args.codec)
+    print(f"wrote {args.output}: {args.codec.upper()} {scene.width}x{scene.height} "
+          f"{scene.fps} fps, GOP {scene.gop}, {scene.duration_s:g} s")
     return 0
 
 
@@ -361,13 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
                      "empty_choices (per request: header X-Sim-Fault)")
     sim.set_defaults(handler=cmd_sim_vlm)
 
-    scene = commands.add_parser("sim-scene", help="write a synthetic H.264 scene")
+    scene = commands.add_parser("sim-scene", help="write a synthetic H.264/H.265 scene")
     scene.add_argument("preset", help="fire, smoke, no_helmet or quiet")
     scene.add_argument("output", type=Path)
     scene.add_argument("--width", type=int, default=640)
     scene.add_argument("--height", type=int, default=360)
     scene.add_argument("--fps", type=int, default=10)
     scene.add_argument("--gop", type=int, default=20)
+    scene.add_argument("--codec", choices=("h264", "h265"), default="h264")
     scene.set_defaults(handler=cmd_sim_scene)
 
     from monitor.modeldl import add_arguments as download_arguments  # noqa: PLC0415
