@@ -629,16 +629,7 @@ class CameraReader:
                         last_picture = now  # skipped on purpose: the stream is healthy
                         continue
                 elif mode == "keyframes" or not synced:
-                    if now - last_picture > self._picture_timeout():
-                        if not synced:
-                            # Video flows but never a random-access frame (H.264: IDR): a
-                            # camera whose keyframes are recovery points, which FFmpeg's parser
-                            # recognises and this receiver does not.
-                            raise RtspUnsupportedError(
-                                f"no IDR keyframe in {now - last_picture:.1f} s of video")
-                        raise StreamStalledError(
-                            f"no picture decoded for {now - last_picture:.1f} s although data "
-                            f"arrives (no keyframe?)")
+                    self._check_pictures(now - last_picture, synced=synced, builtin=True)
                     continue
                 if unit.data is None:
                     continue  # damaged (lost packets): nothing worth decoding
@@ -730,10 +721,7 @@ class CameraReader:
                         last_picture = now  # skipped on purpose: the stream is healthy
                         continue
                 elif mode == "keyframes" or not synced:
-                    if now - last_picture > self._picture_timeout():
-                        raise StreamStalledError(
-                            f"no picture decoded for {now - last_picture:.1f} s although data "
-                            f"arrives (no keyframe?)")
+                    self._check_pictures(now - last_picture, synced=synced, builtin=False)
                     continue
                 decoder = keyframe_decoder if mode == "keyframes" else context
                 try:
@@ -771,6 +759,18 @@ class CameraReader:
         for packet in container.demux(stream):
             if packet.size:  # the empty flush packet at the end carries nothing to decode
                 yield packet
+
+    def _check_pictures(self, since_picture_s: float, *, synced: bool, builtin: bool) -> None:
+        """Raise when packets keep coming but no picture has decoded for too long."""
+        if since_picture_s <= self._picture_timeout():
+            return
+        if builtin and not synced:
+            # Video flows but never a random-access frame (H.264: IDR): a camera whose
+            # keyframes are recovery points, which FFmpeg's parser recognises and the built-in
+            # receiver does not.
+            raise RtspUnsupportedError(f"no IDR keyframe in {since_picture_s:.1f} s of video")
+        raise StreamStalledError(f"no picture decoded for {since_picture_s:.1f} s although data "
+                                 f"arrives (no keyframe?)")
 
     def _picture_timeout(self) -> float:
         """How long packets may arrive without a picture: two GOPs past the stall timeout,

@@ -10,6 +10,7 @@ timestamp wrap-around, keep-alive, answers interleaved with media, non-H.264 cam
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import socket
 import struct
@@ -412,6 +413,25 @@ def test_a_camera_sending_no_video_times_out() -> None:
         assert time.monotonic() - started < 3
 
 
+@contextlib.contextmanager
+def running(reader: CameraReader) -> Iterator[CameraReader]:
+    """The reader started, and stopped (its thread ended within 5 s) on the way out."""
+    reader.start()
+    try:
+        yield reader
+    finally:
+        reader.stop()
+        assert reader.join(5), "reader thread did not end within 5 s of stop()"
+
+
+def wait_for_handover(caplog: pytest.LogCaptureFixture, timeout_s: float = 10) -> None:
+    """Wait until the reader says it hands the camera to FFmpeg."""
+    deadline = time.monotonic() + timeout_s
+    while "reading it with FFmpeg instead" not in caplog.text:
+        assert time.monotonic() < deadline, caplog.text
+        time.sleep(0.05)
+
+
 def test_a_camera_that_is_not_h264_is_read_by_ffmpeg_instead(
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="monitor")
@@ -421,19 +441,13 @@ def test_a_camera_that_is_not_h264_is_read_by_ffmpeg_instead(
     with ScriptedCamera(mjpeg, lambda _sequence: [], rtcp=False) as camera:
         reader = CameraReader(StreamSource("mjpeg", f"rtsp://u:secret@127.0.0.1:{camera.port}/l",
                                            open_timeout_s=2, read_timeout_s=2))
-        reader.start()
-        try:
-            deadline = time.monotonic() + 10
-            while "reading it with FFmpeg instead" not in caplog.text:
-                assert time.monotonic() < deadline, caplog.text
-                time.sleep(0.05)
+        with running(reader):
+            wait_for_handover(caplog)
             # FFmpeg then talks to the same camera (its DESCRIBE arrives after ours).
+            deadline = time.monotonic() + 10
             while [line for line in camera.requests if line.startswith("DESCRIBE")][1:] == []:
                 assert time.monotonic() < deadline, camera.requests
                 time.sleep(0.05)
-        finally:
-            reader.stop()
-            assert reader.join(5)
     assert "not H.264 or H.265 (JPEG/90000)" in caplog.text
     assert "secret" not in caplog.text
 
@@ -460,15 +474,8 @@ def test_a_camera_without_idr_keyframes_is_read_by_ffmpeg_instead(
     with ScriptedCamera(SIMPLE_SDP, no_idr, rtcp=False) as camera:
         reader = CameraReader(StreamSource("open-gop", f"rtsp://127.0.0.1:{camera.port}/l",
                                            open_timeout_s=2, read_timeout_s=1))
-        reader.start()
-        try:
-            deadline = time.monotonic() + 10
-            while "reading it with FFmpeg instead" not in caplog.text:
-                assert time.monotonic() < deadline, caplog.text
-                time.sleep(0.05)
-        finally:
-            reader.stop()
-            assert reader.join(5)
+        with running(reader):
+            wait_for_handover(caplog)
     assert "no IDR keyframe in" in caplog.text
     assert reader.status.state != "unauthorized"
 
