@@ -691,6 +691,9 @@ class CameraReader:
             context.thread_count = 1
             keyframe_decoder = _keyframe_decoder(context)
             time_base = float(stream.time_base) if stream.time_base else None
+            # FFmpeg's multipart-JPEG demuxer numbers parts as if at 25 fps whatever the
+            # camera sends: its timestamps say nothing, arrival times tell the real rate.
+            stamped = container.format.name != "mpjpeg"
             codec = context.name
             pace = self.source.is_file
             first_pts: float | None = None
@@ -706,7 +709,7 @@ class CameraReader:
                 pts = packet.pts
                 pts_s = pts * time_base if pts is not None and time_base is not None else None
                 keyframe = packet.is_keyframe
-                self._meter.packet(pts_s, keyframe, now)
+                self._meter.packet(pts_s if stamped else None, keyframe, now)
                 if pace and pts_s is not None:
                     # Local files play in real time, as a camera would deliver them.
                     if first_pts is None:

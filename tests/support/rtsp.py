@@ -11,6 +11,8 @@ server's Python bindings exist only in that interpreter, not in the virtualenv.
         pytest.skip(reason)
     with RtspServer({"gate": clip_path}, user="viewer", password="pw") as server:
         url = server.url("gate")  # rtsp://127.0.0.1:PORT/gate
+    with RtspServer({"gate": clip_path}, tls_cert=pem_with_cert_and_key) as server:
+        url = server.url("gate")  # rtsps://127.0.0.1:PORT/gate (needs rtsps_available())
 
 Exceptions::
 
@@ -74,6 +76,15 @@ if missing:
 """
 
 
+_TLS_CHECK = """
+import gi
+gi.require_version("Gio", "2.0")
+from gi.repository import Gio
+if not Gio.TlsBackend.get_default().supports_tls():
+    raise SystemExit("GLib has no TLS backend")
+"""
+
+
 class RtspServerError(RuntimeError):
     """The RTSP test server could not be started (the message carries its stderr)."""
 
@@ -107,6 +118,27 @@ def rtsp_server_available() -> tuple[bool, str]:
     return True, ""
 
 
+@functools.cache
+def rtsps_available() -> tuple[bool, str]:
+    """Whether the RTSP test server can serve RTSP over TLS here, and if not, why.
+
+    Needs the server itself (:func:`rtsp_server_available`) and a GLib TLS backend
+    (glib-networking) in ``/usr/bin/python3``'s GLib. Cached per process.
+    """
+    available, reason = rtsp_server_available()
+    if not available:
+        return available, reason
+    try:
+        result = subprocess.run([*_PYTHON_ARGS, "-c", _TLS_CHECK], capture_output=True,
+                                text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"cannot run {SYSTEM_PYTHON}: {exc}"
+    if result.returncode != 0:
+        detail = (result.stderr.strip().splitlines() or ["no error output"])[-1]
+        return False, f"no TLS for the RTSP test server ({detail}); install glib-networking"
+    return True, ""
+
+
 def _free_port() -> int:
     """A TCP port on 127.0.0.1 that nobody listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -123,6 +155,8 @@ class RtspServer:
     from its first frame; ``shared=True`` gives one pipeline per mount for all its readers, as
     a real camera behaves (readers join mid-stream, at the next keyframe). ``user`` and
     ``password`` turn on RTSP authentication for every mount (``auth``: basic or digest).
+    ``tls_cert``, a PEM file holding a certificate and its private key, serves RTSP over TLS
+    instead: the URLs are then ``rtsps://`` and plain RTSP clients get nowhere.
 
     The port is picked when the object is made, so :attr:`port` and :meth:`url` work before
     the server starts; should that port be taken by the time the server binds it, another is
@@ -137,6 +171,7 @@ class RtspServer:
         user: str | None = None,
         password: str | None = None,
         auth: Literal["basic", "digest"] = "basic",
+        tls_cert: str | os.PathLike[str] | None = None,
         ready_timeout_s: float = READY_TIMEOUT_S,
     ) -> None:
         if not mounts:
@@ -151,6 +186,9 @@ class RtspServer:
         self._user = user
         self._password = password
         self._auth = auth
+        self._tls_cert = Path(tls_cert).resolve() if tls_cert is not None else None
+        if self._tls_cert is not None and not self._tls_cert.is_file():
+            raise ValueError(f"RtspServer tls_cert: no such file {self._tls_cert}")
         self._ready_timeout_s = ready_timeout_s
         self._port = _free_port()
         self._process: subprocess.Popen[bytes] | None = None
@@ -168,8 +206,14 @@ class RtspServer:
             raise RtspServerError("RtspServer is not started")
         return self._process.pid
 
+    @property
+    def scheme(self) -> str:
+        """``rtsps`` when the server was given a TLS certificate, else ``rtsp``."""
+        return "rtsps" if self._tls_cert is not None else "rtsp"
+
     def url(self, mount: str, *, credentials: bool = False) -> str:
-        """``rtsp://127.0.0.1:PORT/MOUNT``; with ``credentials=True``, ``user:password@`` too.
+        """``rtsp://127.0.0.1:PORT/MOUNT`` (``rtsps://`` with TLS); with ``credentials=True``,
+        ``user:password@`` too.
 
         Credentials are percent-encoded, so passwords with ``:`` or ``@`` survive.
         """
@@ -181,7 +225,7 @@ class RtspServer:
             if self._user is None or self._password is None:
                 raise ValueError("url(credentials=True) on a server started without user/password")
             userinfo = f"{quote(self._user, safe='')}:{quote(self._password, safe='')}@"
-        return f"rtsp://{userinfo}{HOST}:{self._port}/{name}"
+        return f"{self.scheme}://{userinfo}{HOST}:{self._port}/{name}"
 
     def is_running(self) -> bool:
         """Whether the server process is started and has not exited."""
@@ -245,6 +289,8 @@ class RtspServer:
         if self._user is not None and self._password is not None:
             command += ["--user", self._user, "--password", self._password,
                         "--auth", self._auth]
+        if self._tls_cert is not None:
+            command += ["--tls-cert", str(self._tls_cert)]
         return command
 
     def _spawn_and_wait_ready(self) -> None:
@@ -263,7 +309,7 @@ class RtspServer:
         except BaseException:
             _terminate(process)
             raise
-        expected = f"READY rtsp://{HOST}:{self._port}"
+        expected = f"READY {self.scheme}://{HOST}:{self._port}"
         if line == expected:
             self._process = process
             return
