@@ -489,7 +489,9 @@ def main(argv: list[str] | None = None) -> None:
             largest = cameras
         else:
             break
-    if largest is None:
+    if not args.scale.strip():
+        pass  # no scaling asked for
+    elif largest is None:
         print("  (b) sustained none of the N tried below 80 % of all cores", flush=True)
     else:
         print(f"  largest N tried that (b) sustains below 80 % of all cores, server included, "
