@@ -79,18 +79,25 @@ def bench_clip(cache: Path) -> Path:
 
 @dataclass
 class _Ages:
-    """Per camera: the smallest (arrival - stream time) offset and the sampled frames."""
+    """Per camera: the smallest (arrival - stream time) offset and the sampled frames, per
+    connection (``epoch``: stream times start afresh when a reader reconnects)."""
 
-    best_offset: float = float("inf")
-    samples: list[tuple[float, float]] = field(default_factory=list)
-    """(monotonic time sampled, stream time of the frame)."""
+    best_offsets: dict[int, float] = field(default_factory=dict)
+    samples: list[tuple[float, float, int]] = field(default_factory=list)
+    """(monotonic time sampled, stream time of the frame, connection)."""
 
-    def arrived(self, now: float, pts_s: float | None) -> None:
+    def arrived(self, now: float, pts_s: float | None, epoch: int = 0) -> None:
         if pts_s is not None:
-            self.best_offset = min(self.best_offset, now - pts_s)
+            self.best_offsets[epoch] = min(self.best_offsets.get(epoch, float("inf")),
+                                           now - pts_s)
+
+    def sampled(self, now: float, pts_s: float, epoch: int = 0) -> None:
+        self.samples.append((now, pts_s, epoch))
 
     def ages(self) -> list[float]:
-        return [max(0.0, at - pts - self.best_offset) for at, pts in self.samples]
+        # A connection whose offset was never seen counts its samples as fresh.
+        return [max(0.0, at - pts - self.best_offsets.get(epoch, at - pts))
+                for at, pts, epoch in self.samples]
 
 
 def _client_baseline(urls: list[str], interval: float, warmup: float, duration: float,
@@ -136,7 +143,7 @@ def _client_baseline(urls: list[str], interval: float, warmup: float, duration: 
         with lock:
             for index, frame in enumerate(latest):
                 if frame is not None:
-                    ages[index].samples.append((now, frame[1]))
+                    ages[index].sampled(now, frame[1])
     time.sleep(max(0.0, start + duration - time.monotonic()))
     cpu = time.process_time() - start_cpu
     print("WINDOW END", flush=True)
@@ -213,7 +220,7 @@ def _client_monitor(  # noqa: PLR0915 - one closure-heavy function keeps the mod
             reader.mark_taken(frame.sequence)
             reader.want_next_frame_at(sampler.next_due or 0.0)
             if "start" in window and frame.pts_s is not None:
-                ages[index].samples.append((now, frame.pts_s))
+                ages[index].sampled(now, frame.pts_s, reader.status.reconnects)
                 sampled[index] += 1
             thumbnail = await loop.run_in_executor(
                 encoder, frame.grey_thumbnail, *thumbnail_size(frame.width, frame.height))
@@ -227,7 +234,8 @@ def _client_monitor(  # noqa: PLR0915 - one closure-heavy function keeps the mod
         for index, reader in enumerate(readers):
             frame = reader.latest()
             if frame is not None:
-                ages[index].arrived(frame.captured_monotonic, frame.pts_s)
+                ages[index].arrived(frame.captured_monotonic, frame.pts_s,
+                                    reader.status.reconnects)
 
     async def main() -> dict[str, Any]:
         tasks = [asyncio.create_task(camera(i)) for i in range(len(readers))]

@@ -20,6 +20,7 @@ from monitor.capture import (
     StreamSource,
     choose_decode,
     keyframe_needed,
+    picture_timeout_s,
     stall_timeout_s,
 )
 from monitor.changegate import ChangeGate, changed_fraction, thumbnail_size
@@ -76,6 +77,20 @@ def test_meter_keeps_measurements_across_reconnects() -> None:
 )
 def test_stall_timeout_follows_the_frame_rate(fps: float | None, expected: float) -> None:
     assert stall_timeout_s(fps, fallback_s=10.0) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("fps", "gop", "expected"),
+    [(25.0, None, 10.0),  # GOP unknown: the configured read timeout
+     (25.0, 2.0, 6.0),  # stall timeout (2 s at 25 fps) + two GOPs
+     # A connection's first "GOP" of one frame (a keyframe sent at once on PLAY, then the
+     # camera's own schedule) must not shrink the timeout to the stall timeout alone.
+     (25.0, 0.04, 4.0),
+     (1.0, 10.0, 30.0)],
+)
+def test_picture_timeout_allows_two_gops_past_the_stall(fps: float, gop: float | None,
+                                                        expected: float) -> None:
+    assert picture_timeout_s(fps, gop, read_timeout_s=10.0) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(
