@@ -15,7 +15,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
@@ -26,6 +26,7 @@ from monitor.capture import CameraReader, DecodeMode, RtspClient, StreamSource, 
 from monitor.sampling import IntervalSampler
 from monitor.sim.scenes import PRESETS, write_scene
 from monitor.urls import with_credentials
+from tests.support.readers import stopped, wait_until
 from tests.support.rtsp import RtspServer, rtsp_server_available
 
 pytestmark = [pytest.mark.rtsp]
@@ -83,14 +84,6 @@ def hung_server() -> Iterator[str]:
         listener.close()
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> float:
-    """Poll ``condition`` until it holds; return the seconds it took, fail after the timeout."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout_s:
-            pytest.fail(f"{what} did not happen within {timeout_s} s")
-        time.sleep(0.02)
-    return time.monotonic() - start
 
 
 def reader_for(url: str, *, decode: DecodeMode = "auto", interval_s: float = 2.0,
@@ -101,9 +94,6 @@ def reader_for(url: str, *, decode: DecodeMode = "auto", interval_s: float = 2.0
                                      rtsp_client=rtsp_client))
 
 
-def stopped(reader: CameraReader) -> None:
-    reader.stop()
-    assert reader.join(5), "reader thread did not end within 5 s of stop()"
 
 
 def stream_times(reader: CameraReader, seconds: float) -> list[float]:

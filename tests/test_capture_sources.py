@@ -17,7 +17,6 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -28,6 +27,7 @@ from monitor.capture import CameraReader, StreamSource
 from monitor.imaging import BgrImage
 from monitor.sim.scenes import PRESETS, render_frame, write_scene
 from tests.support.http_camera import HttpCamera, LiveHls, MjpegStream, read_vod_playlist
+from tests.support.readers import stopped, wait_until
 from tests.support.rtsp import RtspServer, rtsps_available
 
 WIDTH, HEIGHT, FPS, GOP_FRAMES = 320, 180, 10, 10
@@ -35,30 +35,13 @@ CLIP_S = 8.0
 MJPEG_WIDTH, MJPEG_HEIGHT = 352, 288  # CIF, as old MJPEG cameras send; unlike the clip's size
 
 
-# --- Helpers (as in test_capture_rtsp.py). -------------------------------------------------------
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> float:
-    """Poll ``condition`` until it holds; return the seconds it took, fail after the timeout."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout_s:
-            pytest.fail(f"{what} did not happen within {timeout_s} s")
-        time.sleep(0.02)
-    return time.monotonic() - start
+# --- Helpers. -----------------------------------------------------------------------------------
 
 
 def reader_for(url: str, *, interval_s: float = 1.0, camera_id: str = "cam") -> CameraReader:
     """A PyAV reader with 5 s open and read timeouts."""
     return CameraReader(StreamSource(camera_id, url, interval_s=interval_s, open_timeout_s=5.0,
                                      read_timeout_s=5.0))
-
-
-def stopped(reader: CameraReader) -> None:
-    """Stop the reader; fail unless its thread ends within 5 s and it says so."""
-    reader.stop()
-    assert reader.join(5), "reader thread did not end within 5 s of stop()"
-    assert reader.status.state == "stopped"
 
 
 def decode_jpeg(jpeg: bytes) -> BgrImage:
