@@ -9,7 +9,15 @@ same window and in separate client processes:
 (b) ``monitor``: the daemon's capture + sampling + imaging: a ``CameraReader`` per camera with
     default settings (``decode = "auto"``), ``IntervalSampler`` + the change gate on an asyncio
     loop, and the sampled frames resized to the default pixel budget and JPEG-encoded (base64
-    data URL) in an encoder pool, as the daemon does before the model request.
+    data URL) in an encoder pool, as the daemon does before the model request;
+(c) ``bare`` (with ``--bare``): the bare PyAV keyframe-only reader of ``rtsp-lab.md`` (``av.open``
+    over TCP, ``skip_frame = "NONKEY"``, each keyframe converted to BGR, a thread per camera),
+    the figure the daemon has to beat.
+
+Two clips (``--clip``): ``site`` (default), the synthetic fire scene: a mostly static site
+whose keyframes are large (~140 KB) next to small P-frames, as a fixed camera's are; and
+``testsrc2``, FFmpeg's moving test pattern encoded with the command in ``rtsp-lab.md``, where
+the issue's reference figures were measured (keyframes ~42 KB, large P-frames).
 
 Figures: client CPU seconds per camera-minute (process CPU time, not wall clock), peak RSS,
 frame age at sampling (p50, p99: how far behind the live stream the sampled frame is), the RTSP
@@ -23,6 +31,7 @@ Usage (from the repository root)::
     .venv/bin/python -m bench.ingest --compare 8 --scale 72 --duration 60
     .venv/bin/python -m bench.ingest --compare 8 --repeat 3 --scale 96   # median ratio
     .venv/bin/python -m bench.ingest --only monitor --scale 24   # quick look
+    .venv/bin/python -m bench.ingest --clip testsrc2 --bare --repeat 3   # rtsp-lab's clip
 
 Frame age: the server sends in real time, so a frame's lag is (when it was sampled) - (its
 stream time) - (the smallest such offset seen on that camera, i.e. a frame taken fresh off the
@@ -43,6 +52,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,10 +69,15 @@ OFFSET_POLL_S = 0.1
 # --- The clip. ----------------------------------------------------------------------------------
 
 
-def bench_clip(cache: Path) -> Path:
+CLIPS = ("site", "testsrc2")
+
+
+def bench_clip(cache: Path, kind: str = "site") -> Path:
     """The 1080p25 GOP-50 ~4 Mbit/s clip with moving content (written once, then cached)."""
     from monitor.sim.scenes import PRESETS, write_scene  # noqa: PLC0415 - heavy; only here
 
+    if kind == "testsrc2":
+        return _testsrc2_clip(cache)
     path = cache / "fire-1080p25-gop50-4M.mp4"
     if not path.is_file():
         cache.mkdir(parents=True, exist_ok=True)
@@ -70,6 +85,23 @@ def bench_clip(cache: Path) -> Path:
         scene = PRESETS["fire"](width=1920, height=1080, fps=25, gop=50)
         partial = path.with_suffix(".part.mp4")
         write_scene(scene, partial, bitrate=4_000_000)
+        partial.rename(path)
+    return path
+
+
+def _testsrc2_clip(cache: Path) -> Path:
+    """FFmpeg's ``testsrc2`` pattern, encoded exactly as ``rtsp-lab.md`` did for its figures."""
+    path = cache / "testsrc2-1080p25-gop50-4M.mp4"
+    if not path.is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        print(f"writing the benchmark clip {path} (once) ...", flush=True)
+        partial = path.with_suffix(".part.mp4")
+        subprocess.run(
+            ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi",
+             "-i", "testsrc2=size=1920x1080:rate=25", "-t", "60", "-c:v", "libx264",
+             "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", "50", "-keyint_min", "50",
+             "-sc_threshold", "0", "-b:v", "4M", "-bf", "0", "-movflags", "+faststart",
+             str(partial)], check=True)
         partial.rename(path)
     return path
 
@@ -100,36 +132,61 @@ class _Ages:
                 for at, pts, epoch in self.samples]
 
 
+@dataclass
+class _Readers:
+    """What a naive client's reader threads share with its sampler."""
+
+    urls: list[str]
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    latest: list[tuple[float, float, int] | None] = field(default_factory=list)
+    """Per camera: (monotonic time, stream time, connection) of the newest decoded frame."""
+    ages: list[_Ages] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.latest = [None] * len(self.urls)
+        self.ages = [_Ages() for _ in self.urls]
+
+    def arrived(self, index: int, now: float, pts: float | None, epoch: int = 0) -> None:
+        """A reader thread decoded a frame."""
+        with self.lock:
+            self.ages[index].arrived(now, pts, epoch)
+            if pts is not None:
+                self.latest[index] = (now, pts, epoch)
+
+
 def _client_baseline(urls: list[str], interval: float, warmup: float, duration: float,
                      ) -> dict[str, Any]:
+    """(a): OpenCV ``VideoCapture.read()`` on every frame, a thread per camera."""
     import cv2  # noqa: PLC0415 - the child imports only what its mode needs
 
-    stop = threading.Event()
-    latest: list[tuple[float, float] | None] = [None] * len(urls)
-    ages = [_Ages() for _ in urls]
-    lock = threading.Lock()
+    shared = _Readers(urls)
 
     def read(index: int, url: str) -> None:
         capture = cv2.VideoCapture(url, cv2.CAP_FFMPEG)
-        while not stop.is_set():
+        while not shared.stop.is_set():
             ok, _image = capture.read()
             if not ok:
                 time.sleep(0.1)
                 continue
             now = time.monotonic()
             pts = float(capture.get(cv2.CAP_PROP_POS_MSEC)) / 1000.0
-            with lock:
-                ages[index].arrived(now, pts)
-                latest[index] = (now, pts)
+            shared.arrived(index, now, pts)
         capture.release()
 
     os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = "rtsp_transport;tcp"
+    return _sample_threads(read, shared, interval=interval, warmup=warmup, duration=duration)
+
+
+def _sample_threads(read: Callable[[int, str], None], shared: _Readers, *, interval: float,
+                    warmup: float, duration: float) -> dict[str, Any]:
+    """Run ``read`` in a thread per camera and sample each camera's newest frame every
+    ``interval`` (the naive readers' sampler), measuring the window."""
     threads = [threading.Thread(target=read, args=(i, url), daemon=True)
-               for i, url in enumerate(urls)]
+               for i, url in enumerate(shared.urls)]
     for thread in threads:
         thread.start()
     time.sleep(warmup)
-    # The baseline's sampler: every ``interval``, each camera's newest frame.
     start_cpu = time.process_time()
     start = time.monotonic()
     print("WINDOW START", flush=True)
@@ -140,15 +197,43 @@ def _client_baseline(urls: list[str], interval: float, warmup: float, duration: 
             break
         time.sleep(max(0.0, next_tick - time.monotonic()))
         now = time.monotonic()
-        with lock:
-            for index, frame in enumerate(latest):
+        with shared.lock:
+            for index, frame in enumerate(shared.latest):
                 if frame is not None:
-                    ages[index].sampled(now, frame[1])
+                    shared.ages[index].sampled(now, frame[1], frame[2])
     time.sleep(max(0.0, start + duration - time.monotonic()))
     cpu = time.process_time() - start_cpu
     print("WINDOW END", flush=True)
-    stop.set()
-    return _summary(cpu, time.monotonic() - start, ages, interval, duration)
+    shared.stop.set()
+    return _summary(cpu, time.monotonic() - start, shared.ages, interval, duration)
+
+
+def _client_bare(urls: list[str], interval: float, warmup: float, duration: float,
+                 ) -> dict[str, Any]:
+    """(c): rtsp-lab.md's bare PyAV keyframe-only reader, a thread per camera."""
+    import av  # noqa: PLC0415 - the child imports only what its mode needs
+
+    shared = _Readers(urls)
+
+    def read(index: int, url: str) -> None:
+        epoch = 0
+        while not shared.stop.is_set():
+            try:
+                with av.open(url, options={"rtsp_transport": "tcp", "timeout": "5000000"},
+                             timeout=10.0) as container:
+                    stream = container.streams.video[0]
+                    stream.codec_context.skip_frame = "NONKEY"
+                    for frame in container.decode(stream):
+                        if shared.stop.is_set():
+                            return
+                        frame.to_ndarray(format="bgr24")
+                        pts = float(frame.time) if frame.time is not None else None
+                        shared.arrived(index, time.monotonic(), pts, epoch)
+            except (av.error.FFmpegError, OSError):
+                time.sleep(0.5)
+            epoch += 1
+
+    return _sample_threads(read, shared, interval=interval, warmup=warmup, duration=duration)
 
 
 def _client_monitor(  # noqa: PLR0915 - one closure-heavy function keeps the mode readable
@@ -326,7 +411,7 @@ def _percentile(values: list[float], q: float) -> float:
 def child_main(mode: str, urls: list[str], interval: float, warmup: float,
                duration: float) -> None:
     """Entry of the child process: measure one client and print a JSON line."""
-    run = _client_baseline if mode == "baseline" else _client_monitor
+    run = {"baseline": _client_baseline, "bare": _client_bare, "monitor": _client_monitor}[mode]
     result = run(urls, interval, warmup, duration)
     print("RESULT " + json.dumps(result), flush=True)
     # Reader threads may still sit in a read; the figures are out, leave without joining.
@@ -388,7 +473,8 @@ class RunResult:
             extra += "\n      where the client's CPU went: " + ", ".join(
                 f"{group} {seconds / total:.0%}" for group, seconds in
                 sorted(c["threads"].items(), key=lambda item: -item[1]))
-        return (f"  ({'a' if self.mode == 'baseline' else 'b'}) {self.mode:<8} N={self.cameras:<3}"
+        label = {"baseline": "a", "monitor": "b", "bare": "c"}[self.mode]
+        return (f"  ({label}) {self.mode:<8} N={self.cameras:<3}"
                 f" client {self.client_per_cam_min:6.2f} CPU-s/cam-min"
                 f" | server {self.server_per_cam_min:5.2f}"
                 f" | total {self.total_share:6.1%} of {os.cpu_count()} cores"
@@ -443,6 +529,12 @@ def _compare(args: argparse.Namespace, clip: Path) -> None:
             print(ours.line(args.interval), flush=True)
         if baseline is None or ours is None:
             continue
+        if args.bare:
+            bare = run_once("bare", args.compare, clip, args)
+            print(bare.line(args.interval), flush=True)
+            beat = bare.client_per_cam_min / ours.client_per_cam_min
+            print(f"  ratio c/b at N={args.compare}: {beat:.2f}x (above 1: monitor spends less "
+                  f"client CPU than the bare keyframe reader)", flush=True)
         ratio = baseline.client_per_cam_min / ours.client_per_cam_min
         ratios.append(ratio)
         total_ratio = (baseline.client_per_cam_min + baseline.server_per_cam_min) / \
@@ -468,21 +560,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", default="48,72,96",
                         help="comma-separated N to try with (b), ascending")
     parser.add_argument("--only", choices=["baseline", "monitor"], default=None)
+    parser.add_argument("--bare", action="store_true",
+                        help="also run (c), rtsp-lab.md's bare PyAV keyframe reader, at --compare")
+    parser.add_argument("--clip", choices=CLIPS, default="site",
+                        help="site: the synthetic fire scene (default); testsrc2: rtsp-lab's clip")
     parser.add_argument("--interval", type=float, default=2.0)
     parser.add_argument("--warmup", type=float, default=12.0,
                         help="seconds after starting the client before measuring")
     parser.add_argument("--duration", type=float, default=60.0, help="measured seconds")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
-    parser.add_argument("--child", choices=["baseline", "monitor"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["baseline", "monitor", "bare"],
+                        help=argparse.SUPPRESS)
     parser.add_argument("urls", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         child_main(args.child, args.urls, args.interval, args.warmup, args.duration)
         return
-    clip = bench_clip(args.cache)
+    clip = bench_clip(args.cache, args.clip)
     load = os.getloadavg()
     print(f"ingest benchmark: {os.cpu_count()} cores, load average before "
-          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; 1920x1080 25 fps GOP 50 ~4 Mbit/s; "
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; clip {args.clip} ({clip.name}): "
+          f"1920x1080 25 fps GOP 50 ~4 Mbit/s; "
           f"interval {args.interval:g} s; {args.duration:g} s measured after "
           f"{args.warmup:g} s warm-up", flush=True)
     if args.compare:
