@@ -39,6 +39,7 @@ Exceptions::
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
@@ -541,6 +542,7 @@ class CameraReader:
         attempt = 0
         while not self._stop.is_set():
             self._delivered = False
+            connection_started = time.monotonic()
             try:
                 self._read_once()
                 if self._stop.is_set():
@@ -556,7 +558,8 @@ class CameraReader:
                 if self._stop.is_set():
                     break
                 state: StreamState = "offline"
-                message = self._describe(exc)
+                message = self._describe(exc, quiet_s=time.monotonic() - (
+                    self._meter.last_packet_at or connection_started))
                 if isinstance(exc, av.error.HTTPUnauthorizedError | RtspUnauthorizedError):
                     state = "unauthorized"
                 if self._delivered:
@@ -572,9 +575,11 @@ class CameraReader:
         self._set_status(state="stopped", online=False, last_error="stopped")
         logger.info("camera %s: reader stopped", camera)
 
-    def _describe(self, exc: BaseException) -> str:
-        """An error text with the stream's password scrubbed from it."""
+    def _describe(self, exc: BaseException, quiet_s: float | None = None) -> str:
+        """An error text with the stream's password scrubbed from it. ``quiet_s``: seconds
+        since the last video packet (or since connecting, when none came)."""
         text = str(exc) or type(exc).__name__
+        timeout = self._status.stall_timeout_s or self.source.read_timeout_s
         if isinstance(exc, av.error.HTTPUnauthorizedError):
             text = ("unauthorized: the camera refused the credentials (401); check the "
                     "camera's username and password")
@@ -583,8 +588,12 @@ class CameraReader:
             text = (f"no answer within the open timeout ({self.source.open_timeout_s:g} s): "
                     f"{type(exc).__name__}")
         elif isinstance(exc, av.error.ExitError | TimeoutError):
-            timeout = self._status.stall_timeout_s or self.source.read_timeout_s
             text = f"no data within the read timeout ({timeout:.1f} s)"
+        elif isinstance(exc, OSError) and exc.errno == errno.EIO and quiet_s is not None and \
+                quiet_s >= min(timeout, self.source.open_timeout_s) * 0.9:
+            # FFmpeg's RTSP demuxer reports PyAV's timeout as an I/O error; the camera talked
+            # (RTSP answers, RTCP) but sent no video.
+            text = f"no video for {quiet_s:.1f} s (read timeout {timeout:.1f} s)"
         elif isinstance(exc, ConnectionRefusedError):
             text = "connection refused (nothing listens at that address)"
         text = text.replace(self.source.url, self.source.redacted_url)
@@ -681,12 +690,13 @@ class CameraReader:
         microseconds = str(round(read_timeout * 1_000_000))
         if url.startswith(("rtsp://", "rtsps://")):
             options["rtsp_transport"] = self.source.transport
-            # Network reads time out in FFmpeg's socket layer, not through PyAV's read timeout:
-            # PyAV's interrupt callback takes the GIL on every socket read (about a thousand a
-            # second for a 4 Mbit/s stream), which dozens of reader threads then contend for.
-            # PyAV's open timeout stays: it also bounds a server that never answers.
+            # FFmpeg's socket timeout ends a connection that goes silent. PyAV's read timeout
+            # is needed as well: FFmpeg's RTSP demuxer swallows RTCP packets inside one read,
+            # so a camera that sends only RTCP would hold that read (and this thread, deaf to
+            # stop()) for ever. Its interrupt callback takes the GIL on every socket read,
+            # which is why RTSP cameras go to the built-in receiver by default and only the
+            # ones it cannot read come here.
             options["timeout"] = microseconds
-            pyav_read_timeout = None
         elif url.startswith(("http://", "https://")):
             options["rw_timeout"] = microseconds
             pyav_read_timeout = None

@@ -436,8 +436,6 @@ def test_a_camera_that_is_not_h264_is_read_by_ffmpeg_instead(
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="monitor")
     mjpeg = "v=0\r\nm=video 0 RTP/AVP 26\r\na=rtpmap:26 JPEG/90000\r\na=control:t\r\n"
-    # No RTCP either: FFmpeg's demuxer loops inside one read for as long as RTCP arrives,
-    # where no stop request can reach it.
     with ScriptedCamera(mjpeg, lambda _sequence: [], rtcp=False) as camera:
         reader = CameraReader(StreamSource("mjpeg", f"rtsp://u:secret@127.0.0.1:{camera.port}/l",
                                            open_timeout_s=2, read_timeout_s=2))
@@ -449,6 +447,28 @@ def test_a_camera_that_is_not_h264_is_read_by_ffmpeg_instead(
                 assert time.monotonic() < deadline, camera.requests
                 time.sleep(0.05)
     assert "not H.264 or H.265 (JPEG/90000)" in caplog.text
+    assert "secret" not in caplog.text
+
+
+def test_a_camera_handed_to_ffmpeg_that_sends_only_rtcp_times_out_and_stops(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # FFmpeg's RTSP demuxer swallows RTCP inside one read: without PyAV's read timeout that
+    # read (and the thread, deaf to stop()) never ended.
+    caplog.set_level(logging.INFO, logger="monitor")
+    mjpeg = "v=0\r\nm=video 0 RTP/AVP 26\r\na=rtpmap:26 JPEG/90000\r\na=control:t\r\n"
+    with ScriptedCamera(mjpeg, lambda _sequence: [], rtcp=True) as camera:
+        reader = CameraReader(StreamSource("rtcp", f"rtsp://u:secret@127.0.0.1:{camera.port}/l",
+                                           open_timeout_s=1.5, read_timeout_s=1.5))
+        with running(reader):
+            wait_for_handover(caplog)
+            deadline = time.monotonic() + 15
+            while reader.status.reconnects < 2:  # the hand-over itself counts none
+                assert time.monotonic() < deadline, (reader.status, caplog.text)
+                time.sleep(0.05)
+            status = reader.status
+    assert status.state == "offline"
+    assert status.last_error is not None
+    assert status.last_error.startswith("no video for "), status.last_error
     assert "secret" not in caplog.text
 
 
