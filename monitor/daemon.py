@@ -149,6 +149,7 @@ class Daemon:
         )
         return LiveSnapshot(cameras=cameras, broker_connected=self.publisher.connected,
                             mqtt_queue_depth=self.publisher.pending,
+                            mqtt_refused=self.publisher.refused,
                             outbox_depth=self.outbox.depth)
 
     def readiness(self) -> Readiness:
@@ -161,6 +162,9 @@ class Daemon:
         ready = not reasons
         if not self.publisher.connected:
             reasons.append(f"mqtt: not connected ({self.publisher.last_error or 'connecting'})")
+        if self.publisher.refused:
+            reasons.append(f"mqtt: the broker refused {self.publisher.refused} message(s), "
+                           f"last {self.publisher.last_refusal}; check its ACL")
         reasons.extend(f"camera {c.config.id}: offline ({c.reader.status.last_error or '-'})"
                        for c in self._cameras.values() if not c.reader.status.online)
         reasons.extend(f"camera {c.config.id}: analysis failing: {c.last_error}"

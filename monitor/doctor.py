@@ -23,6 +23,7 @@ from openai import AsyncOpenAI
 from monitor.capture import CameraReader
 from monitor.config import ConfigError, MonitorConfig, load_config
 from monitor.daemon import stream_source
+from monitor.mqtt import AckingClient
 from monitor.urls import redact_url
 
 BROKER_TIMEOUT_S = 5.0
@@ -67,24 +68,37 @@ def check_state_dir(config: MonitorConfig) -> CheckResult:
 
 
 async def check_broker(config: MonitorConfig) -> CheckResult:
-    """Connect to the broker with the configured credentials, then disconnect."""
+    """Connect to the broker with the configured credentials and protocol; with MQTT 5, also
+    publish one message (not retained) to ``PREFIX/doctor``: the broker's answer says whether
+    its ACL lets this client write under the prefix. Then disconnect."""
     mqtt = config.mqtt
     where = f"{mqtt.host}:{mqtt.port}"
-    client = aiomqtt.Client(
+    v5 = mqtt.protocol == "5"
+    client = AckingClient(
         hostname=mqtt.host, port=mqtt.port, username=mqtt.username,
         password=mqtt.password.get_secret_value() if mqtt.password else None,
-        identifier=f"{mqtt.client_id}-doctor", timeout=BROKER_TIMEOUT_S)
+        identifier=f"{mqtt.client_id}-doctor", timeout=BROKER_TIMEOUT_S,
+        protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311)
+    probe = f"{mqtt.topic_prefix}/doctor"
+    refusal = None
     try:
         async with asyncio.timeout(BROKER_TIMEOUT_S):
             async with client:
-                pass
+                if v5:
+                    refusal = await client.deliver(probe, b'{"check":"monitor doctor"}',
+                                                   qos=1, retain=False)
     except TimeoutError:
         return _fail("mqtt broker", f"{where}: no answer within "
                            f"{BROKER_TIMEOUT_S:g} s")
     except aiomqtt.MqttError as exc:
         return _fail("mqtt broker", f"{where}: {exc}")
     user = f" as {mqtt.username}" if mqtt.username else " (anonymous)"
-    return _ok("mqtt broker", f"{where}: connected{user}")
+    if refusal is not None:
+        return _fail("mqtt broker", f"{where}: connected{user}, but the broker refused a "
+                                    f"message to {probe} ({refusal}): its ACL must let this "
+                                    f"client write {mqtt.topic_prefix}/#")
+    checked = f"; it takes messages under {mqtt.topic_prefix}/" if v5 else ""
+    return _ok("mqtt broker", f"{where}: connected{user}{checked}")
 
 
 async def check_model(config: MonitorConfig) -> CheckResult:

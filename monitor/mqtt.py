@@ -34,6 +34,7 @@ the broker's user database may be fixed without restarting us.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -42,10 +43,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import aiomqtt
+import paho.mqtt.client as paho
 from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, ConfigDict, Field
 
 from monitor.capture import StreamStatus
@@ -63,6 +67,11 @@ SEND_BATCH = 100
 
 # MQTT 3.1.1 CONNACK codes 4/5 and MQTT 5 reason codes 134/135: the broker refused who we are.
 _AUTH_CODES = {4, 5, 134, 135}
+_RETRY_REFUSALS = frozenset({0x80, 0x91, 0x97})
+"""PUBACK reason codes worth sending the message again for: unspecified error, packet
+identifier in use, quota exceeded. Others (not authorized, topic name invalid, payload format
+invalid, implementation specific) say the same message will be refused again."""
+REFUSAL_RETRY_S = 5.0
 
 
 def iso_time(epoch_s: float) -> str:
@@ -246,6 +255,44 @@ class Topics:
         return f"{self.prefix}/{camera_id}/verdict"
 
 
+class AckingClient(aiomqtt.Client):
+    """aiomqtt's client, keeping the MQTT 5 reason code of each PUBACK, which aiomqtt 2.x drops.
+
+    aiomqtt completes ``publish()`` on any PUBACK, so a message the broker refused (its ACL
+    answers "Not authorized") would look delivered and leave the outbox unseen.
+    :meth:`deliver` says whether the broker took the message.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        """Takes aiomqtt.Client's keyword arguments."""
+        super().__init__(**kwargs)
+        self._refusals: dict[int, ReasonCode] = {}
+        self._last_mid: int | None = None
+        send = self._client.publish
+
+        def publish(*args: Any, **kwargs: Any) -> paho.MQTTMessageInfo:
+            info = send(*args, **kwargs)
+            self._last_mid = info.mid  # our task's publish: nothing runs in between
+            return info
+
+        self._client.publish = publish  # type: ignore[method-assign]
+
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int,
+                    reason_code: ReasonCode, properties: Properties) -> None:
+        if reason_code.is_failure:
+            self._refusals[mid] = reason_code
+        super()._on_publish(client, userdata, mid, reason_code, properties)
+
+    async def deliver(self, topic: str, payload: bytes, *, qos: int,
+                      retain: bool) -> ReasonCode | None:
+        """Publish and wait for the acknowledgement; the broker's reason code when it refused
+        the message, ``None`` when it took it."""
+        self._last_mid = None
+        await self.publish(topic, payload, qos=qos, retain=retain, timeout=PUBLISH_TIMEOUT_S)
+        mid = self._last_mid
+        return self._refusals.pop(mid, None) if mid is not None else None
+
+
 class MqttPublisher:
     """Owns the broker connection; everything else only calls the non-blocking ``publish*``."""
 
@@ -267,6 +314,10 @@ class MqttPublisher:
         self._ever_connected = False
         self.connected = False
         self.write_failures = 0
+        self.refused = 0
+        """Messages the broker refused for good (MQTT 5 PUBACK reason code), dropped."""
+        self.last_refusal: str | None = None
+        self._refused_topics: set[str] = set()
         self.connect_attempts = 0
         self.last_error: str | None = None
 
@@ -408,12 +459,13 @@ class MqttPublisher:
 
     @property
     def dropped(self) -> int:
-        """Messages dropped because the outbox was full or they were too old."""
-        return self.outbox.dropped + self.outbox.expired + self.write_failures
+        """Messages dropped: the outbox was full, they were too old, could not be stored, or
+        the broker refused them."""
+        return self.outbox.dropped + self.outbox.expired + self.write_failures + self.refused
 
     # --- the connection ---
 
-    def _client(self) -> aiomqtt.Client:
+    def _client(self) -> AckingClient:
         config = self._config
         tls = None
         if config.uses_tls:
@@ -422,7 +474,7 @@ class MqttPublisher:
                 certfile=str(config.cert_file) if config.cert_file else None,
                 keyfile=str(config.key_file) if config.key_file else None,
             )
-        return aiomqtt.Client(
+        return AckingClient(
             hostname=config.host, port=config.port, username=config.username,
             password=config.password.get_secret_value() if config.password else None,
             identifier=config.client_id, keepalive=config.keepalive_s,
@@ -459,8 +511,8 @@ class MqttPublisher:
                     logger.info("mqtt: connected to %s as %s (MQTT %s%s)", where,
                                 self._config.client_id, self._config.protocol,
                                 ", TLS" if self._config.uses_tls else "")
-                    await client.publish(self.topics.availability, b"online", qos=1,
-                                         retain=True, timeout=PUBLISH_TIMEOUT_S)
+                    self._refused(self.topics.availability, await client.deliver(
+                        self.topics.availability, b"online", qos=1, retain=True))
                     if self._ever_connected:
                         # The broker may have lost retained state (restart without
                         # persistence): send ours again before the newer outbox messages;
@@ -469,12 +521,12 @@ class MqttPublisher:
                         for topic, payload in list(self._retained.items()):
                             if topic in newer:
                                 continue
-                            await client.publish(topic, payload, qos=self._config.qos,
-                                                 retain=True, timeout=PUBLISH_TIMEOUT_S)
+                            self._refused(topic, await client.deliver(
+                                topic, payload, qos=self._config.qos, retain=True))
                     self._ever_connected = True
                     await self._send_outbox(client)
-                    await client.publish(self.topics.availability, b"offline", qos=1,
-                                         retain=True, timeout=PUBLISH_TIMEOUT_S)
+                    self._refused(self.topics.availability, await client.deliver(
+                        self.topics.availability, b"offline", qos=1, retain=True))
                     self.connected = False
                     logger.info("mqtt: published offline, disconnecting")
                     return
@@ -496,7 +548,7 @@ class MqttPublisher:
                 except TimeoutError:
                     continue
 
-    async def _send_outbox(self, client: aiomqtt.Client) -> None:
+    async def _send_outbox(self, client: AckingClient) -> None:
         while True:
             # Clear before reading: a message stored after head() sets it again, and nothing
             # can run between these two lines (no await), so no wakeup is lost.
@@ -514,15 +566,41 @@ class MqttPublisher:
                     wakeup.cancel()
                 continue
             for message in batch:
-                await client.publish(message.topic, message.payload, qos=message.qos,
-                                     retain=message.retain, timeout=PUBLISH_TIMEOUT_S)
-                # Only now, acknowledged, does the message leave the outbox.
+                refusal = await client.deliver(message.topic, message.payload,
+                                               qos=message.qos, retain=message.retain)
+                if refusal is not None and refusal.value in _RETRY_REFUSALS:
+                    # The broker may take it later: keep it (and the order), try again.
+                    logger.warning("mqtt: the broker refused %s for now (%s); trying again in "
+                                   "%g s", message.topic, refusal, REFUSAL_RETRY_S)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._closing.wait(), timeout=REFUSAL_RETRY_S)
+                    break
+                # Only now, acknowledged (or refused for good), does it leave the outbox.
                 self.outbox.ack(message.seq)
+                if self._refused(message.topic, refusal):
+                    continue
                 if message.retain:
                     if message.payload:
                         self._retained[message.topic] = message.payload
                     else:
                         self._retained.pop(message.topic, None)
+
+    def _refused(self, topic: str, refusal: ReasonCode | None) -> bool:
+        """Count and report a message the broker refused for good; ``True`` if it did."""
+        if refusal is None:
+            return False
+        self.refused += 1
+        self.last_refusal = f"{topic}: {refusal}"
+        # Once per topic, then every 100th: an ACL that denies a whole tree refuses every
+        # message, and one line per message would bury the log.
+        if topic not in self._refused_topics or self.refused % 100 == 0:
+            self._refused_topics.add(topic)
+            logger.error("mqtt: the broker refused %s (%s); dropped (%d refused so far). Check "
+                         "the broker's ACL for this client (%s) and its topic prefix %r",
+                         topic, refusal, self.refused,
+                         f"user {self._config.username!r}" if self._config.username
+                         else "anonymous", self._config.topic_prefix)
+        return True
 
     def close(self) -> None:
         """Ask ``run()`` to send what is stored, publish ``offline`` and return."""

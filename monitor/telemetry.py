@@ -45,6 +45,7 @@ class LiveSnapshot:
     cameras: tuple[CameraSnapshot, ...] = ()
     broker_connected: bool = False
     mqtt_queue_depth: int = 0
+    mqtt_refused: int = 0
     outbox_depth: int = 0
 
 
@@ -78,6 +79,9 @@ class _LiveCollector(Collector):
                                 value=1.0 if live.broker_connected else 0.0)
         yield GaugeMetricFamily("monitor_mqtt_queue_depth", "Messages waiting for the broker",
                                 value=live.mqtt_queue_depth)
+        yield CounterMetricFamily("monitor_mqtt_refused", "Messages the broker refused for "
+                                  "good (MQTT 5 PUBACK reason code, e.g. its ACL) and that were "
+                                  "dropped", value=live.mqtt_refused)
         yield GaugeMetricFamily("monitor_outbox_depth", "Messages in the durable outbox",
                                 value=live.outbox_depth)
 

@@ -74,3 +74,19 @@ def test_invalid_config_exits_78(tmp_path: Path) -> None:
     assert result.returncode == 78
     assert "FAIL config" in result.stdout
     assert "mqtt.port" in result.stdout
+
+
+def test_a_broker_acl_that_refuses_our_topics_fails_the_check(
+        tmp_path: Path, sim_process: SimProcess, scene_clips: dict[str, Path]) -> None:
+    acl = tmp_path / "acl"
+    acl.write_text("topic readwrite elsewhere/#\n")  # nothing under monitor/
+    with MosquittoBroker(extra_config=f"acl_file {acl}\n") as broker:
+        config = tmp_path / "monitor.toml"
+        write(config, broker=broker, sim=sim_process, model="Qwen2.5-VL",
+              camera_url=str(scene_clips["quiet"]))
+        result = run_doctor(config)
+    assert result.returncode == 1, result.stdout + result.stderr
+    broker_line = next(line for line in result.stdout.splitlines()
+                       if line.startswith("FAIL mqtt broker"))
+    assert "refused a message to monitor/doctor (Not authorized)" in broker_line
+    assert "write monitor/#" in broker_line

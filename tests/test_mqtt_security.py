@@ -113,3 +113,32 @@ async def test_wrong_password_is_reported_retried_and_nothing_is_lost(
     delays = [float(line.split("reconnecting in ")[1].split(" s")[0]) for line in retries]
     assert delays[1] > delays[0] * 0.5  # backoff: the delay does not shrink to nothing
     assert PASSWORD not in caplog.text
+
+
+@pytest.mark.asyncio
+async def test_a_message_the_brokers_acl_refuses_is_reported_not_taken_as_delivered(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # The broker's ACL lets this client write everything under monitor/ but the event stream.
+    # With MQTT 5 the broker answers such a publish with PUBACK "Not authorized", which
+    # aiomqtt alone reports as delivered.
+    acl = tmp_path / "acl"
+    acl.write_text("topic readwrite monitor/#\ntopic deny monitor/events\n")
+    with MosquittoBroker(extra_config=f"acl_file {acl}\n") as broker:
+        config = MqttConfig(host=broker.host, port=broker.port, client_id="monitor-acl")
+        publisher = MqttPublisher(config, rng=random.Random(1))
+        with caplog.at_level(logging.INFO, logger="monitor"):
+            async with running(publisher):
+                for index in range(3):
+                    publisher.publish_event(event(EventType.START, f"e{index}"))
+                await wait_until(lambda: publisher.pending == 0, 15, "the outbox sent")
+                assert publisher.connected
+        found = await retained(broker, "monitor/#")
+    # Each event stores two messages: the event (refused) and the retained state (taken).
+    assert publisher.refused == 3
+    assert publisher.dropped == 3
+    assert publisher.last_refusal == "monitor/events: Not authorized"
+    assert found["monitor/cam1/fire"] == b"ON"
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1, errors  # once per topic, not once per message
+    assert "the broker refused monitor/events (Not authorized); dropped" in errors[0]
+    assert "ACL" in errors[0]
