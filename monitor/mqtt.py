@@ -574,6 +574,8 @@ class MqttPublisher:
                                    "%g s", message.topic, refusal, REFUSAL_RETRY_S)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._closing.wait(), timeout=REFUSAL_RETRY_S)
+                    if self._closing.is_set():
+                        return  # it stays in the outbox for the next start
                     break
                 # Only now, acknowledged (or refused for good), does it leave the outbox.
                 self.outbox.ack(message.seq)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
 from monitor.config import MqttConfig
 from monitor.mqtt import MqttPublisher
@@ -156,3 +158,43 @@ async def test_restart_ends_stale_alerts_and_clears_removed_cameras(
     assert "monitor/gone/fire" not in after  # cleared, not left ON
     assert second.outbox.open_alerts() == []
     assert counted == [("fire", "end"), ("fire", "end")]  # the metrics see them too
+
+
+class RefusingOnce:
+    """Stands in for the broker connection (unit test of the sending loop): refuses the first
+    message ``times`` times with ``reason``, then takes everything."""
+
+    def __init__(self, reason: str, times: int) -> None:
+        self.reason = ReasonCode(PacketTypes.PUBACK, reason)
+        self.left = times
+        self.delivered: list[str] = []
+
+    async def deliver(self, topic: str, payload: bytes, *, qos: int,
+                      retain: bool) -> ReasonCode | None:
+        if self.left:
+            self.left -= 1
+            return self.reason
+        self.delivered.append(topic)
+        return None
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("reason", "kept"), [("Quota exceeded", True),
+                                              ("Not authorized", False)])
+async def test_a_refusal_that_may_pass_later_is_retried_in_order(
+        monkeypatch: pytest.MonkeyPatch, reason: str, kept: bool) -> None:
+    monkeypatch.setattr("monitor.mqtt.REFUSAL_RETRY_S", 0.01)
+    publisher = MqttPublisher(MqttConfig(host="127.0.0.1", port=1))
+    for index in range(3):
+        publisher.publish(f"t/{index}", "x")
+    connection = RefusingOnce(reason, times=2)
+    sending = asyncio.create_task(publisher._send_outbox(connection))  # type: ignore[arg-type]
+    await wait_until(lambda: publisher.pending == 0, 5, "the outbox sent")
+    publisher.close()
+    await asyncio.wait_for(sending, 5)
+    if kept:  # refused twice, then taken: nothing lost, the order kept
+        assert connection.delivered == ["t/0", "t/1", "t/2"]
+        assert publisher.refused == 0
+    else:  # refused for good, each: dropped and counted
+        assert connection.delivered == ["t/2"]
+        assert publisher.refused == 2
