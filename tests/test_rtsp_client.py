@@ -32,6 +32,7 @@ from monitor.rtsp import (
     parse_challenges,
     parse_sdp,
 )
+from tests.support.readers import wait_until
 
 SPS = bytes([0x67, 0x42, 0xC0, 0x1E, 0xDA, 0x02, 0x80, 0xBF])
 PPS = bytes([0x68, 0xCE, 0x3C, 0x80])
@@ -432,20 +433,30 @@ def wait_for_handover(caplog: pytest.LogCaptureFixture, timeout_s: float = 10) -
         time.sleep(0.05)
 
 
-def test_a_camera_that_is_not_h264_is_read_by_ffmpeg_instead(
-        caplog: pytest.LogCaptureFixture) -> None:
+MJPEG_SDP = "v=0\r\nm=video 0 RTP/AVP 26\r\na=rtpmap:26 JPEG/90000\r\na=control:t\r\n"
+"""A camera sending RTP/JPEG, which the built-in receiver hands to FFmpeg."""
+
+
+@contextlib.contextmanager
+def handed_to_ffmpeg(caplog: pytest.LogCaptureFixture, *, rtcp: bool,
+                     timeout_s: float) -> Iterator[tuple[ScriptedCamera, CameraReader]]:
+    """An RTP/JPEG camera and a reader of it (password ``secret`` in the URL), running, once
+    the built-in receiver has handed the camera to FFmpeg."""
     caplog.set_level(logging.INFO, logger="monitor")
-    mjpeg = "v=0\r\nm=video 0 RTP/AVP 26\r\na=rtpmap:26 JPEG/90000\r\na=control:t\r\n"
-    with ScriptedCamera(mjpeg, lambda _sequence: [], rtcp=False) as camera:
-        reader = CameraReader(StreamSource("mjpeg", f"rtsp://u:secret@127.0.0.1:{camera.port}/l",
-                                           open_timeout_s=2, read_timeout_s=2))
+    with ScriptedCamera(MJPEG_SDP, lambda _sequence: [], rtcp=rtcp) as camera:
+        reader = CameraReader(StreamSource("cam", f"rtsp://u:secret@127.0.0.1:{camera.port}/l",
+                                           open_timeout_s=timeout_s, read_timeout_s=timeout_s))
         with running(reader):
             wait_for_handover(caplog)
-            # FFmpeg then talks to the same camera (its DESCRIBE arrives after ours).
-            deadline = time.monotonic() + 10
-            while [line for line in camera.requests if line.startswith("DESCRIBE")][1:] == []:
-                assert time.monotonic() < deadline, camera.requests
-                time.sleep(0.05)
+            yield camera, reader
+
+
+def test_a_camera_that_is_not_h264_is_read_by_ffmpeg_instead(
+        caplog: pytest.LogCaptureFixture) -> None:
+    with handed_to_ffmpeg(caplog, rtcp=False, timeout_s=2) as (camera, _reader):
+        # FFmpeg then talks to the same camera (its DESCRIBE arrives after ours).
+        wait_until(lambda: sum(line.startswith("DESCRIBE") for line in camera.requests) > 1,
+                   10, f"FFmpeg's DESCRIBE (requests: {camera.requests})")
     assert "not H.264 or H.265 (JPEG/90000)" in caplog.text
     assert "secret" not in caplog.text
 
@@ -454,18 +465,10 @@ def test_a_camera_handed_to_ffmpeg_that_sends_only_rtcp_times_out_and_stops(
         caplog: pytest.LogCaptureFixture) -> None:
     # FFmpeg's RTSP demuxer swallows RTCP inside one read: without PyAV's read timeout that
     # read (and the thread, deaf to stop()) never ended.
-    caplog.set_level(logging.INFO, logger="monitor")
-    mjpeg = "v=0\r\nm=video 0 RTP/AVP 26\r\na=rtpmap:26 JPEG/90000\r\na=control:t\r\n"
-    with ScriptedCamera(mjpeg, lambda _sequence: [], rtcp=True) as camera:
-        reader = CameraReader(StreamSource("rtcp", f"rtsp://u:secret@127.0.0.1:{camera.port}/l",
-                                           open_timeout_s=1.5, read_timeout_s=1.5))
-        with running(reader):
-            wait_for_handover(caplog)
-            deadline = time.monotonic() + 15
-            while reader.status.reconnects < 2:  # the hand-over itself counts none
-                assert time.monotonic() < deadline, (reader.status, caplog.text)
-                time.sleep(0.05)
-            status = reader.status
+    with handed_to_ffmpeg(caplog, rtcp=True, timeout_s=1.5) as (_camera, reader):
+        # The hand-over itself counts no reconnect: two are two timeouts on FFmpeg's side.
+        wait_until(lambda: reader.status.reconnects >= 2, 15, "two reconnects")
+        status = reader.status
     assert status.state == "offline"
     assert status.last_error is not None
     assert status.last_error.startswith("no video for "), status.last_error
