@@ -72,6 +72,9 @@ _RETRY_REFUSALS = frozenset({0x80, 0x91, 0x97})
 identifier in use, quota exceeded. Others (not authorized, topic name invalid, payload format
 invalid, implementation specific) say the same message will be refused again."""
 REFUSAL_RETRY_S = 5.0
+REFUSAL_RETRIES = 12
+"""A message refused "for now" this many times in a row is refused for good: it must not
+hold back everything behind it for ever."""
 
 
 def iso_time(epoch_s: float) -> str:
@@ -318,6 +321,8 @@ class MqttPublisher:
         """Messages the broker refused for good (MQTT 5 PUBACK reason code), dropped."""
         self.last_refusal: str | None = None
         self._refused_topics: set[str] = set()
+        self._retries: tuple[int, int] = (-1, 0)
+        """(outbox sequence number, refusals "for now" in a row) of the message at the head."""
         self.connect_attempts = 0
         self.last_error: str | None = None
 
@@ -568,8 +573,11 @@ class MqttPublisher:
             for message in batch:
                 refusal = await client.deliver(message.topic, message.payload,
                                                qos=message.qos, retain=message.retain)
-                if refusal is not None and refusal.value in _RETRY_REFUSALS:
+                retries = self._retries[1] if self._retries[0] == message.seq else 0
+                if refusal is not None and refusal.value in _RETRY_REFUSALS \
+                        and retries < REFUSAL_RETRIES:
                     # The broker may take it later: keep it (and the order), try again.
+                    self._retries = (message.seq, retries + 1)
                     logger.warning("mqtt: the broker refused %s for now (%s); trying again in "
                                    "%g s", message.topic, refusal, REFUSAL_RETRY_S)
                     with contextlib.suppress(TimeoutError):

@@ -162,7 +162,7 @@ async def test_restart_ends_stale_alerts_and_clears_removed_cameras(
 
 class RefusingOnce:
     """Stands in for the broker connection (unit test of the sending loop): refuses the first
-    message ``times`` times with ``reason``, then takes everything."""
+    ``times`` deliveries with ``reason``, then takes everything."""
 
     def __init__(self, reason: str, times: int) -> None:
         self.reason = ReasonCode(PacketTypes.PUBACK, reason)
@@ -179,15 +179,19 @@ class RefusingOnce:
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize(("reason", "kept"), [("Quota exceeded", True),
-                                              ("Not authorized", False)])
+@pytest.mark.parametrize(("reason", "times", "kept"), [
+    ("Quota exceeded", 2, True),  # refused for now, twice: retried
+    ("Not authorized", 2, False),  # refused for good
+    ("Quota exceeded", 4, False),  # refused for now too often (3 retries here): given up
+])
 async def test_a_refusal_that_may_pass_later_is_retried_in_order(
-        monkeypatch: pytest.MonkeyPatch, reason: str, kept: bool) -> None:
+        monkeypatch: pytest.MonkeyPatch, reason: str, times: int, kept: bool) -> None:
     monkeypatch.setattr("monitor.mqtt.REFUSAL_RETRY_S", 0.01)
+    monkeypatch.setattr("monitor.mqtt.REFUSAL_RETRIES", 3)
     publisher = MqttPublisher(MqttConfig(host="127.0.0.1", port=1))
     for index in range(3):
         publisher.publish(f"t/{index}", "x")
-    connection = RefusingOnce(reason, times=2)
+    connection = RefusingOnce(reason, times=times)
     sending = asyncio.create_task(publisher._send_outbox(connection))  # type: ignore[arg-type]
     await wait_until(lambda: publisher.pending == 0, 5, "the outbox sent")
     publisher.close()
@@ -195,6 +199,9 @@ async def test_a_refusal_that_may_pass_later_is_retried_in_order(
     if kept:  # refused twice, then taken: nothing lost, the order kept
         assert connection.delivered == ["t/0", "t/1", "t/2"]
         assert publisher.refused == 0
-    else:  # refused for good, each: dropped and counted
+    elif times == 2:  # refused for good, each: dropped and counted
         assert connection.delivered == ["t/2"]
         assert publisher.refused == 2
+    else:  # t/0 refused 3 times for now, then once more: dropped; t/1 and t/2 go out
+        assert connection.delivered == ["t/1", "t/2"]
+        assert publisher.refused == 1
