@@ -27,7 +27,7 @@ from monitor.capture import CameraReader, StreamSource
 from monitor.imaging import BgrImage
 from monitor.sim.scenes import PRESETS, render_frame, write_scene
 from tests.support.http_camera import HttpCamera, LiveHls, MjpegStream, read_vod_playlist
-from tests.support.readers import stopped, wait_until
+from tests.support.readers import running, wait_until
 from tests.support.rtsp import RtspServer, rtsps_available
 
 WIDTH, HEIGHT, FPS, GOP_FRAMES = 320, 180, 10, 10
@@ -124,9 +124,7 @@ def test_http_mjpeg_stream_is_read(mjpeg_frames: list[bytes], content_length: bo
     assert originals[0].shape == (MJPEG_HEIGHT, MJPEG_WIDTH, 3)
     stream = MjpegStream(mjpeg_frames, fps=10.0, content_length=content_length)
     with HttpCamera(stream) as camera:
-        reader = reader_for(camera.url("/video.mjpg"))
-        reader.start()
-        try:
+        with running(reader_for(camera.url("/video.mjpg"))) as reader:
             wait_until(lambda: reader.status.online, 5, "online")
             status = reader.status
             assert status.state == "online"
@@ -147,23 +145,17 @@ def test_http_mjpeg_stream_is_read(mjpeg_frames: list[bytes], content_length: bo
                              for original in originals)
             assert difference < 1.5, difference
             assert reader.status.state == "online"
-        finally:
-            stopped(reader)
         assert camera.requests == ["/video.mjpg"]  # one connection, never reopened
 
 
 def test_http_mjpeg_frame_rate_is_the_cameras(mjpeg_frames: list[bytes]) -> None:
-    with HttpCamera(MjpegStream(mjpeg_frames, fps=2.0)) as camera:
-        reader = reader_for(camera.url("/video.mjpg"), interval_s=2.0)
-        reader.start()
-        try:
-            wait_until(lambda: reader.status.frames_read >= 5, 6, "five frames")
-            status = reader.status
-            assert status.fps == pytest.approx(2.0, rel=0.3)
-            # 10 frame intervals of a 2 fps camera: a frame 0.6 s late is no stall.
-            assert status.stall_timeout_s == pytest.approx(5.0, rel=0.3)
-        finally:
-            stopped(reader)
+    with HttpCamera(MjpegStream(mjpeg_frames, fps=2.0)) as camera, \
+            running(reader_for(camera.url("/video.mjpg"), interval_s=2.0)) as reader:
+        wait_until(lambda: reader.status.frames_read >= 5, 6, "five frames")
+        status = reader.status
+        assert status.fps == pytest.approx(2.0, rel=0.3)
+        # 10 frame intervals of a 2 fps camera: a frame 0.6 s late is no stall.
+        assert status.stall_timeout_s == pytest.approx(5.0, rel=0.3)
 
 
 # --- HLS over HTTP. ------------------------------------------------------------------------------
@@ -172,51 +164,42 @@ def test_http_mjpeg_frame_rate_is_the_cameras(mjpeg_frames: list[bytes]) -> None
 def test_hls_live_playlist_is_followed(hls_directory: Path) -> None:
     hls = LiveHls(hls_directory, window=4, head_start=3)
     assert len(hls.segments) == round(CLIP_S)  # one segment per 1 s GOP
-    with HttpCamera(hls) as camera:
-        reader = reader_for(camera.url("/live.m3u8"))
-        reader.start()
-        try:
-            wait_until(lambda: reader.status.online, 5, "online")
-            status = reader.status
-            assert status.state == "online"
-            assert (status.codec, status.width, status.height) == ("h264", WIDTH, HEIGHT)
-            frame = reader.latest()
-            assert frame is not None
-            assert (frame.width, frame.height) == (WIDTH, HEIGHT)
-            assert frame.to_bgr().shape == (HEIGHT, WIDTH, 3)
-            # Segments published after the start arrive too: the reader follows the live edge.
-            wait_until(lambda: hls.published(time.monotonic()) >= 5, 3, "two more segments")
-            wait_until(lambda: f"/{hls.segments[4].name}" in camera.requests, 4,
-                       "the fifth segment fetched")
-            at_fifth = sequence(reader)
-            wait_until(lambda: sequence(reader) > at_fifth, 3, "a frame from a new segment")
-            status = reader.status
-            assert status.state == "online"
-            assert status.fps == pytest.approx(FPS, rel=0.1)  # from the segments' timestamps
-            assert status.gop_s == pytest.approx(GOP_FRAMES / FPS, abs=0.05)
-            assert camera.requests.count("/live.m3u8") >= 2  # the playlist was reloaded
-        finally:
-            stopped(reader)
+    with HttpCamera(hls) as camera, running(reader_for(camera.url("/live.m3u8"))) as reader:
+        wait_until(lambda: reader.status.online, 5, "online")
+        status = reader.status
+        assert status.state == "online"
+        assert (status.codec, status.width, status.height) == ("h264", WIDTH, HEIGHT)
+        frame = reader.latest()
+        assert frame is not None
+        assert (frame.width, frame.height) == (WIDTH, HEIGHT)
+        assert frame.to_bgr().shape == (HEIGHT, WIDTH, 3)
+        # Segments published after the start arrive too: the reader follows the live edge.
+        wait_until(lambda: hls.published(time.monotonic()) >= 5, 3, "two more segments")
+        wait_until(lambda: f"/{hls.segments[4].name}" in camera.requests, 4,
+                   "the fifth segment fetched")
+        at_fifth = sequence(reader)
+        wait_until(lambda: sequence(reader) > at_fifth, 3, "a frame from a new segment")
+        status = reader.status
+        assert status.state == "online"
+        assert status.fps == pytest.approx(FPS, rel=0.1)  # from the segments' timestamps
+        assert status.gop_s == pytest.approx(GOP_FRAMES / FPS, abs=0.05)
+        assert camera.requests.count("/live.m3u8") >= 2  # the playlist was reloaded
 
 
 def test_hls_vod_playlist_is_read_to_its_end(hls_directory: Path) -> None:
     segments = read_vod_playlist(hls_directory / "index.m3u8")
-    with HttpCamera(LiveHls(hls_directory)) as camera:
-        reader = reader_for(camera.url("/index.m3u8"))
-        reader.start()
-        try:
-            # A VOD playlist is read as fast as it downloads and then ends like a file.
-            wait_until(lambda: reader.status.reconnects >= 1, 10, "the playlist's end")
-            status = reader.status
-            assert status.last_error == "stream ended"
-            assert (status.codec, status.width, status.height) == ("h264", WIDTH, HEIGHT)
-            assert status.gop_s == pytest.approx(GOP_FRAMES / FPS, abs=0.05)
-            # One keyframe per segment, each decoded (nothing asked to skip any).
-            assert sequence(reader) >= len(segments)
-            for segment in segments:
-                assert f"/{segment.name}" in camera.requests
-        finally:
-            stopped(reader)
+    with HttpCamera(LiveHls(hls_directory)) as camera, \
+            running(reader_for(camera.url("/index.m3u8"))) as reader:
+        # A VOD playlist is read as fast as it downloads and then ends like a file.
+        wait_until(lambda: reader.status.reconnects >= 1, 10, "the playlist's end")
+        status = reader.status
+        assert status.last_error == "stream ended"
+        assert (status.codec, status.width, status.height) == ("h264", WIDTH, HEIGHT)
+        assert status.gop_s == pytest.approx(GOP_FRAMES / FPS, abs=0.05)
+        # One keyframe per segment, each decoded (nothing asked to skip any).
+        assert sequence(reader) >= len(segments)
+        for segment in segments:
+            assert f"/{segment.name}" in camera.requests
 
 
 # --- RTSP over TLS. ------------------------------------------------------------------------------
@@ -245,9 +228,8 @@ def test_rtsps_stream_is_read(clip: Path, tls_pem: Path) -> None:
         verified = ssl.create_default_context(cafile=str(tls_pem))
         assert rtsp_options_reply(server.port, verified).startswith(b"RTSP/1.0 200 OK")
         assert not rtsp_options_reply(server.port, None).startswith(b"RTSP/")
-        reader = reader_for(url)  # FFmpeg does not verify the certificate by default
-        reader.start()
-        try:
+        # FFmpeg does not verify the certificate by default.
+        with running(reader_for(url)) as reader:
             wait_until(lambda: reader.status.online, 15, "online over TLS")
             status = reader.status
             assert status.state == "online"
@@ -258,5 +240,3 @@ def test_rtsps_stream_is_read(clip: Path, tls_pem: Path) -> None:
             frame = reader.latest()
             assert frame is not None
             assert frame.to_bgr().shape == (HEIGHT, WIDTH, 3)
-        finally:
-            stopped(reader)

@@ -32,7 +32,7 @@ from monitor.rtsp import (
     parse_challenges,
     parse_sdp,
 )
-from tests.support.readers import wait_until
+from tests.support.readers import running, wait_until
 
 SPS = bytes([0x67, 0x42, 0xC0, 0x1E, 0xDA, 0x02, 0x80, 0xBF])
 PPS = bytes([0x68, 0xCE, 0x3C, 0x80])
@@ -412,17 +412,6 @@ def test_a_camera_sending_no_video_times_out() -> None:
         with session, pytest.raises(TimeoutError, match="read timeout"):
             list(session.access_units())
         assert time.monotonic() - started < 3
-
-
-@contextlib.contextmanager
-def running(reader: CameraReader) -> Iterator[CameraReader]:
-    """The reader started, and stopped (its thread ended within 5 s) on the way out."""
-    reader.start()
-    try:
-        yield reader
-    finally:
-        reader.stop()
-        assert reader.join(5), "reader thread did not end within 5 s of stop()"
 
 
 def wait_for_handover(caplog: pytest.LogCaptureFixture, timeout_s: float = 10) -> None:

@@ -1,9 +1,10 @@
-"""Helpers for tests that run camera readers: poll for a condition, stop a reader."""
+"""Helpers for tests that run camera readers: poll for a condition, run and stop a reader."""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -25,3 +26,13 @@ def stopped(reader: CameraReader) -> None:
     reader.stop()
     assert reader.join(5), "reader thread did not end within 5 s of stop()"
     assert reader.status.state == "stopped"
+
+
+@contextlib.contextmanager
+def running(reader: CameraReader) -> Iterator[CameraReader]:
+    """The reader started for the block, and :func:`stopped` on the way out."""
+    reader.start()
+    try:
+        yield reader
+    finally:
+        stopped(reader)
