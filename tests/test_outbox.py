@@ -5,13 +5,20 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar, cast
 
 import pytest
 
+from monitor.capture import StreamStatus
+from monitor.config import MqttConfig
+from monitor.mqtt import MqttPublisher
 from monitor.outbox import OpenAlert, Outbox, OutboxError, Outgoing
+from monitor.tracker import HazardTracker, TrackerSettings
+from monitor.verdict import Hazard, SafetyAnswer
 from tests.conftest import ROOT
 
 
@@ -157,3 +164,90 @@ def test_one_state_directory_serves_one_process(tmp_path: Path) -> None:
     first.close()
     second = Outbox(path)  # released on close (and by the kernel when a process dies)
     second.close()
+
+
+class SyncAtCommit:
+    """The ``synchronous`` level each COMMIT of a real connection ran under, from its trace.
+
+    SQLite applies the level in effect when a transaction commits, and the connection's level
+    changes only by ``PRAGMA synchronous=...``; folding the statements traced on the real
+    connection, from the level read from it at the start, gives each commit's level.
+    """
+
+    LEVELS: ClassVar[dict[str, int]] = {"OFF": 0, "NORMAL": 1, "FULL": 2, "EXTRA": 3}
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.level = int(db.execute("PRAGMA synchronous").fetchone()[0])
+        self.commits: list[int] = []
+        db.set_trace_callback(self._traced)
+
+    def _traced(self, statement: str) -> None:
+        text = statement.strip().upper()
+        if text.startswith("PRAGMA SYNCHRONOUS="):
+            value = text.split("=", 1)[1].strip()
+            self.level = self.LEVELS[value] if value in self.LEVELS else int(value)
+        elif text == "COMMIT":
+            self.commits.append(self.level)
+
+    def take(self) -> list[int]:
+        commits, self.commits = self.commits, []
+        return commits
+
+
+FULL, NORMAL = 2, 1
+
+
+def test_events_commit_with_fsync_and_state_without(tmp_path: Path) -> None:
+    """An event (or alert bookkeeping) is fsynced at commit; retained state and acks are not,
+    and the connection is back at NORMAL after every transaction."""
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    db = outbox._db
+    trace = SyncAtCommit(db)
+    assert trace.level == NORMAL
+
+    outbox.put([state("ON")])
+    assert trace.take() == [NORMAL]
+    outbox.put([event(0)])
+    assert trace.take() == [FULL]
+    outbox.put([event(1), state("ON")], open_alert=OpenAlert("e1", "cam", "fire", "{}"),
+               owner=("cam", "fire"))
+    assert trace.take() == [FULL]
+    outbox.put([state("OFF")], close_alert="e1")  # the alert bookkeeping alone is durable
+    assert trace.take() == [FULL]
+    outbox.put([state("{}", "monitor/cam/status")], owner=("cam", None))
+    assert trace.take() == [NORMAL]
+    stored = outbox.head()  # its expiry check is a transaction too
+    for message in stored:
+        outbox.ack(message.seq)
+    assert trace.take() == [NORMAL] * (1 + len(stored))  # no fsync: a lost ack means a resend
+    db.set_trace_callback(None)
+    assert db.execute("PRAGMA synchronous").fetchone()[0] == NORMAL
+
+
+def test_failed_event_write_leaves_the_connection_at_normal(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    broken = Outgoing("monitor/events", b"x", cast("int", None), retain=False)  # NOT NULL qos
+    with pytest.raises(OutboxError, match="cannot write"):
+        outbox.put([event(0), broken])
+    assert outbox._db.execute("PRAGMA synchronous").fetchone()[0] == NORMAL
+    assert outbox.depth == 0  # rolled back, counters too
+    trace = SyncAtCommit(outbox._db)
+    outbox.put([state("ON")])
+    assert trace.take() == [NORMAL]
+
+
+def test_publisher_events_are_durable_and_its_state_is_not(tmp_path: Path) -> None:
+    """What :class:`MqttPublisher` stores: an alert event durably, status and verdicts not."""
+    publisher = MqttPublisher(MqttConfig(host="127.0.0.1", port=1, client_id="monitor-sync"),
+                              Outbox(tmp_path / "outbox.sqlite3"))
+    trace = SyncAtCommit(publisher.outbox._db)
+    tracker = HazardTracker("cam", [Hazard.FIRE], TrackerSettings(confirm_frames=1,
+                                                                  clear_frames=1))
+    fire = SafetyAnswer.model_validate({"fire": {"answer": "yes"}, "smoke": {"answer": "no"},
+                                        "helmet": {"status": "all_worn"}})
+    (start,) = tracker.update(fire, 1_700_000_000.0)
+    publisher.publish_event(start)
+    assert trace.take() == [FULL]
+    publisher.publish_status(StreamStatus("cam", "rtsp://cam/", online=True), 1_700_000_001.0)
+    publisher.set_hazard_state("cam", Hazard.SMOKE, on=False)
+    assert trace.take() == [NORMAL, NORMAL]
