@@ -131,6 +131,8 @@ class StreamMeter:
     _since_key: int | None = None
     _key_time: float | None = None
     _last_time: float | None = None
+    _previous_fps: float | None = None
+    """The rate the previous connection ended with (see :attr:`known_fps`)."""
 
     def packet(self, pts_s: float | None, keyframe: bool, now: float) -> None:
         """Record one packet."""
@@ -138,6 +140,7 @@ class StreamMeter:
         self.last_packet_at = now
         if self._last_time is not None and stamp <= self._last_time - 1.0:
             # Timestamps jumped backwards (a looping file, a camera reboot): start over.
+            self._previous_fps = self.known_fps
             self._times.clear()
             self._key_time = None
             self._since_key = None
@@ -164,6 +167,16 @@ class StreamMeter:
         return (len(self._times) - 1) / span if span > 0 else None
 
     @property
+    def known_fps(self) -> float | None:
+        """This connection's rate once measured, until then the previous connection's.
+
+        A reconnected camera is the same camera: its stall timeout must not fall back to the
+        configured read timeout while the new connection collects its first packets.
+        """
+        fps = self.fps
+        return fps if fps is not None else self._previous_fps
+
+    @property
     def since_keyframe_s(self) -> float | None:
         """Stream time since the last keyframe (tells early that a GOP is long)."""
         if self._key_time is None or self._last_time is None:
@@ -172,6 +185,7 @@ class StreamMeter:
 
     def reset_connection(self) -> None:
         """Forget per-connection state (timestamps restart), keep the measured fps and GOP."""
+        self._previous_fps = self.known_fps
         self._times.clear()
         self._since_key = None
         self._key_time = None
@@ -617,7 +631,7 @@ class CameraReader:
 
     def _read_builtin(self) -> bool:
         self._meter.reset_connection()
-        read_timeout = stall_timeout_s(self._meter.fps, self.source.read_timeout_s)
+        read_timeout = stall_timeout_s(self._meter.known_fps, self.source.read_timeout_s)
         self._set_status(stall_timeout_s=read_timeout)
         mode: DecodeChoice = choose_decode(self.source.decode, self.source.interval_s,
                                            self._meter.gop_s)
@@ -684,7 +698,7 @@ class CameraReader:
         fmt: str | None = None
         # Once this camera's frame rate is known, a silent stream is given up after its own
         # stall timeout rather than a fixed one (FFmpeg's timeout is fixed per connection).
-        read_timeout = stall_timeout_s(self._meter.fps, self.source.read_timeout_s)
+        read_timeout = stall_timeout_s(self._meter.known_fps, self.source.read_timeout_s)
         self._set_status(stall_timeout_s=read_timeout)
         pyav_read_timeout: float | None = read_timeout
         microseconds = str(round(read_timeout * 1_000_000))
@@ -805,7 +819,8 @@ class CameraReader:
                                  f"arrives (no keyframe?)")
 
     def _picture_timeout(self) -> float:
-        return picture_timeout_s(self._meter.fps, self._meter.gop_s, self.source.read_timeout_s)
+        return picture_timeout_s(self._meter.known_fps, self._meter.gop_s,
+                                 self.source.read_timeout_s)
 
     def _refresh_measurements(self, mode: DecodeChoice) -> None:
         fps = self._meter.fps
@@ -820,7 +835,11 @@ class CameraReader:
             changes["gop_s"] = self._meter.gop_s
         if fps and (status.fps is None or abs(fps - status.fps) > 0.2):
             changes["fps"] = fps
-            changes["stall_timeout_s"] = stall_timeout_s(fps, self.source.read_timeout_s)
+        # Whatever the connection started with (the read timeout, before any rate was
+        # known), the stall timeout follows the rate the status shows.
+        stall = stall_timeout_s(changes.get("fps", status.fps), self.source.read_timeout_s)
+        if stall != status.stall_timeout_s:
+            changes["stall_timeout_s"] = stall
         if changes:
             self._set_status(**changes)
 

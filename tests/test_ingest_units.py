@@ -69,6 +69,11 @@ def test_meter_keeps_measurements_across_reconnects() -> None:
     meter.reset_connection()
     assert meter.gop_s == pytest.approx(1.0)
     assert meter.last_packet_at is None
+    # The new connection has no rate of its own yet; the stall timeout keeps the old one.
+    assert meter.fps is None
+    assert meter.known_fps == pytest.approx(25.0)
+    feed(meter, fps=5, gop=5, seconds=2, start=50.0)
+    assert meter.known_fps == pytest.approx(5.0)
 
 
 @pytest.mark.parametrize(
