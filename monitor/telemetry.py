@@ -11,8 +11,12 @@ names, never secrets.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -21,10 +25,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from monitor.redaction import redact
+
 logger = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
 AGE_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60)
+LOOP_LAG_INTERVAL_S = 0.5
+LOOP_LAG_WINDOW_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +124,31 @@ class Metrics:
         self.vlm_in_flight = Gauge(
             "monitor_vlm_in_flight", "Model requests in flight", ["endpoint"],
             registry=registry)
+        self.event_loop_lag = Gauge(
+            "monitor_event_loop_lag_seconds", "How late the event loop ran a timer at the "
+            "latest check (every 0.5 s): time spent in blocking code on the loop",
+            registry=registry)
+        self.event_loop_lag_max = Gauge(
+            "monitor_event_loop_lag_max_seconds", "The largest event-loop lag of the checks in "
+            "the last 60 s", registry=registry)
+
+    async def watch_event_loop(self, interval_s: float = LOOP_LAG_INTERVAL_S,
+                               window_s: float = LOOP_LAG_WINDOW_S,
+                               clock: Callable[[], float] = time.monotonic) -> None:
+        """Measure the event loop's lag until cancelled: how much later than asked a sleep
+        of ``interval_s`` wakes up. Anything that blocks the loop (a slow fsync, CPU work
+        that belongs in a thread) delays every timer by as much, so it shows up here."""
+        recent: deque[tuple[float, float]] = deque()
+        while True:
+            asked = clock()
+            await asyncio.sleep(interval_s)
+            woke = clock()
+            lag = max(0.0, woke - asked - interval_s)
+            recent.append((woke, lag))
+            while recent[0][0] < woke - window_s:
+                recent.popleft()
+            self.event_loop_lag.set(lag)
+            self.event_loop_lag_max.set(max(value for _, value in recent))
 
     def observe_live(self, read: Callable[[], LiveSnapshot]) -> None:
         """Read ``read()`` at every scrape (called once, by the daemon)."""
@@ -135,12 +168,17 @@ class Readiness:
 
 
 class HealthServer:
-    """``/healthz``, ``/readyz`` and ``/metrics`` over HTTP (loopback by default)."""
+    """``/healthz``, ``/readyz`` and ``/metrics`` over HTTP (loopback by default).
+
+    While it serves, it also runs :meth:`Metrics.watch_event_loop`: the lag is worth measuring
+    exactly when someone can scrape it.
+    """
 
     def __init__(self, metrics: Metrics, readiness: Callable[[], Readiness]) -> None:
         self._metrics = metrics
         self._readiness = readiness
         self._runner: web.AppRunner | None = None
+        self._loop_watch: asyncio.Task[None] | None = None
         self.port: int | None = None
 
     async def start(self, host: str, port: int) -> None:
@@ -158,9 +196,16 @@ class HealthServer:
         self.port = sockets[0].getsockname()[1] if sockets else port
         logger.info("health and metrics on http://%s:%s/ (healthz, readyz, metrics)", host,
                     self.port)
+        self._loop_watch = asyncio.create_task(self._metrics.watch_event_loop(),
+                                               name="telemetry.event_loop_lag")
 
     async def stop(self) -> None:
         """Stop listening."""
+        if self._loop_watch is not None:
+            self._loop_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_watch
+            self._loop_watch = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -170,7 +215,9 @@ class HealthServer:
 
     async def _readyz(self, _request: web.Request) -> web.Response:
         readiness = self._readiness()
-        body = json.dumps({"ready": readiness.ready, "reasons": list(readiness.reasons)})
+        # Reasons quote servers' error texts, which may echo a credential back.
+        body = redact(json.dumps({"ready": readiness.ready, "reasons": list(readiness.reasons)},
+                                 ensure_ascii=False))
         return web.Response(text=body + "\n", status=200 if readiness.ready else 503,
                             content_type="application/json")
 
