@@ -11,10 +11,12 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from monitor.config import DEFAULT_CONFIG_PATH, EX_CONFIG, ConfigError, MonitorConfig, load_config
 from monitor.logs import LogFormat
 from monitor.logs import setup_logging as configure_logging
+from monitor.redaction import redact, register_secrets
 
 logger = logging.getLogger("monitor")
 
@@ -22,6 +24,12 @@ EX_UNAVAILABLE = 69
 """sysexits.h: a service the command needs is missing."""
 EX_SOFTWARE = 70
 """sysexits.h: internal software error."""
+
+
+def emit(*parts: object, file: TextIO | None = None, flush: bool = False) -> None:
+    """``print`` for everything a command writes: secrets a server echoed back in an error
+    text are masked like in the logs (:mod:`monitor.redaction`)."""
+    print(redact(" ".join(str(part) for part in parts)), file=file or sys.stdout, flush=flush)
 
 
 def setup_logging(level: str, log_format: LogFormat = "auto",
@@ -32,11 +40,13 @@ def setup_logging(level: str, log_format: LogFormat = "auto",
 
 def _load_or_exit(path: Path) -> MonitorConfig:
     try:
-        return load_config(path)
+        config = load_config(path)
     except ConfigError as exc:
         for problem in exc.problems:
-            print(f"config error: {problem}", file=sys.stderr)
+            emit(f"config error: {problem}", file=sys.stderr)
         raise SystemExit(EX_CONFIG) from None
+    register_secrets(config.secret_values())
+    return config
 
 
 async def _run_until_signalled(config: MonitorConfig, path: Path) -> None:
@@ -109,15 +119,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from monitor.doctor import doctor  # noqa: PLC0415
 
     setup_logging(args.log_level or "ERROR")
-    return doctor(args.config, lambda line: print(line, flush=True))
+    return doctor(args.config, lambda line: emit(line, flush=True))
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     """``monitor check-config``: validate and print the effective configuration."""
     config = _load_or_exit(args.config)
-    print(json.dumps(config.masked(), indent=2, ensure_ascii=False))
+    emit(json.dumps(config.masked(), indent=2, ensure_ascii=False))
     enabled = sum(1 for camera in config.cameras if camera.enabled)
-    print(f"# {args.config}: valid; {enabled} enabled camera(s)", file=sys.stderr)
+    emit(f"# {args.config}: valid; {enabled} enabled camera(s)", file=sys.stderr)
     return 0
 
 
@@ -132,7 +142,7 @@ def cmd_sim_vlm(args: argparse.Namespace) -> int:
                                  latency_per_image_token_s=args.latency_per_image_token,
                                  batch_capacity=args.batch_capacity, fault=args.fault)
     except (TypeError, ValueError) as exc:
-        print(f"sim-vlm: {exc}", file=sys.stderr)
+        emit(f"sim-vlm: {exc}", file=sys.stderr)
         return 2
     run_sim_server(args.host, args.port, behaviour, args.model)
     return 0
@@ -143,13 +153,13 @@ def cmd_sim_scene(args: argparse.Namespace) -> int:
     from monitor.sim.scenes import PRESETS, write_scene  # noqa: PLC0415
 
     if args.preset not in PRESETS:
-        print(f"unknown preset {args.preset!r}; choose from {', '.join(PRESETS)}",
+        emit(f"unknown preset {args.preset!r}; choose from {', '.join(PRESETS)}",
               file=sys.stderr)
         return 2
     scene = PRESETS[args.preset](width=args.width, height=args.height, fps=args.fps,
                                  gop=args.gop)
     write_scene(scene, args.output, codec=args.codec)
-    print(f"wrote {args.output}: {args.codec.upper()} {scene.width}x{scene.height} "
+    emit(f"wrote {args.output}: {args.codec.upper()} {scene.width}x{scene.height} "
           f"{scene.fps} fps, GOP {scene.gop}, {scene.duration_s:g} s")
     return 0
 
@@ -163,7 +173,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return asyncio.run(run_demo(duration_s=args.duration, mqtt_host=args.mqtt_host,
                                     mqtt_port=args.mqtt_port, language=args.language))
     except DemoError as exc:
-        print(f"demo: {exc}", file=sys.stderr)
+        emit(f"demo: {exc}", file=sys.stderr)
         return EX_UNAVAILABLE
     except KeyboardInterrupt:
         return 130
@@ -188,7 +198,7 @@ def _model_config(args: argparse.Namespace) -> MonitorConfig:
             config = config_from_mapping({}, source="defaults")
         except ConfigError as exc:
             for problem in exc.problems:
-                print(f"config error: {problem}", file=sys.stderr)
+                emit(f"config error: {problem}", file=sys.stderr)
             raise SystemExit(EX_CONFIG) from None
     data = config.vlm.model_dump(exclude_unset=True)
     if getattr(args, "base_url", None):
@@ -201,9 +211,11 @@ def _model_config(args: argparse.Namespace) -> MonitorConfig:
     try:
         vlm = VlmConfig.model_validate(data)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        emit(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    return config.model_copy(update={"vlm": vlm})
+    config = config.model_copy(update={"vlm": vlm})
+    register_secrets(config.secret_values())
+    return config
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -218,10 +230,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     results = asyncio.run(analyse_sources(config.vlm, args.images, context=args.context,
                                           hazards=hazards))
     if args.json:
-        print(json.dumps([r.to_json() for r in results], ensure_ascii=False, indent=2))
+        emit(json.dumps([r.to_json() for r in results], ensure_ascii=False, indent=2))
     else:
         for result in results:
-            print(format_result(result, raw=args.raw))
+            emit(format_result(result, raw=args.raw))
     return exit_code(results)
 
 
@@ -235,13 +247,13 @@ def cmd_probe(args: argparse.Namespace) -> int:
     try:
         result = asyncio.run(probe_camera(config, args.camera, out))
     except ProbeError as exc:
-        print(f"probe: {exc}", file=sys.stderr)
+        emit(f"probe: {exc}", file=sys.stderr)
         return EX_UNAVAILABLE
     if args.json:
-        print(json.dumps(result.to_json(), ensure_ascii=False, indent=2))
+        emit(json.dumps(result.to_json(), ensure_ascii=False, indent=2))
     else:
-        print(f"camera {args.camera}: frame saved to {out}")
-        print(format_result(result, raw=args.raw))
+        emit(f"camera {args.camera}: frame saved to {out}")
+        emit(format_result(result, raw=args.raw))
     return exit_code([result])
 
 
@@ -255,12 +267,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         report = asyncio.run(evaluate_dir(config.vlm, args.directory, manifest=args.manifest,
                                           context=args.context))
     except EvalError as exc:
-        print(f"eval: {exc}", file=sys.stderr)
+        emit(f"eval: {exc}", file=sys.stderr)
         return 65  # EX_DATAERR: the manifest or an image is wrong
     if args.json:
-        print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+        emit(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
     else:
-        print(format_report(report))
+        emit(format_report(report))
     return EX_UNAVAILABLE if report.unavailable == report.total and report.total else 0
 
 

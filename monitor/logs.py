@@ -2,8 +2,9 @@
 and a redaction filter as the last line of defence against leaked credentials.
 
 Every stage already logs redacted URLs; the filter catches what slips through (a library's
-exception text quoting a URL, a secret echoed by a server) by replacing ``user:password@`` in
-any URL and every configured secret value with ``***``.
+exception text quoting a URL, a secret echoed by a server) with the process-wide redactor
+(:mod:`monitor.redaction`), which masks ``user:password@`` in any URL and every configured
+secret value.
 """
 
 from __future__ import annotations
@@ -11,16 +12,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Literal
 
+from monitor.redaction import Redactor, redact, register_secrets
+
 LogFormat = Literal["auto", "text", "json"]
 
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]+@")
-_NOISY_LOGGERS = ("httpx", "httpcore", "openai", "aiohttp.access", "asyncio")
+_NOISY_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "aiohttp.access",
+                  "asyncio")
+"""Loggers of the HTTP stack that log every request at INFO. The OpenAI SDK's HTTP client is
+published as ``httpx2`` in some releases (its records then come from a logger of that name)."""
 
 
 class RedactingFilter(logging.Filter):
@@ -28,15 +32,12 @@ class RedactingFilter(logging.Filter):
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        # Longest first, so a secret that contains another is masked whole.
-        self._secrets = sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True)
+        self._own = Redactor(secrets)
 
     def redact(self, text: str) -> str:
-        """``text`` with URL passwords and known secrets replaced by ``***``."""
-        text = _URL_PASSWORD.sub(r"\g<scheme>\g<user>:***@", text)
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        """``text`` with URL passwords, this filter's secrets and every secret registered
+        with the process (:func:`monitor.redaction.register_secrets`) replaced by ``***``."""
+        return redact(self._own(text))
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Mask the formatted message (and the exception text) of ``record``."""
@@ -87,6 +88,8 @@ def setup_logging(level: str, log_format: LogFormat = "auto",
                   secrets: Iterable[str] = ()) -> RedactingFilter:
     """Configure the root logger on stderr; returns the redaction filter (to add secrets)."""
     handler = logging.StreamHandler(sys.stderr)
+    secrets = list(secrets)
+    register_secrets(secrets)
     redactor = RedactingFilter(secrets)
     handler.addFilter(redactor)
     if log_format == "json":

@@ -40,7 +40,7 @@ import logging
 import random
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -56,6 +56,7 @@ from monitor.capture import StreamStatus
 from monitor.config import MqttConfig
 from monitor.discovery import BinarySensorDiscovery, discovery_messages
 from monitor.outbox import OpenAlert, Outbox, OutboxError, Outgoing
+from monitor.redaction import redact, redact_payload
 from monitor.tracker import AlertEvent, EndReason, EventType, Observation
 from monitor.verdict import Hazard, SafetyAnswer, Verdict
 
@@ -338,6 +339,11 @@ class MqttPublisher:
     def _store(self, messages: Sequence[Outgoing], *, open_alert: OpenAlert | None = None,
                close_alert: str | None = None,
                owner: tuple[str, str | None] | None = None) -> bool:
+        # Last exit before the broker: payloads quote error texts (a camera's last_error, a
+        # server's refusal) that may carry a credential.
+        messages = [replace(m, payload=redact_payload(m.payload)) for m in messages]
+        if open_alert is not None:
+            open_alert = replace(open_alert, payload=redact(open_alert.payload))
         try:
             self.outbox.put(messages, open_alert=open_alert, close_alert=close_alert,
                             owner=owner)

@@ -48,6 +48,7 @@ from monitor.config import EndpointConfig, VlmConfig
 from monitor.endpoints import CircuitBreaker, Endpoint, EndpointPool, NoEndpointError
 from monitor.imaging import EncodedImage
 from monitor.prompts import build_messages
+from monitor.redaction import redact, register_secrets
 from monitor.urls import redact_url
 from monitor.verdict import (
     Hazard,
@@ -87,7 +88,8 @@ class VlmError(Exception):
     """A frame could not be analysed. ``endpoint`` names the server involved, if any."""
 
     def __init__(self, message: str, *, endpoint: str | None = None) -> None:
-        super().__init__(message)
+        # The message often quotes the server's error body, which may echo the API key.
+        super().__init__(redact(message))
         self.endpoint = endpoint
 
 
@@ -173,6 +175,8 @@ class VlmClient:
             name = (spec.name if spec is not None and spec.name else redact_url(base_url))
             endpoint = Endpoint(name=name, capacity=capacity, breaker=CircuitBreaker(
                 threshold=config.breaker_failures, probe_initial_s=config.breaker_probe_s))
+            # A server may quote the key back in an error body: mask it wherever it goes.
+            register_secrets([key.get_secret_value()])
             client = AsyncOpenAI(
                 base_url=base_url, api_key=key.get_secret_value(), timeout=config.timeout_s,
                 # Retries happen in this module: across endpoints, feeding the breakers.
