@@ -37,6 +37,7 @@ from monitor.imaging import (
 )
 from monitor.mqtt import Box, MqttPublisher, SnapshotRef, StatusPayload, iso_time
 from monitor.outbox import Outbox
+from monitor.redaction import register_secrets
 from monitor.sampling import IntervalSampler
 from monitor.snapshots import SnapshotError, SnapshotStore, boxes_for
 from monitor.systemd import Notifier
@@ -68,6 +69,12 @@ STATUS_POLL_S = 0.5
 """How often camera statuses are checked for changes and stalls."""
 FRAME_WAIT_S = 1.0
 """Longest sleep of a sampler waiting for a new frame (it re-checks stopping after it)."""
+VERDICT_OVERDUE_INTERVALS = 3
+VERDICT_OVERDUE_MIN_S = 10.0
+"""Readiness: an online camera whose scene was last judged (a verdict, or the change gate
+keeping the last one) more than this many sampling intervals ago, and at least this many
+seconds, is reported "no verdict for N s" (a model that hangs says nothing else until its
+requests time out)."""
 
 
 @dataclass(slots=True)
@@ -87,6 +94,12 @@ class _Camera:
     """The last verdict reported a hazard: confirm now, and never skip it as unchanged."""
     status_signature: tuple[object, ...] | None = None
     status_published_at: float = 0.0
+    judged_at: float | None = None
+    """Monotonic time the camera's scene was last judged: a verdict arrived or the change
+    gate kept the last one. ``None`` before the first."""
+    online_since: float | None = None
+    """Monotonic time the stream last came online (``None`` while it is not)."""
+    interval_s: float = 2.0
 
 
 def stream_source(config: MonitorConfig, camera: CameraConfig) -> StreamSource:
@@ -111,6 +124,8 @@ class Daemon:
 
     def __init__(self, config: MonitorConfig) -> None:
         self.config = config
+        # Every text this process emits (logs, /readyz, MQTT) masks the configured secrets.
+        register_secrets(config.secret_values())
         self.metrics = Metrics()  # first: the publisher counts the events it stores
         # --- issue 5: durable outbox, evidence store, reconciliation with the previous run ---
         mqtt = config.mqtt
@@ -169,6 +184,11 @@ class Daemon:
                        for c in self._cameras.values() if not c.reader.status.online)
         reasons.extend(f"camera {c.config.id}: analysis failing: {c.last_error}"
                        for c in self._cameras.values() if c.last_error)
+        now = time.monotonic()
+        for camera in self._cameras.values():
+            overdue = verdict_overdue_s(camera, now)
+            if overdue is not None:
+                reasons.append(f"camera {camera.config.id}: no verdict for {overdue:.0f} s")
         # Outages of cameras, broker or model are reported but do not make us "not ready":
         # the pipeline itself runs and recovers on its own.
         return Readiness(ready=ready, reasons=tuple(reasons))
@@ -186,6 +206,7 @@ class Daemon:
                             area_threshold=defaults.change_threshold) if gate_on else None,
             roi=RegionOfInterest(tuple(camera.roi)) if camera.roi else None,
             confirm_min_gap_s=defaults.confirm_min_gap_s,
+            interval_s=config.camera_interval_s(camera),
         )
 
     def _start_camera(self, camera: _Camera) -> None:
@@ -286,6 +307,7 @@ class Daemon:
         """Apply a new configuration's cameras: added ones start, removed ones stop, changed
         ones restart; untouched cameras keep running. Other sections need a restart."""
         old = self.config
+        register_secrets(new.secret_values())  # new cameras' passwords
         for section in ("vlm", "mqtt", "telemetry", "logging"):
             if getattr(old, section) != getattr(new, section):
                 logger.warning("reload: [%s] changed; restart the daemon to apply it", section)
@@ -419,6 +441,10 @@ class Daemon:
             now = time.monotonic()
             for camera in list(self._cameras.values()):
                 status = camera.reader.check(now)
+                if not status.online:
+                    camera.online_since = None
+                elif camera.online_since is None:
+                    camera.online_since = now
                 signature = status.signature()
                 if signature != camera.status_signature \
                         or now - camera.status_published_at >= heartbeat:
@@ -461,6 +487,7 @@ class Daemon:
                 continue
             analysed = await self._analyse(camera, frame)
             if analysed is not None:
+                camera.judged_at = time.monotonic()
                 # The frame analysed may be newer than the one sampled (see _analyse).
                 verdict, frame = analysed
                 await self._handle_verdict(camera, verdict, frame)
@@ -498,6 +525,7 @@ class Daemon:
             if not camera.last_positive and not alert_on:
                 gate = camera.gate.check(thumbnail, now)
                 if not gate.analyse:
+                    camera.judged_at = now  # the last verdict still describes the scene
                     self.metrics.change_gate_skips.labels(camera_id).inc()
                     logger.debug("camera %s: scene %s; last verdict stands", camera_id,
                                  gate.reason)
@@ -650,6 +678,18 @@ class Daemon:
 
 _EVENT_WORDS = {EventType.START: "RAISED", EventType.UPDATE: "updated",
                 EventType.END: "cleared"}
+
+
+def verdict_overdue_s(camera: _Camera, now: float) -> float | None:
+    """Seconds since an online camera's scene was last judged, when that is overdue (see
+    :data:`VERDICT_OVERDUE_INTERVALS`), else ``None``. Counted from the later of the last
+    verdict and the stream coming online: an outage of the camera is reported as such."""
+    if camera.online_since is None:
+        return None
+    since = max(camera.judged_at or camera.online_since, camera.online_since)
+    quiet = now - since
+    limit = max(VERDICT_OVERDUE_MIN_S, VERDICT_OVERDUE_INTERVALS * camera.interval_s)
+    return quiet if quiet > limit else None
 
 
 def _frame_gap_s(status: StreamStatus) -> float | None:
