@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from monitor.config import apply_credentials, load_config
-from monitor.logs import JsonFormatter, RedactingFilter, under_journald
+from monitor.logs import JsonFormatter, RedactingFilter, setup_logging, under_journald
 
 
 def format_with(filter_: RedactingFilter, message: str, *args: object,
@@ -101,3 +101,47 @@ def test_no_credentials_directory_changes_nothing() -> None:
     data: dict[str, object] = {"mqtt": {"password": "x"}}
     apply_credentials(data, None)
     assert data == {"mqtt": {"password": "x"}}
+
+
+@pytest.mark.asyncio
+async def test_model_requests_are_not_logged_at_info() -> None:
+    """The OpenAI SDK's HTTP client logs every request at INFO ("HTTP Request: POST ...")
+    under its own logger name, which differs between releases (httpx, httpx2): none of
+    those lines reaches the daemon's log at INFO."""
+    from monitor.config import VlmConfig  # noqa: PLC0415
+    from monitor.imaging import encode_for_model  # noqa: PLC0415
+    from monitor.sim.scenes import PRESETS, render_frame  # noqa: PLC0415
+    from monitor.sim.server import SimServer  # noqa: PLC0415
+    from monitor.vlm import VlmClient  # noqa: PLC0415
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level,
+             {name: logging.getLogger(name).level for name in logging.root.manager.loggerDict})
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    sim = SimServer()
+    await sim.start()
+    try:
+        setup_logging("INFO", "text")
+        root.addHandler(Keep())
+        client = VlmClient(VlmConfig.model_validate({"base_url": sim.base_url,
+                                                     "max_retries": 0}))
+        image = encode_for_model(render_frame(PRESETS["quiet"](width=320, height=180), 1.0),
+                                 max_pixels=320 * 180)
+        try:
+            await client.analyse_image(image)
+        finally:
+            await client.aclose()
+    finally:
+        await sim.stop()
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        for name, level in saved[2].items():
+            logging.getLogger(name).setLevel(level)
+    assert sim.stats["ok"] == 1  # the request really went out and was answered
+    requests = [r for r in records if r.getMessage().startswith("HTTP Request")]
+    assert requests == [], [f"{r.name}: {r.getMessage()}" for r in requests]
