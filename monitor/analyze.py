@@ -131,11 +131,14 @@ async def read_image(spec: str, session: aiohttp.ClientSession | None = None) ->
         return data
     path = Path(spec)
     try:
-        return await asyncio.to_thread(path.read_bytes)
+        data = await asyncio.to_thread(path.read_bytes)
     except FileNotFoundError:
         raise ImageInputError(f"{spec}: no such file") from None
     except OSError as exc:
         raise ImageInputError(f"{spec}: cannot read ({exc.strerror})") from None
+    if not data:
+        raise ImageInputError(f"{spec}: the file is empty (0 bytes), not an image")
+    return data
 
 
 def _failure(exc: VlmError) -> Failure:
@@ -253,7 +256,10 @@ async def grab_frame(config: MonitorConfig, camera: CameraConfig) -> Any:
     reader.start()
     try:
         while (frame := reader.latest()) is None:
-            if time.monotonic() > deadline or not reader.is_alive():
+            # One connection only: its failure already says why (a 401 or a file that is no
+            # video cannot succeed on a retry, and a probe is a diagnosis, not a vigil).
+            failed = reader.status.reconnects > 0
+            if failed or time.monotonic() > deadline or not reader.is_alive():
                 status = reader.status
                 raise ProbeError(f"camera {camera.id}: no frame from "
                                  f"{status.url} ({status.last_error or 'timed out'})")

@@ -186,8 +186,14 @@ class RegionOfInterest:
 
 def decode_jpeg(data: bytes) -> BgrImage:
     """Decode JPEG/PNG bytes into a BGR image, or raise ``ValueError`` naming the problem."""
+    if not data:
+        # OpenCV asserts on an empty buffer (cv2.error) instead of returning None.
+        raise ValueError("cannot decode image: it is empty (0 bytes)")
     array = np.frombuffer(data, dtype=np.uint8)
-    image = cv2.imdecode(array, cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(array, cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise ValueError(f"cannot decode image ({len(data)} bytes): {exc.err or exc}") from None
     if image is None:
         raise ValueError(f"cannot decode image ({len(data)} bytes; not a JPEG/PNG?)")
     return np.asarray(image, dtype=np.uint8)

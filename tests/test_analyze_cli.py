@@ -9,6 +9,7 @@ import http.server
 import io
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -251,3 +252,49 @@ def test_probe_grabs_saves_and_analyses(sim: ThreadedSim, scene_clips: dict[str,
                            sim.server.base_url)
     assert code == 69
     assert "no camera 'nope'" in err
+
+
+def test_analyze_an_empty_file_says_so_and_exits_65(
+    sim: ThreadedSim, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    code, text, err = run_cli(capsys, "analyze", str(empty), "--base-url", sim.server.base_url)
+    assert code == 65, (text, err)
+    assert f"{empty}: the file is empty (0 bytes), not an image" in text
+    assert "Traceback" not in text + err
+
+
+def test_decoding_empty_bytes_is_a_named_error_not_an_opencv_assertion() -> None:
+    from monitor.imaging import decode_jpeg  # noqa: PLC0415
+
+    with pytest.raises(ValueError, match="empty"):
+        decode_jpeg(b"")
+
+
+@pytest.mark.rtsp
+def test_probe_stops_at_the_first_refusal(
+    sim: ThreadedSim, scene_clips: dict[str, Path], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A wrong password cannot succeed on a retry: one attempt, one warning, the reason."""
+    from tests.support.rtsp import RtspServer, rtsp_server_available  # noqa: PLC0415
+
+    available, reason = rtsp_server_available()
+    if not available:
+        pytest.skip(reason)
+    with RtspServer({"cam": scene_clips["quiet"]}, shared=True, user="viewer",
+                    password="right") as server:
+        config = tmp_path / "monitor.toml"
+        config.write_text(f'[[cameras]]\nid = "gate"\nurl = "{server.url("cam")}"\n'
+                          f'username = "viewer"\npassword = "wrong"\n', encoding="utf-8")
+        started = time.monotonic()
+        code, text, err = run_cli(capsys, "probe", "gate", "-c", str(config), "--out",
+                                  str(tmp_path / "frame.jpg"), "--base-url",
+                                  sim.server.base_url)
+        took = time.monotonic() - started
+    assert code == 69, (text, err)
+    assert "unauthorized" in err
+    assert took < 5.0  # no backoff: before, four attempts took about 11 s
+    warnings = [r for r in caplog.records if "reconnecting" in r.getMessage()]
+    assert len(warnings) <= 1, [r.getMessage() for r in warnings]
