@@ -71,14 +71,38 @@ def format_message(topic: str, payload: bytes, prefix: str) -> str | None:
     return None
 
 
+class TerminalView:
+    """The demo's terminal lines: :func:`format_message`, with a retained topic's line
+    printed only when what it says changes (a camera's status is republished when its
+    measured frame rate settles, or as a heartbeat: the terminal says "online" once)."""
+
+    def __init__(self, prefix: str) -> None:
+        self._prefix = prefix
+        self._shown: dict[str, str] = {}
+
+    def line(self, topic: str, payload: bytes, *, retained_topic: bool) -> str | None:
+        """The line to print for this message, or ``None``."""
+        line = format_message(topic, payload, self._prefix)
+        if line is None or not retained_topic:
+            return line
+        said = line.split("] ", 1)[-1]  # without the clock
+        if self._shown.get(topic) == said:
+            return None
+        self._shown[topic] = said
+        return line
+
+
 async def _print_alerts(host: str, port: int, prefix: str, ready: asyncio.Event) -> None:
+    view = TerminalView(prefix)
     async with aiomqtt.Client(host, port, identifier="monitor-demo-viewer") as client:
         await client.subscribe(f"{prefix}/#", qos=1)
         ready.set()
         async for message in client.messages:
             payload = message.payload
             if isinstance(payload, bytes | bytearray):
-                line = format_message(str(message.topic), bytes(payload), prefix)
+                topic = str(message.topic)
+                line = view.line(topic, bytes(payload),
+                                 retained_topic=topic != f"{prefix}/events")
                 if line:
                     print(line, flush=True)
 

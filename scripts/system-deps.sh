@@ -12,6 +12,8 @@ has_cmd() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/u
 # `python3 -m venv` needs ensurepip, which Debian ships separately (python3-venv).
 python3 -c "import ensurepip, venv" >/dev/null 2>&1 || missing+=(python3-venv)
 has_cmd mosquitto || missing+=(mosquitto)
+# The demo prints a `mosquitto_sub` command to watch the topics yourself.
+has_cmd mosquitto_sub || missing+=(mosquitto-clients)
 
 if [ "$mode" = "test" ]; then
   has_cmd ffmpeg || missing+=(ffmpeg)
