@@ -26,8 +26,11 @@ Stall detection comes from the stream's own frame rate (:func:`stall_timeout_s`)
 that delivers no packet for several frame intervals is reported offline (``check()``, polled by
 the daemon) and, once the rate is known, reopened after that long (FFmpeg's read timeout of the
 next connection is derived from it). Reconnects use capped exponential backoff with jitter and
-log the delay. Credentials are injected into the URL only for opening; every log line, status
-and error shows the redacted URL (:func:`~monitor.urls.redact_url`).
+log the delay; the cap is a few seconds in the first minute of an outage (short outages end
+fast), and only a connection that stayed up (``STABLE_CONNECTION_S``) ends an outage (a source
+that gives a frame and hangs up is not reopened every second). Credentials are injected into
+the URL only for opening; every log line, status and error shows the redacted URL
+(:func:`~monitor.urls.redact_url`).
 
 Exceptions::
 
@@ -78,6 +81,14 @@ StreamState = Literal["connecting", "online", "offline", "unauthorized", "stoppe
 
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 30.0
+BACKOFF_EARLY_CAP_S = 4.0
+"""Longest reconnect delay in the first ``BACKOFF_EARLY_S`` of an outage: with the time a
+connection takes, a camera that was gone up to a minute is read again within 5 s of answering."""
+BACKOFF_EARLY_S = 60.0
+STABLE_CONNECTION_S = 30.0
+"""A connection that delivered frames and lasted this long ends the outage (the backoff starts
+afresh when it breaks); a shorter one, however many frames it gave, does not: a source that
+gives a frame and hangs up would otherwise be reopened about once a second for ever."""
 
 STALL_MIN_S = 2.0
 """Shortest stall timeout: network jitter on a healthy high-fps stream stays well below it."""
@@ -243,10 +254,28 @@ def keyframe_needed(now: float, wanted_at: float, gop_s: float | None) -> bool:
     return now + KEYFRAME_SKIP_MARGIN * gop_s >= wanted_at
 
 
-def backoff_delay(attempt: int, rng: random.Random) -> float:
-    """Capped exponential backoff with jitter: about 1, 2, 4 ... 30 s, each 50-100 %."""
-    ceiling: float = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** min(attempt, 10))
-    return ceiling * rng.uniform(0.5, 1.0)
+def backoff_ceiling_s(attempt: int, outage_s: float) -> float:
+    """The longest wait before reconnect attempt ``attempt`` (0: the first) of an outage that
+    began ``outage_s`` seconds ago.
+
+    Exponential in the attempt (1, 2, 4 ... s), but at most ``BACKOFF_EARLY_CAP_S`` while the
+    outage is younger than ``BACKOFF_EARLY_S`` (a camera back from a reboot or a switch restart
+    is read again within seconds, not after a 16 s wait), then a cap that doubles every
+    ``BACKOFF_EARLY_S / 2`` up to ``BACKOFF_CAP_S``: a camera that stays dead is tried less
+    and less often.
+    """
+    exponential = BACKOFF_BASE_S * 2.0 ** min(attempt, 10)
+    late_s = max(0.0, outage_s - BACKOFF_EARLY_S)
+    cap = BACKOFF_EARLY_CAP_S * 2.0 ** min(late_s / (BACKOFF_EARLY_S / 2.0), 10.0) \
+        if outage_s >= BACKOFF_EARLY_S else BACKOFF_EARLY_CAP_S
+    return min(exponential, cap, BACKOFF_CAP_S)
+
+
+def backoff_delay(attempt: int, outage_s: float, rng: random.Random) -> float:
+    """Seconds to wait before reconnect attempt ``attempt`` of an outage ``outage_s`` old:
+    50-100 % of :func:`backoff_ceiling_s` (jitter, so that cameras that failed together do
+    not retry in step, while the lower half keeps a flapping camera from retrying in a loop)."""
+    return backoff_ceiling_s(attempt, outage_s) * rng.uniform(0.5, 1.0)
 
 
 # --- Values handed between threads. --------------------------------------------------------------
@@ -478,7 +507,7 @@ class CameraReader:
         self._sequence = 0
         self._taken = 0
         self._delivered = False
-        """The current connection delivered a frame (resets the backoff when it ends)."""
+        """The current connection delivered a frame (a long one that did ends the outage)."""
         self._wanted_at = 0.0
         self._waiter: Callable[[], None] | None = None
         self._meter = StreamMeter()
@@ -554,6 +583,7 @@ class CameraReader:
     def _run(self) -> None:
         camera = self.source.camera_id
         attempt = 0
+        outage_since: float | None = None  # the first failure since a stable connection
         while not self._stop.is_set():
             self._delivered = False
             connection_started = time.monotonic()
@@ -571,16 +601,19 @@ class CameraReader:
             except (av.error.FFmpegError, OSError, StreamError, RtspError, ValueError) as exc:
                 if self._stop.is_set():
                     break
+                ended = time.monotonic()
                 state: StreamState = "offline"
-                message = self._describe(exc, quiet_s=time.monotonic() - (
+                message = self._describe(exc, quiet_s=ended - (
                     self._meter.last_packet_at or connection_started))
                 if isinstance(exc, av.error.HTTPUnauthorizedError | RtspUnauthorizedError):
                     state = "unauthorized"
-                if self._delivered:
-                    attempt = 0  # it worked for a while: the backoff starts afresh
                 if self.source.is_file and self.source.loop and isinstance(exc, StreamEndedError):
                     continue  # play the file again at once: that is what loop means
-                delay = backoff_delay(attempt, self._rng)
+                if self._delivered and ended - connection_started >= STABLE_CONNECTION_S:
+                    outage_since = None  # it worked for a while: the backoff starts afresh
+                if outage_since is None:
+                    outage_since, attempt = ended, 0
+                delay = backoff_delay(attempt, ended - outage_since, self._rng)
                 attempt += 1
                 self._set_status(state=state, online=False, last_error=message,
                                  reconnects=self._status.reconnects + 1)

@@ -8,8 +8,11 @@ frame intervals, at least 2 s), well below the 10 s read timeout these readers a
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import random
+import re
 import signal
 import time
 from pathlib import Path
@@ -24,6 +27,7 @@ from tests.support.rtsp import RtspServer, rtsp_server_available
 FPS = 10
 READ_TIMEOUT_S = 10.0
 DERIVED_STALL_S = 2.0
+OUTAGE_S = 9.5
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +75,37 @@ def test_a_camera_that_hangs_after_a_reconnect_is_offline_within_its_derived_tim
         assert reader.status.last_error is not None
         assert reader.status.last_error.startswith("stalled")
         assert reader.status.stall_timeout_s == pytest.approx(DERIVED_STALL_S)
+
+
+def test_a_source_that_gives_one_frame_and_ends_is_reopened_less_and_less_often(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="monitor.capture")
+    scene = dataclasses.replace(PRESETS["quiet"](fps=FPS, gop=5), duration_s=0.1)
+    one_frame = write_scene(scene, tmp_path / "one-frame.mp4")
+    reader = CameraReader(StreamSource("cam", str(one_frame)), rng=random.Random(1))
+    with running(reader):
+        # Each connection delivers its frame, and still the delays grow: 0.5-1, 1-2, 2-4 s.
+        wait_until(lambda: reader.status.reconnects >= 3, 10, "three reconnects")
+        frames = reader.status.frames_read
+    assert frames >= 3  # every connection did deliver
+    delays = [float(delay) for delay in re.findall(r"stream ended; reconnecting in ([\d.]+) s",
+                                                   caplog.text)]
+    assert len(delays) >= 3, caplog.text
+    assert delays[0] <= delays[1] <= delays[2], delays
+    assert delays[2] >= 2.0, delays
+
+
+@pytest.mark.rtsp
+def test_a_camera_back_after_a_short_outage_is_read_again_within_5_s(clip: Path) -> None:
+    # Seeded so that the old backoff (1, 2, 4, 8, 16 s) would wait until 24.8 s into the
+    # outage: reconnect attempts at 0.9, 2.8, 4.9, 8.9 s, then none until 24.8 s.
+    with RtspServer({"cam": clip}, shared=True) as server, \
+            running(reader_for(server.url("cam"), rng=random.Random(84))) as reader:
+        wait_until(lambda: reader.status.online, 10, "online")
+        server.stop()
+        wait_until(lambda: not reader.status.online, 5, "offline once the server is gone")
+        time.sleep(OUTAGE_S)  # the outage itself: nothing to poll for
+        server.start()
+        took = wait_until(lambda: reader.status.online, 5.5, "online again")
+        assert took <= 5.0
+        assert reader.status.reconnects >= 4  # it did keep trying during the outage

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
 
-from monitor.capture import BACKOFF_CAP_S, backoff_delay
+from monitor.capture import BACKOFF_CAP_S, backoff_ceiling_s, backoff_delay
 from monitor.sampling import IntervalSampler
 from monitor.urls import redact_url, url_password, with_credentials
 
@@ -47,11 +48,33 @@ def test_interval_must_be_positive() -> None:
 
 def test_backoff_grows_with_jitter_and_is_capped() -> None:
     rng = random.Random(3)
-    delays = [backoff_delay(attempt, rng) for attempt in range(12)]
+    delays = [backoff_delay(attempt, 600.0, rng) for attempt in range(12)]
     assert 0.5 <= delays[0] <= 1.0
     assert 2.0 <= delays[2] <= 4.0
     assert all(delay <= BACKOFF_CAP_S for delay in delays)
     assert delays[-1] >= BACKOFF_CAP_S / 2
+
+
+def test_backoff_stays_short_in_the_first_minute_of_an_outage_then_grows() -> None:
+    # Attempts every 1, 2, 4 s and then at most every 4 s while the outage is under a
+    # minute: a camera that answers again is read within 4 s (plus the connection's time).
+    assert [backoff_ceiling_s(attempt, 0.0) for attempt in range(4)] == [1.0, 2.0, 4.0, 4.0]
+    assert all(backoff_ceiling_s(attempt, outage) <= 4.0
+               for attempt in range(40) for outage in (0.0, 15.0, 59.9))
+    # A camera that stays dead: the cap doubles every 30 s after the first minute, to 30 s.
+    late = [backoff_ceiling_s(30, outage) for outage in (60.0, 90.0, 120.0, 150.0, 3600.0)]
+    assert late == [4.0, 8.0, 16.0, 30.0, 30.0]
+    # Simulated: retries over an hour of outage, from the first failure.
+    rng = random.Random(7)
+    outage, attempt, tries = 0.0, 0, []
+    while outage < 3600.0:
+        tries.append(outage)
+        outage += backoff_delay(attempt, outage, rng)
+        attempt += 1
+    gaps = [(earlier, later - earlier) for earlier, later in itertools.pairwise(tries)]
+    assert max(gap for start, gap in gaps if start < 60.0) <= 4.0
+    assert 15 <= sum(start < 60.0 for start in tries) <= 30
+    assert min(gap for start, gap in gaps[-10:]) >= BACKOFF_CAP_S / 2  # an hour in: 15-30 s
 
 
 @pytest.mark.parametrize(
