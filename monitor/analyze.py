@@ -236,6 +236,11 @@ class ProbeError(Exception):
     """The camera gave no frame (the message says why) or is not configured."""
 
 
+class ProbeDataError(ProbeError):
+    """The camera's source opened but is not video (a text file, a still image): exit 65."""
+
+
+
 def find_camera(config: MonitorConfig, camera_id: str) -> CameraConfig:
     """The configured camera ``camera_id``, or :class:`ProbeError` listing the known ones."""
     for camera in config.cameras:
@@ -261,8 +266,9 @@ async def grab_frame(config: MonitorConfig, camera: CameraConfig) -> Any:
             failed = reader.status.reconnects > 0
             if failed or time.monotonic() > deadline or not reader.is_alive():
                 status = reader.status
-                raise ProbeError(f"camera {camera.id}: no frame from "
-                                 f"{status.url} ({status.last_error or 'timed out'})")
+                error = ProbeDataError if status.not_video else ProbeError
+                raise error(f"camera {camera.id}: no frame from "
+                            f"{status.url} ({status.last_error or 'timed out'})")
             await asyncio.sleep(0.05)  # the reader thread has no awaitable hand-off
         return frame
     finally:

@@ -37,7 +37,8 @@ Exceptions::
     Exception
     └── StreamError            (a connection ended; the reader reconnects)
         ├── StreamEndedError   (the stream reached its end)
-        └── StreamStalledError (packets arrive but no picture decodes)
+        ├── StreamStalledError (packets arrive but no picture decodes)
+        └── NotVideoError      (the source is no camera video: a text file, a still image)
 """
 
 from __future__ import annotations
@@ -111,6 +112,15 @@ SHRINK_FILTER = "BILINEAR"
 """swscale filter for shrinking to the model's size. swscale widens its bilinear filter by
 the shrink factor, so it does not alias: 1080p to the default budget comes out within 0.15
 grey levels (mean) of the area filter, at 1.1 ms instead of 1.9 ms."""
+VIDEO_CODECS = frozenset({"h264", "hevc", "mjpeg", "mpeg4", "mpeg2video", "mpeg1video", "h263",
+                          "vp8", "vp9", "av1", "rawvideo"})
+"""Codecs cameras, their recordings and V4L2 devices send. FFmpeg turns much else into
+pictures (text as ANSI art, GIFs, subtitles), none of which is a camera."""
+STILL_DEMUXERS = frozenset({"tty", "bin", "xbin", "idf", "adf", "image2", "image2pipe",
+                            "gif", "apng"})
+"""Demuxers of text-mode art and still images; ``*_pipe`` (single images) too."""
+NOT_VIDEO = "not a video stream"
+"""How the status and the log say that a source is no camera video (:class:`NotVideoError`)."""
 OPENCV_RETRIEVE_FRACTION = 0.25
 """OpenCV backend: convert a grabbed frame at most every interval x this (it cannot defer)."""
 
@@ -241,6 +251,19 @@ def choose_decode(mode: DecodeMode, interval_s: float, gop_s: float | None,
     if longest and interval_s < longest * (1.0 - GOP_TOLERANCE):
         return "all"
     return "keyframes"
+
+
+def video_refusal(format_name: str, codec: str | None) -> str | None:
+    """Why a source that FFmpeg opened with this demuxer (``format_name``, as FFmpeg names it:
+    ``tty``, ``mov,mp4,m4a,3gp,3g2,mj2`` ...) and video codec (``None``: no video track) is
+    not a camera, as the status text; ``None`` when it is camera video."""
+    if codec is None:
+        return f"{NOT_VIDEO}: {format_name} (no video track)"
+    if format_name in STILL_DEMUXERS or format_name.endswith("_pipe"):
+        return f"{NOT_VIDEO}: {format_name}/{codec} (text or a still image)"
+    if codec not in VIDEO_CODECS:
+        return f"{NOT_VIDEO}: {format_name}/{codec} (not a camera's video codec)"
+    return None
 
 
 def keyframe_needed(now: float, wanted_at: float, gop_s: float | None) -> bool:
@@ -392,6 +415,12 @@ class StreamStatus:
     frames_read: int = 0
     frames_dropped: int = 0
 
+    @property
+    def not_video(self) -> bool:
+        """Whether the last connection was refused as not camera video (see
+        :func:`video_refusal`): retrying will not help until the configuration changes."""
+        return self.last_error is not None and self.last_error.startswith(NOT_VIDEO)
+
     def signature(self) -> tuple[object, ...]:
         """The fields whose change is worth publishing (not the per-frame counters)."""
         return (self.state, self.online, self.width, self.height, self.codec,
@@ -447,6 +476,12 @@ class StreamEndedError(StreamError):
 
 class StreamStalledError(StreamError):
     """Packets keep arriving but no picture has decoded for too long."""
+
+
+class NotVideoError(StreamError):
+    """The source opens but is not camera video: a misconfiguration, not an outage (it is
+    retried with the usual backoff all the same, in case the file or URL gets fixed)."""
+
 
 
 def _keyframe_decoder(context: Any) -> Any:
@@ -613,6 +648,10 @@ class CameraReader:
                     outage_since = None  # it worked for a while: the backoff starts afresh
                 if outage_since is None:
                     outage_since, attempt = ended, 0
+                if isinstance(exc, NotVideoError):
+                    # A misconfiguration will not end by itself in a few seconds: no need for
+                    # the quick retries of a young outage (the log would repeat it every 4 s).
+                    outage_since = min(outage_since, ended - BACKOFF_EARLY_S)
                 delay = backoff_delay(attempt, ended - outage_since, self._rng)
                 attempt += 1
                 self._set_status(state=state, online=False, last_error=message,
@@ -754,15 +793,26 @@ class CameraReader:
             url = url.removeprefix("file://")
         if self.source.is_file and not Path(url).is_file():
             raise FileNotFoundError(f"no such file: {url}")
-        return av.open(url, format=fmt, options=options,
-                       timeout=(self.source.open_timeout_s, pyav_read_timeout))
+        try:
+            return av.open(url, format=fmt, options=options,
+                           timeout=(self.source.open_timeout_s, pyav_read_timeout))
+        except av.error.InvalidDataError as exc:
+            # A file, or an HTTP answer, in which FFmpeg finds nothing it can read (timeouts
+            # end in other errors there). Over RTSP this is also how a silent camera ends.
+            if self.source.is_file:
+                raise NotVideoError(f"{NOT_VIDEO}: the file cannot be decoded "
+                                    f"({exc.strerror})") from exc
+            if url.startswith(("http://", "https://")):
+                raise NotVideoError(f"{NOT_VIDEO}: what the server sends cannot be decoded "
+                                    f"({exc.strerror})") from exc
+            raise
 
     def _read_pyav(self) -> bool:
         self._meter.reset_connection()
         container = self._open_pyav()
         delivered = False
         try:
-            stream = container.streams.video[0]
+            stream = self._video_stream(container)
             context = stream.codec_context
             context.thread_count = 1
             keyframe_decoder = _keyframe_decoder(context)
@@ -832,6 +882,16 @@ class CameraReader:
                         self.source.interval_s)
         self._refresh_measurements(wanted)
         return wanted
+
+    @staticmethod
+    def _video_stream(container: Any) -> Any:
+        """The container's video stream, or :class:`NotVideoError` if it is no camera's."""
+        video = container.streams.video
+        refusal = video_refusal(container.format.name,
+                                video[0].codec_context.name if video else None)
+        if refusal is not None:
+            raise NotVideoError(refusal)
+        return video[0]
 
     @staticmethod
     def _packets(container: Any, stream: Any) -> Iterator[Any]:

@@ -239,7 +239,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def cmd_probe(args: argparse.Namespace) -> int:
     """``monitor probe CAMERA``: grab one frame of a configured camera, save, analyse."""
-    from monitor.analyze import ProbeError, exit_code, format_result, probe_camera  # noqa: PLC0415
+    from monitor.analyze import (  # noqa: PLC0415
+        EX_DATAERR,
+        ProbeDataError,
+        ProbeError,
+        exit_code,
+        format_result,
+        probe_camera,
+    )
 
     setup_logging(args.log_level or "WARNING")
     config = _model_config(args)
@@ -248,7 +255,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         result = asyncio.run(probe_camera(config, args.camera, out))
     except ProbeError as exc:
         emit(f"probe: {exc}", file=sys.stderr)
-        return EX_UNAVAILABLE
+        return EX_DATAERR if isinstance(exc, ProbeDataError) else EX_UNAVAILABLE
     if args.json:
         emit(json.dumps(result.to_json(), ensure_ascii=False, indent=2))
     else:
