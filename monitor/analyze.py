@@ -240,7 +240,6 @@ class ProbeDataError(ProbeError):
     """The camera's source opened but is not video (a text file, a still image): exit 65."""
 
 
-
 def find_camera(config: MonitorConfig, camera_id: str) -> CameraConfig:
     """The configured camera ``camera_id``, or :class:`ProbeError` listing the known ones."""
     for camera in config.cameras:

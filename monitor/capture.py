@@ -935,15 +935,20 @@ class CameraReader:
             changes["stall_timeout_s"] = stall
         if changes:
             self._set_status(**changes)
+        if status.fps is None and "fps" in changes:
+            logger.info("camera %s: %.1f fps measured (stall timeout %.1f s)",
+                        self.source.camera_id, changes["fps"], stall)
 
     def _on_online(self, width: int, height: int, codec: str, mode: DecodeChoice) -> None:
-        fps = self._meter.fps
-        logger.info("camera %s: online (%dx%d %s, %s fps, decoding %s) at %s",
-                    self.source.camera_id, width, height, codec,
-                    f"{fps:.1f}" if fps else "?", mode, self.source.redacted_url)
+        fps = self._meter.known_fps or self._status.fps
+        # The first picture often comes before the rate is measured (three packets): the
+        # line then says so, and another one gives the rate once it is known.
+        rate = f"{fps:.1f} fps" if fps else "frame rate not measured yet"
+        logger.info("camera %s: online (%dx%d %s, %s, decoding %s) at %s",
+                    self.source.camera_id, width, height, codec, rate, mode,
+                    self.source.redacted_url)
         self._set_status(state="online", online=True, last_error=None, width=width,
-                         height=height, codec=codec, decode=mode,
-                         fps=fps if fps else self._status.fps)
+                         height=height, codec=codec, decode=mode, fps=fps)
 
     # --- OpenCV. ---
 

@@ -109,3 +109,17 @@ def test_a_camera_back_after_a_short_outage_is_read_again_within_5_s(clip: Path)
         took = wait_until(lambda: reader.status.online, 5.5, "online again")
         assert took <= 5.0
         assert reader.status.reconnects >= 4  # it did keep trying during the outage
+
+
+@pytest.mark.rtsp
+def test_the_log_gives_the_frame_rate_of_a_camera_that_comes_online(
+        clip: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="monitor.capture")
+    with RtspServer({"cam": clip}, shared=True) as server, \
+            running(reader_for(server.url("cam"))) as reader:
+        wait_until(lambda: reader.status.fps is not None, 10, "the frame rate measured")
+        # In the online line when it is known at the first picture, or in a line of its own.
+        wait_until(lambda: re.search(r"camera cam: (online \(640x360 h264, )?(9\.\d|10\.\d) fps",
+                                     caplog.text) is not None, 2, "a log line with the rate")
+    assert "? fps" not in caplog.text
+    assert "camera cam: online (640x360 h264, " in caplog.text
