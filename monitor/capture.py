@@ -63,6 +63,7 @@ import cv2
 import numpy as np
 import simplejpeg
 
+from monitor.errors import exception_reason
 from monitor.imaging import BgrImage, GreyImage
 from monitor.rtsp import (
     RtspError,
@@ -664,7 +665,7 @@ class CameraReader:
     def _describe(self, exc: BaseException, quiet_s: float | None = None) -> str:
         """An error text with the stream's password scrubbed from it. ``quiet_s``: seconds
         since the last video packet (or since connecting, when none came)."""
-        text = str(exc) or type(exc).__name__
+        text = exception_reason(exc)
         timeout = self._status.stall_timeout_s or self.source.read_timeout_s
         if isinstance(exc, av.error.HTTPUnauthorizedError):
             text = ("unauthorized: the camera refused the credentials (401); check the "

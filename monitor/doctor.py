@@ -23,6 +23,7 @@ from openai import AsyncOpenAI
 from monitor.capture import CameraReader
 from monitor.config import ConfigError, MonitorConfig, load_config
 from monitor.daemon import stream_source
+from monitor.errors import exception_reason
 from monitor.mqtt import AckingClient
 from monitor.urls import redact_url
 
@@ -111,7 +112,7 @@ async def check_model(config: MonitorConfig) -> CheckResult:
         page = await client.models.list()
         names = [model.id for model in page.data]
     except openai.APIConnectionError as exc:
-        reason = exc.__cause__ or exc
+        reason = exception_reason(exc.__cause__ or exc)
         return _fail("model server", f"{where}: cannot connect ({reason})")
     except openai.APIStatusError as exc:
         return _fail("model server", f"{where}: HTTP {exc.status_code}")
