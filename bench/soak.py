@@ -8,13 +8,14 @@ turn) as local files looped in real time, so no RTSP server shares the cores wit
 the ``fire``, ``smoke`` and ``no_helmet`` scenes raise and end alerts every loop, so events
 (fsynced outbox commits), snapshots and retained state flow all the time.
 
-Every ``--sample-s`` seconds it samples the daemon: VmRSS and Threads from
-``/proc/<pid>/status``, open file descriptors (``/proc/<pid>/fd``), CPU (``/proc/<pid>/stat``)
-and, from ``/metrics``, the event-loop lag (``monitor_event_loop_lag_seconds``, the latest 0.5 s
-check, and ``..._max_seconds``, the worst of the last 60 s), frames sampled, model requests
-answered and cameras online. The first sample after ``--warmup-s`` is the start, the last one
-the end. Verdict: RSS growth at most 5 % and descriptors and threads flat (no more at the end
-than at the start).
+Every ``--sample-s`` seconds (60, or 10 in runs under 10 minutes) it samples the daemon: VmRSS
+and Threads from ``/proc/<pid>/status`` (threads: the fewest of 5 reads 0.1 s apart, and the
+most as ``thr seen``; see :data:`THREAD_READS`), open file descriptors (``/proc/<pid>/fd``),
+CPU (``/proc/<pid>/stat``) and, from ``/metrics``, the event-loop lag
+(``monitor_event_loop_lag_seconds``, the latest 0.5 s check, and ``..._max_seconds``, the worst
+of the last 60 s), frames sampled, model requests answered and cameras online. The first sample
+after ``--warmup-s`` is the start, the last one the end. Verdict: RSS growth at most 5 % and
+descriptors and threads flat (no more at the end than at the start).
 
 Usage (from the repository root)::
 
@@ -45,6 +46,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "monitor-bench"
 SCENES = ("fire", "smoke", "no_helmet", "quiet")
 RSS_GROWTH_LIMIT = 0.05
+THREAD_READS = 5
+"""Reads of the thread count per sample, 0.1 s apart, of which the smallest counts: FFmpeg
+starts and ends worker threads of its own (libavutil slice threads, two per decoder or scaler
+here) as streams loop and frames are converted, so one read catches a passing crowd."""
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -88,6 +93,9 @@ class Sample:
     elapsed_s: float
     rss_kib: int
     threads: int
+    """The fewest of :data:`THREAD_READS` reads: the threads that stay."""
+    threads_seen: int
+    """The most of those reads (transient FFmpeg workers included)."""
     fds: int
     cpu_s: float
     lag_s: float | None
@@ -130,8 +138,12 @@ def metric_sums(text: str) -> dict[str, float]:
 async def sample(pid: int, started: float, http: aiohttp.ClientSession,
                  metrics_url: str) -> Sample:
     """Read ``/proc`` and ``/metrics`` for the daemon ``pid``."""
-    rss, threads = proc_status(pid)
+    rss, _ = proc_status(pid)
     fds = open_fds(pid)
+    counts = []
+    for _ in range(THREAD_READS):
+        counts.append(proc_status(pid)[1])
+        await asyncio.sleep(0.1)
     cpu = proc_cpu_s(pid)
     try:
         async with http.get(metrics_url, timeout=aiohttp.ClientTimeout(total=10)) as response:
@@ -139,7 +151,8 @@ async def sample(pid: int, started: float, http: aiohttp.ClientSession,
     except (aiohttp.ClientError, TimeoutError):
         sums = {}
     return Sample(
-        elapsed_s=time.monotonic() - started, rss_kib=rss, threads=threads, fds=fds, cpu_s=cpu,
+        elapsed_s=time.monotonic() - started, rss_kib=rss, threads=min(counts),
+        threads_seen=max(counts), fds=fds, cpu_s=cpu,
         lag_s=sums.get("monitor_event_loop_lag_seconds"),
         lag_max_s=sums.get("monitor_event_loop_lag_max_seconds"),
         frames_sampled=sums.get("monitor_frames_sampled_total", 0.0),
@@ -158,13 +171,15 @@ def row(current: Sample, previous: Sample | None, events: int, marker: str = "")
     else:
         cpu = f"{(current.cpu_s - previous.cpu_s) / (current.elapsed_s - previous.elapsed_s):.0%}"
     return (f"{current.elapsed_s:>7.0f} {current.rss_kib / 1024:>8.1f} {current.fds:>5} "
-            f"{current.threads:>7} {cpu:>5} {_ms(current.lag_s):>8} {_ms(current.lag_max_s):>9} "
+            f"{current.threads:>7} {current.threads_seen:>8} {cpu:>5} {_ms(current.lag_s):>8} "
+            f"{_ms(current.lag_max_s):>9} "
             f"{current.cameras_online:>6.0f} {current.frames_sampled:>8.0f} "
             f"{current.answered:>8.0f} {events:>7} {marker}")
 
 
-HEADER = (f"{'t s':>7} {'RSS MiB':>8} {'fds':>5} {'threads':>7} {'CPU':>5} {'lag ms':>8} "
-          f"{'lagmax ms':>9} {'online':>6} {'sampled':>8} {'answered':>8} {'events':>7}")
+HEADER = (f"{'t s':>7} {'RSS MiB':>8} {'fds':>5} {'threads':>7} {'thr seen':>8} {'CPU':>5} "
+          f"{'lag ms':>8} {'lagmax ms':>9} {'online':>6} {'sampled':>8} {'answered':>8} "
+          f"{'events':>7}")
 
 
 class Subscriber:
@@ -322,7 +337,8 @@ def report(args: argparse.Namespace, samples: list[Sample], code: int, log_path:
     for line in lines:
         print("  " + line)
     print(f"  RSS peak {max(s.rss_kib for s in samples) / 1024:.1f} MiB; threads peak "
-          f"{max(s.threads for s in samples)}; fds peak {max(s.fds for s in samples)}; worst "
+          f"{max(s.threads for s in samples)} (with FFmpeg's transient workers: "
+          f"{max(s.threads_seen for s in samples)}); fds peak {max(s.fds for s in samples)}; worst "
           f"loop lag seen {_ms(peak.lag_max_s)} ms (at {peak.elapsed_s:.0f} s)")
     sampled = end.frames_sampled - start.frames_sampled
     print(f"  daemon CPU {cpu:.0%} of one core; frames sampled {sampled:.0f},"
@@ -348,6 +364,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vlm-latency", type=float, default=0.1,
                         help="the simulator's seconds per request")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where clips are kept")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the configuration, state and logs here (default: a "
+                             "temporary directory, removed afterwards)")
     args = parser.parse_args(argv)
     short = args.minutes < 10
     if args.warmup_s is None:
@@ -359,8 +378,12 @@ def main(argv: list[str] | None = None) -> None:
           f"every {args.sample_s:.0f} s; simulator latency {args.vlm_latency:g} s; "
           f"{os.cpu_count()} cores, load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="monitor-soak-") as tmp:
-        ok = asyncio.run(soak(args, Path(tmp)))
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        ok = asyncio.run(soak(args, args.workdir.resolve()))
+    else:
+        with tempfile.TemporaryDirectory(prefix="monitor-soak-") as tmp:
+            ok = asyncio.run(soak(args, Path(tmp)))
     raise SystemExit(0 if ok else 1)
 
 
