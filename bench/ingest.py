@@ -19,7 +19,8 @@ whose keyframes are large (~140 KB) next to small P-frames, as a fixed camera's 
 ``testsrc2``, FFmpeg's moving test pattern encoded with the command in ``rtsp-lab.md``, where
 the issue's reference figures were measured (keyframes ~42 KB, large P-frames).
 
-Figures: client CPU seconds per camera-minute (process CPU time, not wall clock), peak RSS,
+Figures: client CPU seconds per camera-minute (process CPU time, not wall clock), peak RSS
+and memory per camera (peak RSS minus the RSS just before the readers started, divided by N),
 frame age at sampling (p50, p99: how far behind the live stream the sampled frame is), the RTSP
 server's own CPU (separately and in the total), the ratio a/b, and the largest N that (b)
 sustains below 80 % of all cores in total (server included) with every camera sampled on time
@@ -184,6 +185,7 @@ def _sample_threads(read: Callable[[int, str], None], shared: _Readers, *, inter
     ``interval`` (the naive readers' sampler), measuring the window."""
     threads = [threading.Thread(target=read, args=(i, url), daemon=True)
                for i, url in enumerate(shared.urls)]
+    rss_before = _rss_mb()
     for thread in threads:
         thread.start()
     time.sleep(warmup)
@@ -205,7 +207,8 @@ def _sample_threads(read: Callable[[int, str], None], shared: _Readers, *, inter
     cpu = time.process_time() - start_cpu
     print("WINDOW END", flush=True)
     shared.stop.set()
-    return _summary(cpu, time.monotonic() - start, shared.ages, interval, duration)
+    return _summary(cpu, time.monotonic() - start, shared.ages, interval, duration,
+                    rss_before_mb=rss_before)
 
 
 def _client_bare(urls: list[str], interval: float, warmup: float, duration: float,
@@ -324,6 +327,7 @@ def _client_monitor(  # noqa: PLR0915 - one closure-heavy function keeps the mod
 
     async def main() -> dict[str, Any]:
         tasks = [asyncio.create_task(camera(i)) for i in range(len(readers))]
+        rss_before = _rss_mb()
         for reader in readers:
             reader.start()
         deadline = time.monotonic() + warmup
@@ -349,7 +353,8 @@ def _client_monitor(  # noqa: PLR0915 - one closure-heavy function keeps the mod
             task.cancel()
         for reader in readers:
             reader.stop()
-        summary = _summary(cpu, time.monotonic() - start, ages, interval, duration)
+        summary = _summary(cpu, time.monotonic() - start, ages, interval, duration,
+                           rss_before_mb=rss_before)
         summary["encoded"] = sum(encoded)
         summary["decode_modes"] = sorted({r.status.decode or "-" for r in readers})
         summary["offline"] = offline
@@ -387,13 +392,22 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+def _rss_mb() -> float:
+    """The process's resident memory now, in MB (``VmRSS``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
 def _summary(cpu: float, wall: float, ages: list[_Ages], interval: float,
-             duration: float) -> dict[str, Any]:
+             duration: float, *, rss_before_mb: float) -> dict[str, Any]:
     all_ages = sorted(age for camera in ages for age in camera.ages())
     counts = [len(camera.samples) for camera in ages]
     return {
         "cpu_s": cpu, "wall_s": wall, "cameras": len(ages),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "rss_before_mb": rss_before_mb,
         "age_p50": _percentile(all_ages, 0.50), "age_p99": _percentile(all_ages, 0.99),
         "samples_min": min(counts, default=0), "samples_expected": int(duration / interval),
     }
@@ -455,6 +469,13 @@ class RunResult:
         wall = float(self.client["wall_s"])
         return (float(self.client["cpu_s"]) + self.server_cpu_s) / wall / cores
 
+    @property
+    def mb_per_camera(self) -> float:
+        """Memory per camera: peak RSS minus the RSS just before the readers started (the
+        imports, the process itself), divided by N."""
+        c = self.client
+        return (float(c["peak_rss_mb"]) - float(c["rss_before_mb"])) / self.cameras
+
     def on_time(self, interval: float) -> bool:
         c = self.client
         return bool(c["age_p99"] <= interval + AGE_SLACK_S
@@ -478,7 +499,7 @@ class RunResult:
                 f" client {self.client_per_cam_min:6.2f} CPU-s/cam-min"
                 f" | server {self.server_per_cam_min:5.2f}"
                 f" | total {self.total_share:6.1%} of {os.cpu_count()} cores"
-                f" | peak RSS {c['peak_rss_mb']:7.1f} MB"
+                f" | peak RSS {c['peak_rss_mb']:7.1f} MB ({self.mb_per_camera:4.1f} MB/cam)"
                 f" | age p50 {c['age_p50']:.2f} s p99 {c['age_p99']:.2f} s"
                 f" | samples/cam min {c['samples_min']}/{c['samples_expected']}"
                 f"{' on time' if self.on_time(interval) else ' LATE'}{extra}")
@@ -519,6 +540,7 @@ def _compare(args: argparse.Namespace, clip: Path) -> None:
     """(a) and (b) at N = ``--compare``, alternating ``--repeat`` times (machine noise moves
     both; alternating pairs and the median ratio keep one slow minute from deciding)."""
     ratios: list[float] = []
+    memories: list[float] = []
     for _ in range(max(1, args.repeat)):
         baseline = ours = None
         if args.only != "monitor":
@@ -527,6 +549,7 @@ def _compare(args: argparse.Namespace, clip: Path) -> None:
         if args.only != "baseline":
             ours = run_once("monitor", args.compare, clip, args)
             print(ours.line(args.interval), flush=True)
+            memories.append(ours.mb_per_camera)
         if baseline is None or ours is None:
             continue
         if args.bare:
@@ -541,12 +564,17 @@ def _compare(args: argparse.Namespace, clip: Path) -> None:
             (ours.client_per_cam_min + ours.server_per_cam_min)
         print(f"  ratio a/b at N={args.compare}: {ratio:.1f}x client CPU "
               f"({total_ratio:.1f}x with the server's share)"
-              f"{'' if baseline.sustained(args.interval) else ' (baseline NOT keeping up)'}",
-              flush=True)
+              f"{'' if baseline.sustained(args.interval) else ' (baseline NOT keeping up)'}"
+              f"; (b) memory {ours.mb_per_camera:.1f} MB per camera "
+              f"(baseline {baseline.mb_per_camera:.1f})", flush=True)
     if len(ratios) > 1:
         print(f"  ratio a/b at N={args.compare}, median of {len(ratios)} alternating pairs: "
               f"{statistics.median(ratios):.1f}x "
               f"({', '.join(f'{ratio:.1f}' for ratio in ratios)})", flush=True)
+    if len(memories) > 1:
+        print(f"  (b) memory per camera at N={args.compare}, median of {len(memories)} runs: "
+              f"{statistics.median(memories):.1f} MB "
+              f"({', '.join(f'{memory:.1f}' for memory in memories)})", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
