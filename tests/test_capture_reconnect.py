@@ -62,19 +62,24 @@ def test_a_camera_that_hangs_after_a_reconnect_is_offline_within_its_derived_tim
                    15, "online again after the restart")
         # The new connection has not measured its own rate yet: the last one stands in.
         assert reader.status.stall_timeout_s == pytest.approx(DERIVED_STALL_S)
+        # FFmpeg's RTSP demuxer still hands out the packet its reorder queue held when the
+        # socket went quiet, up to one timeout later (measured): that much slack for it.
+        slack = DERIVED_STALL_S if client == "ffmpeg" else 0.0
         os.kill(server.pid, signal.SIGSTOP)  # the camera hangs: TCP stays open, no data
         try:
             took = wait_until(lambda: not reader.check(time.monotonic()).online,
-                              DERIVED_STALL_S + 1.5, "offline while the server is frozen")
+                              DERIVED_STALL_S + slack + 1.5, "offline while the server is frozen")
+            stalled = reader.status
             # ... and given up after that long too (the connection's own read timeout).
-            wait_until(lambda: reader.status.reconnects >= 2, DERIVED_STALL_S + 2.0,
+            wait_until(lambda: reader.status.reconnects >= 2, DERIVED_STALL_S + slack + 2.0,
                        "a reconnect after the derived timeout")
         finally:
             os.kill(server.pid, signal.SIGCONT)
         assert took >= DERIVED_STALL_S - 0.5  # not before the stream is actually overdue
-        assert reader.status.last_error is not None
-        assert reader.status.last_error.startswith("stalled")
-        assert reader.status.stall_timeout_s == pytest.approx(DERIVED_STALL_S)
+        assert stalled.last_error is not None
+        assert stalled.last_error.startswith(
+            ("stalled", f"no data within the read timeout ({DERIVED_STALL_S:.1f} s)"))
+        assert stalled.stall_timeout_s == pytest.approx(DERIVED_STALL_S)
 
 
 def test_a_source_that_gives_one_frame_and_ends_is_reopened_less_and_less_often(
