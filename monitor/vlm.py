@@ -46,6 +46,7 @@ from openai import AsyncOpenAI
 
 from monitor.config import EndpointConfig, VlmConfig
 from monitor.endpoints import CircuitBreaker, Endpoint, EndpointPool, NoEndpointError
+from monitor.errors import exception_reason
 from monitor.imaging import EncodedImage
 from monitor.prompts import build_messages
 from monitor.redaction import redact, register_secrets
@@ -335,7 +336,8 @@ class VlmClient:
         except openai.APITimeoutError:
             raise _RetryableError(f"no answer within {config.timeout_s:g} s") from None
         except openai.APIConnectionError as exc:
-            raise _RetryableError(f"cannot connect ({exc.__cause__ or exc})") from None
+            reason = exception_reason(exc.__cause__ or exc)
+            raise _RetryableError(f"cannot connect ({reason})") from None
         except openai.APIStatusError as exc:
             detail = _error_message(exc)
             if exc.status_code >= 500 or exc.status_code in (408, 429):
@@ -388,7 +390,7 @@ class VlmClient:
         except openai.APITimeoutError:
             return "probe timed out"
         except openai.APIConnectionError as exc:
-            return f"cannot connect ({exc.__cause__ or exc})"
+            return f"cannot connect ({exception_reason(exc.__cause__ or exc)})"
         except openai.APIStatusError as exc:
             if exc.status_code >= 500:
                 return f"HTTP {exc.status_code} to GET /v1/models"

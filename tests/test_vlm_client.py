@@ -194,7 +194,7 @@ async def test_image_too_large_for_the_context_is_explained() -> None:
     ("500", VlmUnavailableError, "HTTP 500"),
     ("503", VlmUnavailableError, "HTTP 503"),
     ("429", VlmUnavailableError, "HTTP 429"),
-    ("reset", VlmUnavailableError, "cannot connect"),
+    ("reset", VlmUnavailableError, r"cannot connect \([^)]+\)"),  # a reason, never "()"
     ("bad_body", VlmAnswerError, "unusable response"),
     ("malformed_json", VlmAnswerError, "malformed JSON"),
     ("schema_violation", VlmAnswerError, "does not match the schema"),
