@@ -61,7 +61,7 @@ from monitor.imaging import EncodedImage, encode_for_model, smart_resize
 from monitor.prompts import SYSTEM_PROMPTS, instructions
 from monitor.sim.scenes import BgrImage, Scene, ScriptedObject, render_frame
 from monitor.sim.server import SimServer, estimate_text_tokens
-from monitor.tracker import HazardTracker
+from monitor.tracker import HazardTracker, TrackerSettings
 from monitor.verdict import Hazard
 from monitor.vlm import PIXEL_BUDGET_PRESETS, VlmClient
 
@@ -266,7 +266,7 @@ async def monitor_shape(sim: SimServer, scene: Scene, duration: float, *,
     defaults = DefaultsConfig()
     gate = ChangeGate(max_verdict_age_s=defaults.max_verdict_age_s,
                       area_threshold=defaults.change_threshold)
-    tracker = HazardTracker("bench", list(Hazard), defaults.tracker_settings())
+    tracker = HazardTracker("bench", list(Hazard), TrackerSettings.from_config(defaults))
     config = VlmConfig(base_url=sim.base_url)
     client = VlmClient(config)
     tokens = requests = 0

@@ -291,7 +291,7 @@ async def probe_camera(config: MonitorConfig, camera_id: str, out: Path) -> Imag
     try:
         result = await analyse_bytes(client, config.vlm, str(out), jpeg.tobytes(),
                                      context=camera.context,
-                                     hazards=config.camera_hazards(camera))
+                                     hazards=[Hazard(h) for h in config.camera_hazards(camera)])
     finally:
         await client.aclose()
     return ImageResult(result.source, analysis=result.analysis, failure=result.failure,

@@ -17,8 +17,10 @@ import os
 import re
 import socket
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -31,10 +33,11 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from monitor.imaging import RegionOfInterest
-from monitor.tracker import TrackerSettings, UncertainMode
-from monitor.urls import redact_url, url_password
-from monitor.verdict import Hazard
+from monitor.redaction import redact
+
+HazardName = Literal["fire", "smoke", "no_helmet"]
+"""The hazards a camera can watch (the model's answer names them the same way)."""
+HAZARD_NAMES: tuple[HazardName, ...] = get_args(HazardName)
 
 DEFAULT_CONFIG_PATH = Path("/etc/monitor/monitor.toml")
 EX_CONFIG = 78
@@ -56,11 +59,35 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _url_password(url: str) -> str | None:
+    """The password embedded in ``url``, if any (so it is masked like the others)."""
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
+def roi_problem(points: Sequence[tuple[float, float]]) -> str | None:
+    """What is wrong with a region of interest, or ``None``: 2 points (rectangle corners)
+    or 3 or more (polygon), fractions of the frame, with an area."""
+    if len(points) < 2:
+        return (f"a region of interest needs 2 points (rectangle) or 3 or more (polygon), "
+                f"got {len(points)}")
+    for x, y in points:
+        if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+            return f"region of interest points are fractions of the frame (0..1), got ({x}, {y})"
+    xs = [x for x, _ in points]
+    ys = [y for _, y in points]
+    if max(xs) - min(xs) <= 0 or max(ys) - min(ys) <= 0:
+        return f"region of interest {list(points)} has no area"
+    return None
+
+
 def _api_root(value: str) -> str:
     """An http(s) API root such as ``http://127.0.0.1:8000/v1``, without trailing ``/``."""
     if not re.match(r"^https?://[^/\s]+", value):
         raise ValueError(f"expected an http(s) URL such as http://127.0.0.1:8000/v1, "
-                         f"got {redact_url(value)!r}")
+                         f"got {redact(value)!r}")
     return value.rstrip("/")
 
 
@@ -283,15 +310,8 @@ class DefaultsConfig(_Section):
                              f"confirm_frames ({self.confirm_frames})")
         return self
 
-    def tracker_settings(self) -> TrackerSettings:
-        """The hazard tracker's rules."""
-        return TrackerSettings(
-            confirm_frames=self.confirm_frames, window_frames=self.window_frames,
-            clear_frames=self.clear_frames, clear_after_s=self.clear_after_s,
-            cooldown_s=self.cooldown_s, uncertain=UncertainMode(self.uncertain),
-        )
-    hazards: list[Hazard] = Field(
-        default_factory=lambda: list(Hazard), min_length=1,
+    hazards: list[HazardName] = Field(
+        default_factory=lambda: list(HAZARD_NAMES), min_length=1,
         description="Hazards watched: fire, smoke, no_helmet.",
     )
     open_timeout_s: float = Field(
@@ -356,7 +376,7 @@ class CameraConfig(_Section):
     )
     interval_s: float | None = Field(default=None, gt=0, le=3600,
                                      description="Overrides defaults.interval_s.")
-    hazards: list[Hazard] | None = Field(default=None, min_length=1,
+    hazards: list[HazardName] | None = Field(default=None, min_length=1,
                                          description="Overrides defaults.hazards.")
     context: str = Field(
         default="", max_length=500,
@@ -379,11 +399,9 @@ class CameraConfig(_Section):
     def _roi(cls, value: list[tuple[float, float]] | None) -> list[tuple[float, float]] | None:
         if value is None:
             return None
-        try:
-            RegionOfInterest(tuple(value))
-        except ValueError as exc:
-            raise ValueError(f"{exc}; e.g. roi = [[0.0, 0.5], [1.0, 1.0]] for the lower half")\
-                from None
+        problem = roi_problem(value)
+        if problem:
+            raise ValueError(f"{problem}; e.g. roi = [[0.0, 0.5], [1.0, 1.0]] for the lower half")
         return value
 
     @field_validator("id")
@@ -494,7 +512,7 @@ class MonitorConfig(BaseSettings):
         """The sampling interval that applies to ``camera``."""
         return camera.interval_s if camera.interval_s is not None else self.defaults.interval_s
 
-    def camera_hazards(self, camera: CameraConfig) -> list[Hazard]:
+    def camera_hazards(self, camera: CameraConfig) -> list[HazardName]:
         """The hazards watched on ``camera``."""
         return camera.hazards if camera.hazards is not None else self.defaults.hazards
 
@@ -508,7 +526,7 @@ class MonitorConfig(BaseSettings):
         for camera in self.cameras:
             if camera.password is not None:
                 secrets.append(camera.password.get_secret_value())
-            embedded = url_password(camera.url)
+            embedded = _url_password(camera.url)
             if embedded:
                 secrets.append(embedded)
         placeholder = VlmConfig.model_fields["api_key"].get_default(call_default_factory=True)
@@ -519,10 +537,10 @@ class MonitorConfig(BaseSettings):
         """The effective configuration as plain data with every secret masked."""
         data = self.model_dump(mode="json")
         for camera in data["cameras"]:
-            camera["url"] = redact_url(camera["url"])
-        data["vlm"]["base_url"] = redact_url(data["vlm"]["base_url"])
+            camera["url"] = redact(camera["url"])
+        data["vlm"]["base_url"] = redact(data["vlm"]["base_url"])
         for endpoint in data["vlm"]["endpoints"]:
-            endpoint["base_url"] = redact_url(endpoint["base_url"])
+            endpoint["base_url"] = redact(endpoint["base_url"])
         return data
 
 
@@ -607,8 +625,8 @@ def describe_errors(exc: ValidationError) -> list[str]:
         last = str(error["loc"][-1]) if error["loc"] else ""
         if error["type"] not in {"missing", "extra_forbidden"} and last not in _SECRET_FIELDS \
                 and isinstance(error.get("input"), str | int | float | bool):
-            shown = f" (got {redact_url(str(error['input']))!r})"
-        if shown and repr(redact_url(str(error["input"]))) in message:
+            shown = f" (got {redact(str(error['input']))!r})"
+        if shown and repr(redact(str(error["input"]))) in message:
             shown = ""
         lines.append(f"{path}: {message}{shown}")
     return lines

@@ -42,9 +42,9 @@ from monitor.sampling import IntervalSampler
 from monitor.snapshots import SnapshotError, SnapshotStore, boxes_for
 from monitor.systemd import Notifier
 from monitor.telemetry import CameraSnapshot, HealthServer, LiveSnapshot, Metrics, Readiness
-from monitor.tracker import AlertEvent, EndReason, EventType, HazardTracker
+from monitor.tracker import AlertEvent, EndReason, EventType, HazardTracker, TrackerSettings
 from monitor.urls import redact_url, with_credentials
-from monitor.verdict import Verdict, truncate
+from monitor.verdict import Hazard, Verdict, truncate
 from monitor.vlm import (
     VlmAnswerError,
     VlmCameraBusyError,
@@ -119,6 +119,11 @@ def stream_source(config: MonitorConfig, camera: CameraConfig) -> StreamSource:
     )
 
 
+def camera_hazards(config: MonitorConfig, camera: CameraConfig) -> list[Hazard]:
+    """The hazards watched on ``camera``, as the pipeline names them."""
+    return [Hazard(name) for name in config.camera_hazards(camera)]
+
+
 class Daemon:
     """One monitor process: cameras in, MQTT alerts out."""
 
@@ -134,7 +139,7 @@ class Daemon:
         self.publisher = MqttPublisher(mqtt, self.outbox, on_event=self._count_event)
         # Alerts of cameras no longer configured are ended, their retained topics cleared,
         # and Home Assistant discovery (if enabled) announced, before anything else is sent.
-        self.publisher.reconcile({c.id: config.camera_hazards(c)
+        self.publisher.reconcile({c.id: camera_hazards(config, c)
                                       for c in config.cameras if c.enabled})
         shots = config.snapshots
         self.snapshots = SnapshotStore(
@@ -194,13 +199,13 @@ class Daemon:
         return Readiness(ready=ready, reasons=tuple(reasons))
 
     def _build_camera(self, config: MonitorConfig, camera: CameraConfig) -> _Camera:
-        hazards = config.camera_hazards(camera)
+        hazards = camera_hazards(config, camera)
         defaults = config.defaults
         gate_on = camera.change_gate if camera.change_gate is not None else defaults.change_gate
         return _Camera(
             config=camera,
             reader=CameraReader(stream_source(config, camera)),
-            tracker=HazardTracker(camera.id, hazards, config.defaults.tracker_settings()),
+            tracker=HazardTracker(camera.id, hazards, TrackerSettings.from_config(config.defaults)),
             sampler=IntervalSampler(config.camera_interval_s(camera)),
             gate=ChangeGate(max_verdict_age_s=defaults.max_verdict_age_s,
                             area_threshold=defaults.change_threshold) if gate_on else None,
@@ -337,7 +342,7 @@ class Daemon:
                                              "telemetry": old.telemetry})
         # Alerts, retained topics and Home Assistant entities of removed cameras/hazards end
         # or go away; new ones are announced (idempotent).
-        self.publisher.reconcile({c.id: new.camera_hazards(c)
+        self.publisher.reconcile({c.id: camera_hazards(new, c)
                                   for c in new.cameras if c.enabled})
         logger.info("reload applied: %d added, %d removed, %d restarted, %d unchanged",
                     added, removed, restarted, len(self._cameras) - added - restarted)

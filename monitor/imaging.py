@@ -21,6 +21,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from monitor.config import roi_problem
+
 PATCH_GRID = 28
 """Qwen2.5-VL: 14-pixel patches, 2x2 merged into one token."""
 MAX_ASPECT_RATIO = 200
@@ -142,17 +144,9 @@ class RegionOfInterest:
     points: tuple[Point, ...]
 
     def __post_init__(self) -> None:
-        if len(self.points) < 2:
-            raise ValueError(f"a region of interest needs 2 points (rectangle) or 3 or more "
-                             f"(polygon), got {len(self.points)}")
-        for x, y in self.points:
-            if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
-                raise ValueError(f"region of interest points are fractions of the frame "
-                                 f"(0..1), got ({x}, {y})")
-        xs = [x for x, _ in self.points]
-        ys = [y for _, y in self.points]
-        if max(xs) - min(xs) <= 0 or max(ys) - min(ys) <= 0:
-            raise ValueError(f"region of interest {list(self.points)} has no area")
+        problem = roi_problem(self.points)
+        if problem:
+            raise ValueError(problem)
 
     @property
     def is_rectangle(self) -> bool:

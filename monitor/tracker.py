@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from monitor.config import DefaultsConfig
 from monitor.verdict import Hazard, SafetyAnswer
 
 
@@ -89,6 +90,13 @@ class TrackerSettings:
             raise ValueError(f"clear_after_s must be positive, got {self.clear_after_s}")
         if self.cooldown_s < 0:
             raise ValueError(f"cooldown_s must not be negative, got {self.cooldown_s}")
+
+    @classmethod
+    def from_config(cls, defaults: DefaultsConfig) -> TrackerSettings:
+        """The rules set in ``[defaults]``."""
+        return cls(confirm_frames=defaults.confirm_frames, window_frames=defaults.window_frames,
+                   clear_frames=defaults.clear_frames, clear_after_s=defaults.clear_after_s,
+                   cooldown_s=defaults.cooldown_s, uncertain=UncertainMode(defaults.uncertain))
 
     @property
     def window(self) -> int:

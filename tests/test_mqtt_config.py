@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from monitor.config import ConfigError, config_from_mapping
-from monitor.tracker import UncertainMode
+from monitor.tracker import TrackerSettings, UncertainMode
 
 
 def problems(data: dict[str, object]) -> str:
@@ -42,7 +42,7 @@ def test_tracker_rules() -> None:
     config = config_from_mapping({"defaults": {
         "confirm_frames": 2, "window_frames": 4, "clear_frames": 3, "clear_after_s": 30,
         "cooldown_s": 60, "uncertain": "positive"}})
-    rules = config.defaults.tracker_settings()
+    rules = TrackerSettings.from_config(config.defaults)
     assert (rules.confirm_frames, rules.window, rules.clear_after_s, rules.cooldown_s) == (
         2, 4, 30, 60)
     assert rules.uncertain is UncertainMode.POSITIVE
