@@ -21,10 +21,12 @@ import contextlib
 import dataclasses
 import logging
 import os
+import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from monitor.backoff import backoff_s
 from monitor.capture import CameraReader, CapturedFrame, StreamSource, StreamStatus
 from monitor.changegate import ChangeGate, thumbnail_size
 from monitor.config import CameraConfig, MonitorConfig
@@ -63,7 +65,8 @@ PUBLISHER_GRACE_S = 2.0
 """Shutdown: how long the publisher may flush its queue and publish ``offline``.
 Together with the above, a SIGTERM ends well within 5 s."""
 CAMERA_RESTART_CAP_S = 60.0
-"""A camera pipeline that crashed is restarted after 1, 2, 4 ... up to this many seconds."""
+"""A camera pipeline that crashed is restarted after up to 1, 2, 4 ... up to this many seconds
+(full jitter)."""
 READER_JOIN_S = 2.0
 STATUS_POLL_S = 0.5
 """How often camera statuses are checked for changes and stalls."""
@@ -157,6 +160,7 @@ class Daemon:
         workers = max(1, min(4, os.cpu_count() or 1))
         self._encoder = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="encoder")
         self._cameras: dict[str, _Camera] = {}
+        self._rng = random.Random()
         self._group: asyncio.TaskGroup | None = None
 
     def _live_snapshot(self) -> LiveSnapshot:
@@ -248,9 +252,9 @@ class Daemon:
             except Exception:
                 if time.monotonic() - started > CAMERA_RESTART_CAP_S:
                     failures = 0  # it ran fine for a while: start the backoff afresh
-                delay = min(CAMERA_RESTART_CAP_S, 2.0 ** failures)
+                delay = backoff_s(failures, self._rng, base_s=1.0, cap_s=CAMERA_RESTART_CAP_S)
                 failures += 1
-                logger.exception("camera %s: pipeline failed; restarting in %.0f s",
+                logger.exception("camera %s: pipeline failed; restarting in %.1f s",
                                  camera.config.id, delay)
                 await self._pause(delay)
             else:

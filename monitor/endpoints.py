@@ -23,6 +23,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from monitor.backoff import backoff_s
+
 logger = logging.getLogger(__name__)
 
 PROBE_MAX_S = 60.0
@@ -63,10 +65,11 @@ class CircuitBreaker:
         return False
 
     def probe_delay(self, rng: random.Random) -> float:
-        """Seconds until the next probe: doubling from ``probe_initial_s``, capped, with
-        jitter (half to full) so several daemons do not probe a recovering server in step."""
-        ceiling = min(self.probe_max_s, self.probe_initial_s * 2.0 ** min(self.failed_probes, 16))
-        return rng.uniform(ceiling / 2, ceiling)
+        """Seconds until the next probe: doubling from ``probe_initial_s``, capped, with full
+        jitter (:mod:`monitor.backoff`) so several daemons do not probe a recovering server
+        in step."""
+        return backoff_s(self.failed_probes, rng, base_s=self.probe_initial_s,
+                         cap_s=self.probe_max_s)
 
     def record_probe(self, *, ok: bool, reason: str | None = None) -> bool:
         """A probe answered (``ok``) or not; True when this closes the breaker."""

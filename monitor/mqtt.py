@@ -52,6 +52,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, ConfigDict, Field
 
+from monitor.backoff import backoff_s
 from monitor.capture import StreamStatus
 from monitor.config import MqttConfig
 from monitor.discovery import BinarySensorDiscovery, discovery_messages
@@ -63,6 +64,9 @@ from monitor.verdict import Hazard, SafetyAnswer, Verdict
 logger = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT_S = 10.0
+RECONNECT_BASE_S = 1.0
+RECONNECT_FACTOR = 1.5
+"""Reconnect waits: full jitter under 1, 1.5, 2.25 ... s (aiomqtt's own example grows by 1.5)."""
 RECONNECT_CAP_S = 30.0
 SEND_BATCH = 100
 
@@ -550,7 +554,8 @@ class MqttPublisher:
                                    "stay in the outbox for the next start", where,
                                    self.last_error, self.outbox.depth)
                     return
-                delay = min(RECONNECT_CAP_S, 1.5 ** min(attempt, 10)) * self._rng.uniform(0.5, 1)
+                delay = backoff_s(attempt, self._rng, base_s=RECONNECT_BASE_S,
+                                  cap_s=RECONNECT_CAP_S, factor=RECONNECT_FACTOR)
                 attempt += 1
                 logger.warning("mqtt: broker %s: %s; reconnecting in %.1f s (%d queued)",
                                where, self.last_error, delay, self.outbox.depth)

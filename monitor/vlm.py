@@ -44,6 +44,7 @@ from typing import Any
 import openai
 from openai import AsyncOpenAI
 
+from monitor.backoff import backoff_s
 from monitor.config import EndpointConfig, VlmConfig
 from monitor.endpoints import CircuitBreaker, Endpoint, EndpointPool, NoEndpointError
 from monitor.errors import exception_reason
@@ -313,9 +314,8 @@ class VlmClient:
                 self._pool.release(endpoint)
             # Full jitter (AWS architecture blog, "Exponential Backoff And Jitter"): spreads
             # the retries of many cameras hit by the same outage.
-            ceiling = min(RETRY_CAP_S, self._retry_base_s * 2.0 ** attempt)
             delay = min(RETRY_CAP_S, retry_after) if retry_after is not None \
-                else self._rng.uniform(0, ceiling)
+                else backoff_s(attempt, self._rng, base_s=self._retry_base_s, cap_s=RETRY_CAP_S)
             attempt += 1
             logger.debug("model request%s failed on %s (%s); retry %d/%d in %.2f s",
                          f" of camera {camera_id}" if camera_id else "", endpoint.name, reason,

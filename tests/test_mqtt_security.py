@@ -13,6 +13,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from monitor.backoff import ceiling_s
 from monitor.config import MqttConfig
 from monitor.mqtt import MqttPublisher
 from monitor.sim.broker import BrokerTls, MosquittoBroker
@@ -111,7 +112,9 @@ async def test_wrong_password_is_reported_retried_and_nothing_is_lost(
     assert len(retries) >= 2
     assert all("check mqtt.username and mqtt.password" in line for line in retries)
     delays = [float(line.split("reconnecting in ")[1].split(" s")[0]) for line in retries]
-    assert delays[1] > delays[0] * 0.5  # backoff: the delay does not shrink to nothing
+    # Full jitter under 1, 1.5, 2.25 ... s (printed to 0.1 s).
+    for attempt, delay in enumerate(delays):
+        assert 0.0 <= delay <= ceiling_s(attempt, base_s=1.0, cap_s=30.0, factor=1.5) + 0.05
     assert PASSWORD not in caplog.text
 
 

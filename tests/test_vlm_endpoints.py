@@ -28,14 +28,14 @@ def test_breaker_probes_back_off_with_jitter_and_close_on_answer() -> None:
     breaker = CircuitBreaker(threshold=1, probe_initial_s=1.0, probe_max_s=8.0)
     breaker.record_failure(0.0, "down")
     rng = random.Random(1)
-    ceilings = []
+    delays = []
     for _ in range(6):
-        delay = breaker.probe_delay(rng)
-        ceilings.append(delay)
+        delays.append(breaker.probe_delay(rng))
         assert not breaker.record_probe(ok=False, reason="still down")
-    assert 0.5 <= ceilings[0] <= 1.0
-    assert all(d <= 8.0 for d in ceilings)
-    assert ceilings[-1] >= 4.0  # doubled up to the cap (half to full of it)
+    # Full jitter under a ceiling that doubles from 1 s up to the cap of 8 s.
+    for delay, ceiling in zip(delays, (1.0, 2.0, 4.0, 8.0, 8.0, 8.0), strict=True):
+        assert 0.0 <= delay <= ceiling
+    assert max(delays[3:]) > 2.0  # the ceiling grew: later probes can wait longer
     assert breaker.record_probe(ok=True)
     assert not breaker.open
     assert breaker.failed_probes == 0
