@@ -56,6 +56,8 @@ MAX_HEADER_BYTES = 64 * 1024
 KEEPALIVE_FRACTION = 0.5
 """Keep-alive requests go out after this fraction of the session timeout."""
 START_CODE = b"\x00\x00\x00\x01"
+_SEQUENCE_AND_TIME = struct.Struct(">HI")
+"""An RTP header's sequence number and timestamp (from its third byte)."""
 
 
 
@@ -316,6 +318,18 @@ class Depacketizer:
                ) -> AccessUnit | None:
         """Feed one RTP packet (``buffer[start:start + length]``); returns the frame that it
         completed, if any. Malformed packets are ignored (counted as lost)."""
+        if self._skipping_fragment and self._open and buffer[start] == 0x80 \
+                and not buffer[start + 1] & 0x80 and length > 13 + self.syntax.header_bytes:
+            # Fast path for most packets in keyframe mode: the middle or end of a fragmented
+            # slice nobody decodes, in a plain RTP header (no CSRC, extension, padding or
+            # marker). Only its sequence number and timestamp matter.
+            sequence, stamp = _SEQUENCE_AND_TIME.unpack_from(buffer, start + 2)
+            if stamp == self._time and self._sequence is not None \
+                    and sequence == (self._sequence + 1) & 0xFFFF \
+                    and self.syntax.nal_type(buffer[start + 12]) == self.syntax.fragmentation \
+                    and not buffer[start + 12 + self.syntax.header_bytes] & 0x80:
+                self._sequence = sequence
+                return None
         if length < 13:
             self.lost_packets += 1
             return None

@@ -150,6 +150,25 @@ def test_a_lost_packet_damages_the_frame_and_is_counted() -> None:
     assert depacketizer.damaged_frames == 1
 
 
+def test_skipped_frames_still_count_lost_packets_and_end_at_their_marker() -> None:
+    # Keyframe mode walks the middle of a skipped slice on a fast path: losses there are
+    # still counted, a missing marker still ends the frame, and the next keyframe is whole.
+    depacketizer = Depacketizer(keyframes_only=True)
+    depacketizer.set_parameter_sets((SPS, PPS))
+    camera = Sender()
+    skipped = camera.frame(3600, P_SLICE, size=50)
+    del skipped[4]
+    unmarked = camera.frame(7200, P_SLICE, size=50)
+    last = unmarked[-1]
+    unmarked[-1] = last[:1] + bytes([last[1] & 0x7F]) + last[2:]
+    units = feed(depacketizer, skipped + unmarked + camera.frame(10800, IDR))
+    assert [(stamp, key, data is None) for stamp, key, data in units] == [
+        (3600, False, True), (7200, False, True), (10800, True, False)]
+    assert units[2][2] == START_CODE + START_CODE.join([SPS, PPS, IDR])
+    assert depacketizer.lost_packets == 1
+    assert depacketizer.damaged_frames == 0  # nothing of the skipped frame was wanted
+
+
 def test_a_lost_marker_ends_the_frame_at_the_next_timestamp() -> None:
     depacketizer = Depacketizer(keyframes_only=True)
     depacketizer.set_parameter_sets((SPS, PPS))
