@@ -383,9 +383,9 @@ class CapturedFrame:
                                                  format="yuvj420p",
                                                  interpolation=SHRINK_FILTER, threads=1)
             sizes = ((width, height), (width // 2, height // 2), (width // 2, height // 2))
+            # libjpeg-turbo reads the planes' rows where they are (no contiguous copies).
             luma, blue, red = (
-                np.ascontiguousarray(np.frombuffer(plane, dtype=np.uint8)
-                                     .reshape(-1, plane.line_size)[:rows, :columns])
+                np.frombuffer(plane, dtype=np.uint8).reshape(-1, plane.line_size)[:rows, :columns]
                 for plane, (columns, rows) in zip(small.planes, sizes, strict=True))
             return bytes(simplejpeg.encode_jpeg_yuv_planes(luma, blue, red, quality=quality))
         ok, buffer = cv2.imencode(".jpg", self.to_bgr(width, height),
