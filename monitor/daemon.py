@@ -37,8 +37,9 @@ from monitor.imaging import (
     encode_for_model,
     smart_resize,
 )
-from monitor.mqtt import Box, MqttPublisher, SnapshotRef, StatusPayload, iso_time
+from monitor.mqtt import MqttPublisher
 from monitor.outbox import Outbox
+from monitor.payloads import Box, SnapshotRef, StatusPayload, iso_time
 from monitor.redaction import register_secrets
 from monitor.sampling import IntervalSampler
 from monitor.snapshots import SnapshotError, SnapshotStore, boxes_for
@@ -463,10 +464,7 @@ class Daemon:
             await self._pause(STATUS_POLL_S)
 
     def _send_status(self, status: StreamStatus) -> None:
-        payload = StatusPayload.from_status(status, time.time())
-        self.publisher.publish(self.publisher.topics.status(status.camera_id),
-                               payload.model_dump_json(), retain=True,
-                               owner=(status.camera_id, None))
+        self.publisher.publish_status(status_payload(status, time.time()))
 
     def _encode(self, camera: _Camera, frame: CapturedFrame) -> EncodedImage:
         """The frame at the model's size as JPEG (an encoder thread; never the loop).
@@ -687,6 +685,20 @@ class Daemon:
 
 _EVENT_WORDS = {EventType.START: "RAISED", EventType.UPDATE: "updated",
                 EventType.END: "cleared"}
+
+
+def status_payload(status: StreamStatus, at: float) -> StatusPayload:
+    """The wire form of a reader's status at ``at`` (epoch s; its URL is already redacted)."""
+    return StatusPayload(
+        camera=status.camera_id, online=status.online, url=status.url,
+        width=status.width, height=status.height, codec=status.codec, fps=status.fps,
+        last_error=status.last_error, reconnects=status.reconnects,
+        updated_at=iso_time(at), state=status.state, gop_frames=status.gop_frames,
+        gop_s=round(status.gop_s, 3) if status.gop_s else None, decode=status.decode,
+        backend=status.backend,
+        stall_timeout_s=round(status.stall_timeout_s, 2) if status.stall_timeout_s else None,
+        frames_read=status.frames_read, frames_dropped=status.frames_dropped,
+    )
 
 
 def verdict_overdue_s(camera: _Camera, now: float) -> float | None:

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from monitor.imaging import BgrImage
-from monitor.mqtt import Box, SnapshotRef
+from monitor.payloads import Box, SnapshotRef
 from monitor.verdict import Hazard, SafetyAnswer
 
 logger = logging.getLogger(__name__)

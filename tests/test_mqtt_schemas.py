@@ -13,7 +13,9 @@ import pytest
 
 from monitor.capture import StreamStatus
 from monitor.config import MqttConfig
-from monitor.mqtt import Box, MqttPublisher, SnapshotRef, schema_models, schema_text
+from monitor.daemon import status_payload
+from monitor.mqtt import MqttPublisher
+from monitor.payloads import Box, SnapshotRef, schema_models, schema_text
 from monitor.sim.broker import MosquittoBroker
 from monitor.tracker import HazardTracker, TrackerSettings
 from monitor.verdict import Hazard, SafetyAnswer, Verdict
@@ -21,7 +23,7 @@ from tests.conftest import ROOT
 from tests.support.mqtt_client import Received, Subscriber, running, wait_until
 
 SCHEMAS = ROOT / "docs" / "schemas"
-REGENERATE = "python -m monitor.mqtt docs/schemas"
+REGENERATE = "python -m monitor.payloads docs/schemas"
 
 
 @pytest.mark.parametrize("name", sorted(schema_models()))
@@ -68,8 +70,9 @@ async def test_published_payloads_match_the_schemas(mosquitto: MosquittoBroker) 
     try:
         async with running(publisher):
             publisher.reconcile({"cam": list(Hazard)})
-            publisher.publish_status(StreamStatus("cam", "rtsp://u:***@192.0.2.1/x", online=True,
-                                                  width=640, height=360, fps=10.0), now)
+            publisher.publish_status(status_payload(StreamStatus(
+                "cam", "rtsp://u:***@192.0.2.1/x", online=True, width=640, height=360,
+                fps=10.0), now))
             steps = [answer("some_missing", 1), answer("some_missing", 2),
                      SafetyAnswer.model_validate({"fire": {"answer": "no"},
                                                   "smoke": {"answer": "no"},

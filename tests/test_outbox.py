@@ -15,6 +15,7 @@ import pytest
 
 from monitor.capture import StreamStatus
 from monitor.config import MqttConfig
+from monitor.daemon import status_payload
 from monitor.mqtt import MqttPublisher
 from monitor.outbox import OpenAlert, Outbox, OutboxError, Outgoing
 from monitor.tracker import HazardTracker, TrackerSettings
@@ -248,6 +249,7 @@ def test_publisher_events_are_durable_and_its_state_is_not(tmp_path: Path) -> No
     (start,) = tracker.update(fire, 1_700_000_000.0)
     publisher.publish_event(start)
     assert trace.take() == [FULL]
-    publisher.publish_status(StreamStatus("cam", "rtsp://cam/", online=True), 1_700_000_001.0)
+    publisher.publish_status(status_payload(StreamStatus("cam", "rtsp://cam/", online=True),
+                                            1_700_000_001.0))
     publisher.set_hazard_state("cam", Hazard.SMOKE, on=False)
     assert trace.take() == [NORMAL, NORMAL]

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from monitor.imaging import BgrImage
-from monitor.mqtt import Box
+from monitor.payloads import Box
 from monitor.snapshots import SnapshotStore, boxes_for
 from monitor.verdict import Hazard, SafetyAnswer
 
