@@ -336,6 +336,11 @@ def report(args: argparse.Namespace, samples: list[Sample], code: int, log_path:
     print(f"\nover {window:.0f} s after a {args.warmup_s:.0f} s warm-up ({args.cameras} cameras):")
     for line in lines:
         print("  " + line)
+    # A leak grows at a steady rate; an allocator or cache warming up grows less and less.
+    middle = samples[len(samples) // 2]
+    print(f"  RSS growth in the first half of the window "
+          f"{growth(start.rss_kib, middle.rss_kib):+.1%}, in the second half "
+          f"{growth(middle.rss_kib, end.rss_kib):+.1%}")
     print(f"  RSS peak {max(s.rss_kib for s in samples) / 1024:.1f} MiB; threads peak "
           f"{max(s.threads for s in samples)} (with FFmpeg's transient workers: "
           f"{max(s.threads_seen for s in samples)}); fds peak {max(s.fds for s in samples)}; worst "
