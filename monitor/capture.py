@@ -67,6 +67,7 @@ from av.video.reformatter import VideoReformatter
 from monitor.errors import exception_reason
 from monitor.imaging import BgrImage, GreyImage
 from monitor.rtsp import (
+    START_CODE,
     RtspError,
     RtspSession,
     RtspUnauthorizedError,
@@ -126,6 +127,10 @@ NOT_VIDEO = "not a video stream"
 OPENCV_RETRIEVE_FRACTION = 0.25
 """OpenCV backend: convert a grabbed frame at most every interval x this (it cannot defer)."""
 
+SHARED_DECODER_KEYS = 16
+"""Stream set-ups (H.264 parameter sets) whose idle keyframe decoders are kept for sharing."""
+PARAMETER_SETS_MAX_BYTES = 4096
+"""How far into an Annex B keyframe its parameter sets are looked for."""
 _REFORMATTERS = threading.local()
 """Per thread: one swscale context, reused from one sampled frame to the next (see
 :func:`_reformatter`)."""
@@ -512,8 +517,12 @@ def _keyframe_decoder(context: Any) -> Any:
     small blur is invisible after shrinking to the model's budget, no later frame references
     the result (no drift), and it saves ~15 % of the decode. A separate context keeps the
     stream's decoder exact for ``all`` mode. Falls back to the stream's context (with
-    ``skip_frame``) where the codec cannot be set up this way.
+    ``skip_frame``) where the codec cannot be set up this way. H.264 keyframe decoders are
+    shared between cameras whose streams have the same extradata
+    (:class:`KeyframeDecoderPool`).
     """
+    if context.name == "h264":
+        return _SharedDecoder(_AVCC_KEYFRAME_DECODERS, bytes(context.extradata or b""))
     try:
         decoder = av.CodecContext.create(context.name, "r")
         decoder.extradata = context.extradata
@@ -533,6 +542,8 @@ def _annex_b_decoder(codec: str, keyframes_only: bool) -> Any:
     later (with keyframes only, "one frame later" is one GOP later). Keyframes-only decoders
     also skip the loop filter (see :func:`_keyframe_decoder`).
     """
+    if keyframes_only and codec == "h264":
+        return _SharedDecoder(_ANNEX_B_KEYFRAME_DECODERS)
     decoder = av.CodecContext.create(codec, "r")
     options = {"flags": "+low_delay", "flags2": "+fast"}
     if keyframes_only:
@@ -540,6 +551,111 @@ def _annex_b_decoder(codec: str, keyframes_only: bool) -> Any:
     decoder.options = options
     decoder.thread_count = 1
     return decoder
+
+
+def h264_parameter_sets(data: bytes) -> bytes:
+    """The SPS and PPS NAL units (with their start codes) in front of an Annex B H.264 frame,
+    as the built-in receiver puts them before every keyframe; ``b""`` when there are none.
+
+    Start codes (3 or 4 bytes) cannot occur inside a NAL unit (emulation prevention), so the
+    next one ends each unit.
+    """
+    end = 0
+    while True:
+        header = end + (4 if data.startswith(START_CODE, end) else
+                        3 if data.startswith(START_CODE[1:], end) else len(data))
+        if header >= len(data) or data[header] & 0x1F not in {7, 8}:
+            return data[:end]
+        following = data.find(START_CODE[1:], header)
+        if following < 0:
+            return data[:end]
+        end = following - 1 if data[following - 1] == 0 else following
+
+
+class KeyframeDecoderPool:
+    """Idle H.264 keyframe decoders, shared by all cameras whose streams have the same set-up
+    (``key``: the parameter sets), so that memory does not grow by a decoder per camera.
+
+    A decoder's frame pool and tables are most of what a camera held (about 10 MB at 1080p:
+    two picture buffers of 3.1 MB with their motion tables, the context's tables): H.264
+    keeps the last picture as a reference and needs a second buffer for the next, whatever
+    ``refs`` says. Keyframes-only decoding carries no state from one keyframe to the next
+    (each is an IDR picture: it clears the references and, with ``low_delay``, comes out with
+    its own packet), so any idle decoder of the same set-up can decode any camera's next
+    keyframe. A camera then holds only its newest picture, in its mailbox.
+
+    The most recently used idle decoder is taken first, so one decoder does nearly all the
+    work and its frame pool holds the cameras' pictures; another is created only when all
+    are busy (at most ``per_key`` are kept idle, by default one per core). A decode that
+    fails or gives no picture leaves nothing behind for the next camera: the decoder is
+    dropped or flushed. At most ``keys`` set-ups are remembered (least recently used go).
+    """
+
+    def __init__(self, create: Callable[[bytes], Any], *, keys: int = SHARED_DECODER_KEYS,
+                 per_key: int | None = None) -> None:
+        self._create = create
+        self._keys = keys
+        self._per_key = per_key or os.cpu_count() or 1
+        self._lock = threading.Lock()
+        self._idle: dict[bytes, list[Any]] = {}
+        """Insertion order is recency of use (a used key is re-inserted at the end)."""
+
+    def decode(self, key: bytes, packet: Any) -> list[Any]:
+        """Decode ``packet`` with an idle decoder for ``key`` (or a new one)."""
+        with self._lock:
+            idle = self._idle.get(key)
+            decoder = idle.pop() if idle else None
+        if decoder is None:
+            decoder = self._create(key)
+        pictures = list(decoder.decode(packet))  # an exception drops the decoder
+        if not pictures:
+            decoder.flush_buffers()  # nothing pending may come out for another camera
+        with self._lock:
+            idle = self._idle.pop(key, [])
+            self._idle[key] = idle
+            if len(idle) < self._per_key:
+                idle.append(decoder)
+            while len(self._idle) > self._keys:
+                del self._idle[next(iter(self._idle))]
+        return pictures
+
+    def idle(self) -> int:
+        """How many idle decoders are kept (all keys)."""
+        with self._lock:
+            return sum(len(decoders) for decoders in self._idle.values())
+
+
+@dataclass(frozen=True, slots=True)
+class _SharedDecoder:
+    """A camera's keyframe decoder, decoding with a :class:`KeyframeDecoderPool`; ``key``
+    fixed (the stream's extradata) or, when ``None``, read from each Annex B keyframe."""
+
+    pool: KeyframeDecoderPool
+    key: bytes | None = None
+
+    def decode(self, packet: Any) -> list[Any]:
+        key = self.key
+        if key is None:
+            key = h264_parameter_sets(bytes(memoryview(packet)[:PARAMETER_SETS_MAX_BYTES]))
+        return self.pool.decode(key, packet)
+
+
+def _new_keyframe_decoder(extradata: bytes | None) -> Any:
+    """An H.264 keyframes-only decoder (see :func:`_keyframe_decoder`): Annex B input with
+    in-band parameter sets when ``extradata`` is ``None``, else the stream's ``avcC``."""
+    decoder = av.CodecContext.create("h264", "r")
+    if extradata:
+        decoder.extradata = extradata
+    decoder.options = {"flags": "+low_delay", "flags2": "+fast", "skip_loop_filter": "all"}
+    decoder.thread_count = 1
+    decoder.skip_frame = "NONKEY"
+    return decoder
+
+
+_ANNEX_B_KEYFRAME_DECODERS = KeyframeDecoderPool(lambda _key: _new_keyframe_decoder(None))
+"""The built-in receiver's H.264 keyframes (parameter sets in band, the key read from them)."""
+_AVCC_KEYFRAME_DECODERS = KeyframeDecoderPool(_new_keyframe_decoder)
+"""FFmpeg's demuxer's H.264 keyframes (the key: the stream's extradata, given to the decoder)."""
 
 
 # --- The reader. ---------------------------------------------------------------------------------
