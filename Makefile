@@ -13,10 +13,12 @@ demo: system-deps-demo $(VENV)/.installed
 test: system-deps-test $(VENV)/.installed-dev vllm-env
 	$(BIN)/ruff check monitor tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check monitor tests bench
+	$(BIN)/lint-imports
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy

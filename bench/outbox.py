@@ -1,6 +1,7 @@
 """Outbox benchmark: what storing an alert event durably costs next to a retained state message.
 
-Stores, through the real :class:`monitor.outbox.Outbox` on a file in a state directory, the two
+Stores, through the real :class:`monitor.alerts.outbox.Outbox` on a file in a state
+directory, the two
 kinds of transaction the publisher makes, interleaved so that both meet the same disk:
 
 * ``state``: a retained status message (about 400 bytes), as ``publish_status`` stores it;
@@ -32,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from monitor.outbox import OpenAlert, Outbox, Outgoing
+from monitor.alerts.outbox import OpenAlert, Outbox, Outgoing
 
 EVENT_PAYLOAD = json.dumps({
     "id": "0" * 32, "revision": 0, "type": "start", "camera": "yard-fire", "hazard": "fire",

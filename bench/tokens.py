@@ -9,10 +9,10 @@ rule (``smart_resize``, 28x28 pixels a token) and text tokens by a Qwen2-tokeniz
   resolution, its Chinese question asking for the 【…】 free-text format, no ``max_tokens``, no
   ``response_format``; the simulator answers in that format, explaining every answer as
   Qwen2.5-VL does;
-* ``monitor``: the request :class:`monitor.vlm.VlmClient` builds with the default settings
+* ``monitor``: the request :class:`monitor.model.client.VlmClient` builds with the default settings
   (``zh``, JSON schema, ``max_tokens`` 256, the ``max`` pixel budget), sent by the client
   itself, and the same request at each smaller preset of
-  :data:`monitor.vlm.PIXEL_BUDGET_PRESETS`.
+  :data:`monitor.model.client.PIXEL_BUDGET_PRESETS`.
 
 Columns: prompt and completion tokens (from ``usage``); "uncached": prompt tokens vLLM must
 compute when its automatic prefix cache holds the requests' common prefix (16-token blocks: the
@@ -32,7 +32,7 @@ how many pixels tall a 100-pixel person of the 1080p frame is in the image the m
 Part 2, GPU tokens per camera-minute on a synthetic site: a static 1080p view (no traffic)
 where, over ``--minutes`` minutes sampled every 2 s, a worker with a hard hat passes, a worker
 without one stands for a while, and smoke drifts by. ``seed`` shape: every sample is sent as in
-part 1. ``monitor``: the daemon's rules - the change gate (:mod:`monitor.changegate`, default
+part 1. ``monitor``: the daemon's rules - the change gate (:mod:`monitor.ingest.changegate`, default
 threshold; an unchanged scene is re-checked after ``max_verdict_age_s`` = 60 s), bypassed while
 the last answer was positive, with confirm-now (the next frame 0.5 s after a positive that is
 not confirmed yet) - and the default request. Tokens = prompt + completion, from the
@@ -55,15 +55,15 @@ from dataclasses import dataclass
 import aiohttp
 import cv2
 
-from monitor.changegate import ChangeGate, thumbnail_size
+from monitor.alerts.tracker import HazardTracker, TrackerSettings
 from monitor.config import DefaultsConfig, VlmConfig
-from monitor.imaging import EncodedImage, encode_for_model, smart_resize
-from monitor.prompts import SYSTEM_PROMPTS, instructions
+from monitor.ingest.changegate import ChangeGate, thumbnail_size
+from monitor.model.answer import Hazard
+from monitor.model.client import PIXEL_BUDGET_PRESETS, VlmClient
+from monitor.model.imaging import EncodedImage, encode_for_model, smart_resize
+from monitor.model.prompts import SYSTEM_PROMPTS, instructions
 from monitor.sim.scenes import BgrImage, Scene, ScriptedObject, render_frame
 from monitor.sim.server import SimServer, estimate_text_tokens
-from monitor.tracker import HazardTracker, TrackerSettings
-from monitor.verdict import Hazard
-from monitor.vlm import PIXEL_BUDGET_PRESETS, VlmClient
 
 WIDTH, HEIGHT = 1920, 1080
 INTERVAL_S = 2.0

@@ -1,5 +1,5 @@
 """``python -m monitor``."""
 
-from monitor.cli import main
+from monitor.tools.cli import main
 
 raise SystemExit(main())

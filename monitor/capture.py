@@ -30,7 +30,7 @@ log the delay; the cap is a few seconds in the first minute of an outage (short 
 fast), and only a connection that stayed up (``STABLE_CONNECTION_S``) ends an outage (a source
 that gives a frame and hangs up is not reopened every second). Credentials are injected into
 the URL only for opening; every log line, status and error shows the redacted URL
-(:func:`~monitor.urls.redact_url`).
+(:func:`~monitor.ingest.urls.redact_url`).
 
 Exceptions::
 
@@ -63,9 +63,9 @@ import cv2
 import numpy as np
 import simplejpeg
 from av.video.reformatter import VideoReformatter
-
 from monitor.errors import exception_reason
-from monitor.imaging import BgrImage, GreyImage
+from monitor.ingest.urls import REDACTED, redact_url, url_password
+from monitor.pixels import BgrImage, GreyImage
 from monitor.rtsp import (
     START_CODE,
     RtspError,
@@ -73,7 +73,6 @@ from monitor.rtsp import (
     RtspUnauthorizedError,
     RtspUnsupportedError,
 )
-from monitor.urls import REDACTED, redact_url, url_password
 
 logger = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from urllib.parse import quote
 import pytest
 
 from monitor.capture import CameraReader, DecodeMode, RtspClient, StreamSource, StreamStatus
-from monitor.sampling import IntervalSampler
+from monitor.ingest.sampling import IntervalSampler
+from monitor.ingest.urls import with_credentials
 from monitor.sim.scenes import PRESETS, write_scene
-from monitor.urls import with_credentials
 from tests.support.readers import stopped, wait_until
 from tests.support.rtsp import RtspServer, rtsp_server_available
 

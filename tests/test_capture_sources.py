@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from monitor.capture import CameraReader, StreamSource
-from monitor.imaging import BgrImage
+from monitor.pixels import BgrImage
 from monitor.sim.scenes import PRESETS, render_frame, write_scene
 from tests.support.http_camera import HttpCamera, LiveHls, MjpegStream, read_vod_playlist
 from tests.support.readers import running, wait_until

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from monitor.config import EX_CONFIG, ConfigError, load_config
-from monitor.verdict import Hazard
+from monitor.model.answer import Hazard
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config" / "monitor.example.toml"

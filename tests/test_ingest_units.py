@@ -23,11 +23,11 @@ from monitor.capture import (
     picture_timeout_s,
     stall_timeout_s,
 )
-from monitor.changegate import ChangeGate, changed_fraction, thumbnail_size
 from monitor.config import ConfigError, config_from_mapping
-from monitor.imaging import ROI_FILL, RegionOfInterest, smart_resize
-from monitor.sampling import IntervalSampler
-from monitor.urls import redact_url, with_credentials
+from monitor.ingest.changegate import ChangeGate, changed_fraction, thumbnail_size
+from monitor.ingest.sampling import IntervalSampler
+from monitor.ingest.urls import redact_url, with_credentials
+from monitor.model.imaging import ROI_FILL, RegionOfInterest, smart_resize
 
 # --- Stream meter, stall timeout, decode mode. ---------------------------------------------------
 

@@ -4,6 +4,7 @@ H.264 keyframes of two cameras decoded in turn."""
 from __future__ import annotations
 
 import fractions
+import threading
 from typing import Any
 
 import av
@@ -87,6 +88,38 @@ def test_pool_flushes_a_decoder_that_gave_nothing_and_drops_one_that_failed() ->
     assert pool.idle() == 0  # a decoder that failed is not handed to another camera
     assert pool.decode(b"a", "2") == []
     assert len(created) == 2
+
+
+def test_pool_makes_at_most_per_key_decoders_and_cameras_wait_for_one() -> None:
+    # All cameras' first keyframes arrive together (sent on PLAY): they must not make a
+    # decoder (and a frame pool) each.
+    release = threading.Event()
+    started = threading.Semaphore(0)
+    created: list[FakeDecoder] = []
+
+    class Slow(FakeDecoder):
+        def decode(self, packet: Any) -> list[str]:
+            started.release()
+            release.wait(5)
+            return super().decode(packet)
+
+    def create(key: bytes) -> FakeDecoder:
+        created.append(Slow(key, []))
+        return created[-1]
+
+    pool = KeyframeDecoderPool(create, per_key=1)
+    results: list[list[str]] = []
+    threads = [threading.Thread(target=lambda n=n: results.append(pool.decode(b"a", str(n))))
+               for n in range(3)]
+    for thread in threads:
+        thread.start()
+    assert started.acquire(timeout=5)
+    assert not started.acquire(timeout=0.2)  # the others wait for the one decoder
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    assert sorted(results) == [["a:0"], ["a:1"], ["a:2"]]
+    assert len(created) == 1
 
 
 def _keyframes(width: int, height: int, level: int, count: int = 3) -> list[bytes]:

@@ -8,8 +8,8 @@ import random
 import pytest
 
 from monitor.capture import BACKOFF_CAP_S, backoff_ceiling_s, backoff_delay
-from monitor.sampling import IntervalSampler
-from monitor.urls import redact_url, url_password, with_credentials
+from monitor.ingest.sampling import IntervalSampler
+from monitor.ingest.urls import redact_url, url_password, with_credentials
 
 
 def test_samples_newest_frame_once_per_interval() -> None:

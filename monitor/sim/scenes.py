@@ -68,7 +68,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from monitor.verdict import Answer, HazardFinding, HelmetFinding, HelmetStatus, SafetyAnswer
+from monitor.model.answer import Answer, HazardFinding, HelmetFinding, HelmetStatus, SafetyAnswer
 
 BgrImage = npt.NDArray[np.uint8]
 Rgb = tuple[int, int, int]

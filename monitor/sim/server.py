@@ -19,7 +19,7 @@ not decode (400 ``Failed to load image: ...``) or a malformed body are 400
 ``BadRequestError``; ``stream: true`` is 400 too (not simulated).
 
 The answer: with ``response_format`` of type ``json_schema`` or ``json_object``, or vLLM's
-``structured_outputs`` extra, the content is the flat :class:`~monitor.verdict.WireAnswer`
+``structured_outputs`` extra, the content is the flat :class:`~monitor.model.answer.WireAnswer`
 (the schema ``monitor`` sends) as compact JSON; the legacy ``guided_json`` extra is ignored,
 as current vLLM silently ignores it (measured: shared/docs/vllm-cpu.md), so a client relying
 on it gets text here too;
@@ -89,10 +89,10 @@ import cv2
 import numpy as np
 from aiohttp import web
 
-from monitor.imaging import image_tokens
+from monitor.model.answer import SafetyAnswer, WireAnswer
+from monitor.model.imaging import image_tokens
 from monitor.sim.scenes import BgrImage, Language
 from monitor.sim.vision import judge, seed_text, terse
-from monitor.verdict import SafetyAnswer, WireAnswer
 
 LOG = logging.getLogger(__name__)
 

@@ -32,6 +32,15 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from monitor.model.answer import (
+    MAX_BOXES,
+    Answer,
+    HazardFinding,
+    HelmetFinding,
+    HelmetStatus,
+    PersonBox,
+    SafetyAnswer,
+)
 from monitor.sim.scenes import (
     FLAME_RULE,
     HAT_RULE,
@@ -41,15 +50,6 @@ from monitor.sim.scenes import (
     ColourRule,
     Language,
     location,
-)
-from monitor.verdict import (
-    MAX_BOXES,
-    Answer,
-    HazardFinding,
-    HelmetFinding,
-    HelmetStatus,
-    PersonBox,
-    SafetyAnswer,
 )
 
 Mask = npt.NDArray[np.uint8]
@@ -298,7 +298,7 @@ every answer, not only the positive ones, which is most of a free-text answer's 
 def seed_text(answer: SafetyAnswer, language: Language) -> str:
     """The answer in the seed guide's free-text format (what the model writes without a JSON
     schema), one field per line, each with its explanation as the model writes it;
-    :func:`monitor.verdict.parse_answer` reads it back."""
+    :func:`monitor.model.answer.parse_answer` reads it back."""
 
     def line(label: str, value: str, description: str, nothing: str) -> str:
         text = description or nothing

@@ -14,7 +14,7 @@ from typing import Any
 
 import aiomqtt
 
-from monitor.mqtt import MqttPublisher, consume_disconnect_error
+from monitor.alerts.publisher import MqttPublisher, consume_disconnect_error
 from monitor.sim.broker import MosquittoBroker
 
 

@@ -1,0 +1,219 @@
+"""MQTT payloads and topic names: the public interface of the alerts, as pydantic models.
+
+These models are the single source of truth for what subscribers receive:
+``python -m monitor.alerts.payloads docs/schemas`` writes their JSON Schemas, and a test checks that
+the committed files are current. They depend on the model's answer types only (what a verdict
+says), never on ingest or I/O modules: building a payload is pure.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from monitor.alerts.discovery import BinarySensorDiscovery
+from monitor.alerts.tracker import AlertEvent, Observation
+from monitor.model.answer import Hazard, SafetyAnswer, Verdict
+
+
+def iso_time(epoch_s: float) -> str:
+    """Epoch seconds as an ISO 8601 UTC timestamp with milliseconds."""
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds")
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VerdictRef(_Payload):
+    """One verdict behind an event step."""
+
+    captured_at: str = Field(description="Capture time of the analysed frame (ISO 8601 UTC).")
+    positive: bool = Field(description="Whether the verdict reported the hazard.")
+    detail: str = Field(description="The model's description.")
+    missing_helmets: int | None = Field(description="no_helmet: people without a hard hat.")
+
+    @classmethod
+    def from_observation(cls, seen: Observation) -> VerdictRef:
+        """The wire form of a tracker observation."""
+        return cls(captured_at=iso_time(seen.at), positive=seen.positive, detail=seen.detail,
+                   missing_helmets=seen.missing_helmets)
+
+
+class Box(_Payload):
+    """A region the model pointed at, in pixels of the original frame."""
+
+    label: str
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+class SnapshotRef(_Payload):
+    """Where the evidence image of an event step is."""
+
+    path: str = Field(description="File path on the daemon's host.")
+    url: str | None = Field(default=None, description="snapshots.url_prefix + relative path.")
+    topic: str | None = Field(default=None, description="Retained MQTT topic with the JPEG.")
+
+
+class EventPayload(_Payload):
+    """A step of an alert's lifecycle (``<prefix>/events``, QoS 1, not retained).
+
+    ``(id, revision)`` identifies a step: de-duplicate redeliveries with it."""
+
+    id: str = Field(description="Stable for the whole alert (start, updates, end).")
+    revision: int = Field(ge=0, description="0 for start, +1 per later step of the alert.")
+    type: Literal["start", "update", "end"]
+    camera: str
+    hazard: Hazard
+    started_at: str
+    ended_at: str | None
+    at: str = Field(description="When this step happened (capture time of its verdict).")
+    detail: str = Field(description="The model's description at the start or latest update.")
+    confirming_verdicts: int = Field(description="Number of verdicts behind this step.")
+    verdicts: list[VerdictRef] = Field(description="The verdicts behind this step.")
+    missing_helmets: int | None = Field(description="no_helmet: people without a hard hat.")
+    end_reason: Literal["cleared", "timeout", "restart", "removed", "reconfigured"] | None = None
+    model: str | None = Field(default=None, description="Model that gave the verdict.")
+    latency_s: float | None = Field(default=None, description="Model request latency.")
+    boxes: list[Box] = Field(default_factory=list, description="Regions the model located.")
+    snapshot: SnapshotRef | None = None
+
+    @classmethod
+    def from_event(cls, event: AlertEvent, *, verdict: Verdict | None = None,
+                   boxes: Sequence[Box] = (), snapshot: SnapshotRef | None = None,
+                   ) -> EventPayload:
+        """The wire form of a tracker event (with the verdict that caused it, if any)."""
+        return cls(
+            id=event.event_id, revision=event.revision, type=event.type.value,
+            camera=event.camera_id, hazard=event.hazard, started_at=iso_time(event.started_at),
+            ended_at=iso_time(event.ended_at) if event.ended_at is not None else None,
+            at=iso_time(event.at), detail=event.detail,
+            confirming_verdicts=event.confirming_verdicts,
+            verdicts=[VerdictRef.from_observation(seen) for seen in event.verdicts],
+            missing_helmets=event.missing_helmets,
+            end_reason=event.end_reason.value if event.end_reason else None,
+            model=verdict.model if verdict else None,
+            latency_s=round(verdict.latency_s, 3) if verdict else None,
+            boxes=list(boxes), snapshot=snapshot,
+        )
+
+
+class StatusPayload(_Payload):
+    """A camera stream's state (``<prefix>/<camera>/status``, retained)."""
+
+    camera: str
+    online: bool
+    url: str = Field(description="Stream URL with the password replaced by ***.")
+    width: int | None
+    height: int | None
+    codec: str | None
+    fps: float | None
+    last_error: str | None
+    reconnects: int
+    updated_at: str
+    state: str = Field(description="connecting, online, offline, unauthorized or stopped")
+    gop_frames: int | None = Field(description="Measured keyframe interval, frames.")
+    gop_s: float | None = Field(description="Measured keyframe interval, seconds.")
+    decode: str | None = Field(description="Decoding in use: keyframes or all.")
+    backend: str = Field(description="pyav or opencv.")
+    stall_timeout_s: float | None = Field(
+        description="Silence after which the stream is reopened (from its frame rate).")
+    frames_read: int = Field(description="Frames delivered by the stream since start.")
+    frames_dropped: int = Field(
+        description="Delivered frames replaced by a newer one before being sampled.")
+
+
+class VerdictPayload(_Payload):
+    """The latest validated answer for a camera (``<prefix>/<camera>/verdict``, retained)."""
+
+    camera: str
+    captured_at: str
+    analysed_at: str
+    latency_s: float
+    model: str
+    answer: SafetyAnswer
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+    @classmethod
+    def from_verdict(cls, verdict: Verdict) -> VerdictPayload:
+        """The wire form of a verdict."""
+        return cls(
+            camera=verdict.camera_id, captured_at=iso_time(verdict.captured_at),
+            analysed_at=iso_time(verdict.analysed_at), latency_s=round(verdict.latency_s, 3),
+            model=verdict.model, answer=verdict.answer, prompt_tokens=verdict.prompt_tokens,
+            completion_tokens=verdict.completion_tokens,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Topic names under one prefix."""
+
+    prefix: str
+
+    @property
+    def availability(self) -> str:
+        """Retained ``online``/``offline``."""
+        return f"{self.prefix}/availability"
+
+    @property
+    def events(self) -> str:
+        """Alert events (QoS 1, not retained)."""
+        return f"{self.prefix}/events"
+
+    def hazard(self, camera_id: str, hazard: Hazard) -> str:
+        """Retained ``ON``/``OFF`` per camera and hazard."""
+        return f"{self.prefix}/{camera_id}/{hazard.value}"
+
+    def snapshot(self, camera_id: str, hazard: Hazard) -> str:
+        """Retained JPEG of the latest alert frame per camera and hazard."""
+        return f"{self.prefix}/{camera_id}/{hazard.value}/snapshot"
+
+    def status(self, camera_id: str) -> str:
+        """Retained stream status per camera."""
+        return f"{self.prefix}/{camera_id}/status"
+
+    def verdict(self, camera_id: str) -> str:
+        """Retained latest verdict per camera."""
+        return f"{self.prefix}/{camera_id}/verdict"
+
+
+def write_schemas(directory: Path) -> list[Path]:
+    """Write the JSON Schema of every JSON payload into ``directory``; returns the files."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, model in schema_models().items():
+        path = directory / f"{name}.schema.json"
+        path.write_text(schema_text(model), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def schema_models() -> dict[str, type[BaseModel]]:
+    """File stem → payload model."""
+    return {"event": EventPayload, "status": StatusPayload, "verdict": VerdictPayload,
+            "ha-binary-sensor-discovery": BinarySensorDiscovery}
+
+
+def schema_text(model: type[BaseModel]) -> str:
+    """The JSON Schema of ``model`` as the committed file holds it."""
+    schema = model.model_json_schema(mode="serialization")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return json.dumps(schema, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m monitor.alerts.payloads docs/schemas`
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/schemas")
+    for written_path in write_schemas(target):
+        sys.stdout.write(f"wrote {written_path}\n")

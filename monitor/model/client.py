@@ -1,0 +1,436 @@
+"""The model client: one chat-completion request per frame to vLLM's OpenAI-compatible API.
+
+This is the code production uses against real vLLM; tests point it at the simulator.
+
+* Requests are cheap for the GPU (see :mod:`monitor.model.prompts`): a byte-identical prefix first
+  (system prompt, instructions) so vLLM's prefix cache reuses it, the image and the camera's
+  context last; ``temperature: 0``; a short ``max_tokens``; and ``response_format`` of type
+  ``json_schema``, which vLLM enforces. vLLM's legacy ``guided_json`` extra is silently ignored
+  by current versions (measured: shared/docs/vllm-cpu.md), so it is never used.
+* Several servers (``[[vlm.endpoints]]``) form an :class:`~monitor.model.endpoints.EndpointPool`:
+  fewest-in-flight routing, a per-endpoint concurrency limit, fair first-come-first-served
+  waiting, and circuit breakers that probe ``GET /v1/models`` until a server answers again.
+* One request in flight per camera. A frame older than ``max_frame_age_s`` when its request's
+  turn comes is not sent: the caller's ``refresh`` may supply the camera's newest frame
+  instead, or the frame is dropped (:class:`VlmStaleFrameError`).
+* ``AsyncOpenAI`` gets an explicit ``timeout`` (its default is ten minutes) and
+  ``max_retries=0``: retries are done here, so they can move to another endpoint and feed the
+  breakers. Connection errors, timeouts, 429 and 5xx are retried with full-jitter backoff
+  (``Retry-After`` honoured, capped); 400/404/413/422 are not, and the error says which
+  request was refused and why.
+
+Exceptions::
+
+    Exception
+    └── VlmError                    (the frame was not analysed; the message says why)
+        ├── VlmUnavailableError     (unreachable, timed out, 429/5xx after retries, or every
+        │                            endpoint out of service)
+        ├── VlmRequestRejectedError (the server refused this request: 400/401/403/404/413/422)
+        ├── VlmAnswerError          (the server answered, the answer is unusable)
+        ├── VlmStaleFrameError      (the frame was too old when its turn came; not sent)
+        └── VlmCameraBusyError      (the camera already has a request in flight)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+from openai import AsyncOpenAI
+
+from monitor.backoff import backoff_s
+from monitor.config import EndpointConfig, VlmConfig
+from monitor.errors import exception_reason
+from monitor.model.answer import (
+    Hazard,
+    InvalidAnswerError,
+    SafetyAnswer,
+    Verdict,
+    answer_json_schema,
+    parse_answer,
+    truncate,
+)
+from monitor.model.endpoints import CircuitBreaker, Endpoint, EndpointPool, NoEndpointError
+from monitor.model.imaging import EncodedImage
+from monitor.model.prompts import build_messages
+from monitor.redaction import redact, register_secrets
+
+logger = logging.getLogger(__name__)
+
+RETRY_BASE_S = 0.5
+"""First retry waits up to this long (full jitter), doubling per retry."""
+RETRY_CAP_S = 8.0
+"""No retry waits longer than this, whatever ``Retry-After`` says."""
+PROBE_TIMEOUT_S = 5.0
+
+PIXEL_BUDGET_PRESETS: dict[str, int] = {
+    "max": 1280 * 28 * 28,
+    "balanced": 768 * 28 * 28,
+    "economy": 512 * 28 * 28,
+    "minimum": 256 * 28 * 28,
+}
+"""Values for ``vlm.max_pixels`` (image tokens x 28 x 28). ``max`` is the default: Qwen2.5-VL's
+recommended maximum, no detail traded away. The smaller ones cost proportionally fewer image
+tokens and shrink everything in the frame alike: a 100-pixel-tall person of a 1080p frame is
+about 67, 52, 41 and 31 pixels tall at these presets (``bench/tokens.py`` prints the exact
+figures) - trade-offs for near, large subjects, not for far-away hard hats."""
+
+Refresh = Callable[[], Awaitable[tuple[EncodedImage, float] | None]]
+"""Gives the camera's newest frame (encoded, with its capture time), or ``None``."""
+
+
+class VlmError(Exception):
+    """A frame could not be analysed. ``endpoint`` names the server involved, if any."""
+
+    def __init__(self, message: str, *, endpoint: str | None = None) -> None:
+        # The message often quotes the server's error body, which may echo the API key.
+        super().__init__(redact(message))
+        self.endpoint = endpoint
+
+
+class VlmUnavailableError(VlmError):
+    """The server could not be reached, timed out, or failed after all retries."""
+
+
+class VlmRequestRejectedError(VlmError):
+    """The server refused the request itself (for example an image too large for the context)."""
+
+
+class VlmAnswerError(VlmError):
+    """The server answered but the answer is not a usable verdict; ``raw_text`` is the
+    model's text (log it truncated)."""
+
+    def __init__(self, message: str, *, endpoint: str | None = None, raw_text: str = "") -> None:
+        super().__init__(message, endpoint=endpoint)
+        self.raw_text = raw_text
+
+
+class VlmStaleFrameError(VlmError):
+    """The frame was older than ``max_frame_age_s`` when its turn came; it was not sent."""
+
+    def __init__(self, message: str, *, age_s: float) -> None:
+        super().__init__(message)
+        self.age_s = age_s
+
+
+class VlmCameraBusyError(VlmError):
+    """The camera already has a request in flight (one at a time per camera)."""
+
+
+class _RetryableError(Exception):
+    """One attempt failed in a way worth retrying (and counted against the endpoint)."""
+
+    def __init__(self, reason: str, retry_after_s: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    """A parsed answer plus what the request cost and which frame and server it was."""
+
+    answer: SafetyAnswer
+    """Boxes already mapped to the original frame's pixels."""
+    raw_text: str
+    latency_s: float
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    endpoint: str
+    image: EncodedImage
+    """The image actually sent (a refreshed one when the first went stale)."""
+    captured_at: float | None
+    finish_reason: str | None
+
+
+@dataclass(eq=False, slots=True)
+class _Server:
+    endpoint: Endpoint
+    client: AsyncOpenAI
+
+
+class VlmClient:
+    """Sends frames to the model servers and returns validated verdicts."""
+
+    def __init__(self, config: VlmConfig, *,
+                 on_in_flight: Callable[[str, int], None] | None = None,
+                 default_headers: Mapping[str, str] | None = None,
+                 retry_base_s: float = RETRY_BASE_S, rng: random.Random | None = None) -> None:
+        self._config = config
+        self._retry_base_s = retry_base_s
+        self._rng = rng or random.Random()
+        self._servers: dict[Endpoint, _Server] = {}
+        specs: list[EndpointConfig | None] = list(config.endpoints) or [None]
+        for spec in specs:
+            base_url = spec.base_url if spec is not None else config.base_url
+            key = spec.api_key if spec is not None and spec.api_key is not None \
+                else config.api_key
+            capacity = (spec.max_concurrency if spec is not None and spec.max_concurrency
+                        else config.max_concurrency)
+            name = (spec.name if spec is not None and spec.name else redact(base_url))
+            endpoint = Endpoint(name=name, capacity=capacity, breaker=CircuitBreaker(
+                threshold=config.breaker_failures, probe_initial_s=config.breaker_probe_s))
+            # A server may quote the key back in an error body: mask it wherever it goes.
+            register_secrets([key.get_secret_value()])
+            client = AsyncOpenAI(
+                base_url=base_url, api_key=key.get_secret_value(), timeout=config.timeout_s,
+                # Retries happen in this module: across endpoints, feeding the breakers.
+                max_retries=0, default_headers=dict(default_headers or {}),
+            )
+            self._servers[endpoint] = _Server(endpoint=endpoint, client=client)
+        self._pool = EndpointPool(list(self._servers), probe=self._probe,
+                                  on_in_flight=on_in_flight, rng=self._rng)
+        self._busy: set[str] = set()
+        self._response_format = {
+            "type": "json_schema",
+            "json_schema": {"name": "safety_answer", "schema": answer_json_schema(),
+                            "strict": True},
+        }
+
+    @property
+    def endpoint(self) -> str:
+        """The first server's label (no credentials: the API key travels in a header)."""
+        return self._pool.endpoints[0].name
+
+    @property
+    def endpoint_names(self) -> list[str]:
+        """Every server's label, in configuration order."""
+        return [e.name for e in self._pool.endpoints]
+
+    def describe(self) -> list[str]:
+        """One status line per endpoint: in service with its load, or why it is out."""
+        return self._pool.describe()
+
+    def request_body(self, image: EncodedImage, *, context: str = "",
+                     hazards: Sequence[Hazard] | None = None) -> dict[str, Any]:
+        """The chat-completion parameters sent for ``image`` (used as is by every request)."""
+        config = self._config
+        body: dict[str, Any] = {
+            "model": config.model,
+            "messages": build_messages(image.data_url, config.language,
+                                       structured=config.structured_output,
+                                       context=context, hazards=hazards),
+            "max_tokens": config.max_tokens,
+            "temperature": 0.0,
+        }
+        if config.structured_output:
+            body["response_format"] = self._response_format
+        return body
+
+    async def analyse_image(self, image: EncodedImage, *, context: str = "",
+                            hazards: Sequence[Hazard] | None = None, camera_id: str | None = None,
+                            captured_at: float | None = None,
+                            refresh: Refresh | None = None) -> Analysis:
+        """Ask the model about one image (``captured_at``: wall-clock capture time, for the
+        staleness rule; ``None`` for a still image, which never goes stale).
+
+        Raises:
+            VlmUnavailableError, VlmRequestRejectedError, VlmAnswerError, VlmStaleFrameError,
+            VlmCameraBusyError
+        """
+        if camera_id is not None:
+            if camera_id in self._busy:
+                raise VlmCameraBusyError(f"camera {camera_id} already has a model request in "
+                                         f"flight; one at a time")
+            self._busy.add(camera_id)
+        try:
+            return await self._with_retries(image, captured_at, refresh=refresh,
+                                            context=context, hazards=hazards,
+                                            camera_id=camera_id)
+        finally:
+            if camera_id is not None:
+                self._busy.discard(camera_id)
+
+    async def analyse(self, camera_id: str, image: EncodedImage, captured_at: float, *,
+                      context: str = "", hazards: Sequence[Hazard] | None = None,
+                      refresh: Refresh | None = None) -> Verdict:
+        """Analyse one camera frame and wrap the answer as a :class:`Verdict`."""
+        analysis = await self.analyse_image(image, context=context, hazards=hazards,
+                                            camera_id=camera_id, captured_at=captured_at,
+                                            refresh=refresh)
+        return Verdict(
+            camera_id=camera_id, answer=analysis.answer,
+            captured_at=analysis.captured_at if analysis.captured_at is not None
+            else captured_at,
+            analysed_at=time.time(), latency_s=analysis.latency_s, model=self._config.model,
+            endpoint=analysis.endpoint, prompt_tokens=analysis.prompt_tokens,
+            completion_tokens=analysis.completion_tokens,
+        )
+
+    async def _fresh(self, image: EncodedImage, captured_at: float | None,
+                     refresh: Refresh | None) -> tuple[EncodedImage, float | None]:
+        """The frame to send now: this one while young enough, else the refreshed newest."""
+        limit = self._config.max_frame_age_s
+        if captured_at is None or time.time() - captured_at <= limit:
+            return image, captured_at
+        age = time.time() - captured_at
+        if refresh is not None:
+            newer = await refresh()
+            if newer is not None and time.time() - newer[1] <= limit:
+                return newer
+            if newer is not None:
+                age = time.time() - newer[1]
+        # No exact age in the message: the daemon logs a message when it changes.
+        raise VlmStaleFrameError(
+            f"frame dropped, not sent: older than max_frame_age_s ({limit:g} s) when its "
+            f"turn came, and no newer frame", age_s=age)
+
+    async def _with_retries(self, image: EncodedImage, captured_at: float | None, *,
+                            refresh: Refresh | None, context: str,
+                            hazards: Sequence[Hazard] | None,
+                            camera_id: str | None) -> Analysis:
+        config = self._config
+        attempt = 0
+        while True:
+            # A frame that is already too old is not worth a place in the queue.
+            image, captured_at = await self._fresh(image, captured_at, refresh)
+            try:
+                endpoint = await self._pool.acquire(config.timeout_s)
+            except NoEndpointError as exc:
+                raise VlmUnavailableError(str(exc)) from exc
+            retry_after: float | None = None
+            try:
+                image, captured_at = await self._fresh(image, captured_at, refresh)
+                return await self._attempt(self._servers[endpoint], image, captured_at,
+                                           context=context, hazards=hazards,
+                                           camera_id=camera_id)
+            except _RetryableError as failure:
+                self._pool.record_failure(endpoint, failure.reason)
+                if attempt >= config.max_retries:
+                    retries = f" (after {attempt} retr{'y' if attempt == 1 else 'ies'})" \
+                        if attempt else ""
+                    raise VlmUnavailableError(f"{endpoint.name}: {failure.reason}{retries}",
+                                              endpoint=endpoint.name) from None
+                retry_after = failure.retry_after_s
+                reason = failure.reason
+            finally:
+                self._pool.release(endpoint)
+            # Full jitter (AWS architecture blog, "Exponential Backoff And Jitter"): spreads
+            # the retries of many cameras hit by the same outage.
+            delay = min(RETRY_CAP_S, retry_after) if retry_after is not None \
+                else backoff_s(attempt, self._rng, base_s=self._retry_base_s, cap_s=RETRY_CAP_S)
+            attempt += 1
+            logger.debug("model request%s failed on %s (%s); retry %d/%d in %.2f s",
+                         f" of camera {camera_id}" if camera_id else "", endpoint.name, reason,
+                         attempt, config.max_retries, delay)
+            await asyncio.sleep(delay)
+
+    async def _attempt(self, server: _Server, image: EncodedImage, captured_at: float | None,
+                       *, context: str, hazards: Sequence[Hazard] | None,
+                       camera_id: str | None) -> Analysis:
+        config = self._config
+        name = server.endpoint.name
+        body = self.request_body(image, context=context, hazards=hazards)
+        started = time.monotonic()
+        try:
+            # **body: response_format is present or absent ("absent" is how a server without
+            # structured output is used), so one dict serves both and ``request_body`` shows it.
+            completion = await server.client.chat.completions.create(**body)
+        except openai.APITimeoutError:
+            raise _RetryableError(f"no answer within {config.timeout_s:g} s") from None
+        except openai.APIConnectionError as exc:
+            reason = exception_reason(exc.__cause__ or exc)
+            raise _RetryableError(f"cannot connect ({reason})") from None
+        except openai.APIStatusError as exc:
+            detail = _error_message(exc)
+            if exc.status_code >= 500 or exc.status_code in (408, 429):
+                raise _RetryableError(f"HTTP {exc.status_code}: {detail}",
+                                      _retry_after(exc)) from None
+            # The server is up and answered: a refusal says nothing about its health.
+            self._pool.record_success(server.endpoint)
+            subject = f"camera {camera_id}'s frame" if camera_id else "the image"
+            raise VlmRequestRejectedError(
+                f"{name} refused the request for {subject} ({image.width}x{image.height}, "
+                f"{image.tokens} image tokens, model {config.model!r}): HTTP "
+                f"{exc.status_code}: {detail}{_hint(exc.status_code, detail)}",
+                endpoint=name) from None
+        except (openai.APIError, ValueError) as exc:
+            # A 200 whose body is not a chat completion (the SDK raises the JSON decoder's
+            # ValueError as it is): the server, or a proxy in front of it, answered nonsense.
+            self._pool.record_success(server.endpoint)
+            raise VlmAnswerError(f"{name}: unusable response: {truncate(str(exc), 200)}",
+                                 endpoint=name) from None
+        latency = time.monotonic() - started
+        self._pool.record_success(server.endpoint)
+        if not completion.choices:
+            raise VlmAnswerError(f"{name}: answer without choices", endpoint=name)
+        choice = completion.choices[0]
+        text = choice.message.content or ""
+        try:
+            answer = parse_answer(text)
+        except InvalidAnswerError as exc:
+            cut = (f" (cut at max_tokens={config.max_tokens}: finish_reason length)"
+                   if choice.finish_reason == "length" else "")
+            raise VlmAnswerError(f"{name}: {exc}{cut}", endpoint=name,
+                                 raw_text=text) from exc
+        answer = answer.to_frame(image.width, image.height, image.source_width,
+                                 image.source_height)
+        usage = completion.usage
+        return Analysis(
+            answer=answer, raw_text=text, latency_s=latency,
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            endpoint=name, image=image, captured_at=captured_at,
+            finish_reason=choice.finish_reason,
+        )
+
+    async def _probe(self, endpoint: Endpoint) -> str | None:
+        """``GET /v1/models``: ``None`` when the server answers, else why not."""
+        client = self._servers[endpoint].client.with_options(
+            timeout=min(PROBE_TIMEOUT_S, self._config.timeout_s), max_retries=0)
+        try:
+            await client.models.list()
+        except openai.APITimeoutError:
+            return "probe timed out"
+        except openai.APIConnectionError as exc:
+            return f"cannot connect ({exception_reason(exc.__cause__ or exc)})"
+        except openai.APIStatusError as exc:
+            if exc.status_code >= 500:
+                return f"HTTP {exc.status_code} to GET /v1/models"
+            # 401/404...: the server is up; the requests will say what is wrong with them.
+        return None
+
+    async def aclose(self) -> None:
+        """Stop probing and close the HTTP connection pools."""
+        await self._pool.aclose()
+        for server in self._servers.values():
+            await server.client.close()
+
+
+def _error_message(exc: openai.APIStatusError) -> str:
+    """The server's own error text (vLLM: ``{"error": {"message": ...}}`` or ``{"message"}``)."""
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return truncate(str(inner["message"]), 500)
+    return truncate(str(exc.message), 500)
+
+
+def _hint(status: int, detail: str) -> str:
+    """What to change for the refusals an operator can fix in the configuration."""
+    if status == 400 and "maximum context length" in detail:
+        return " (lower vlm.max_pixels or raise vLLM's --max-model-len)"
+    if status == 404 and "model" in detail.lower():
+        return " (vlm.model must equal vLLM's --served-model-name)"
+    if status in (401, 403):
+        return " (check vlm.api_key against vLLM's --api-key)"
+    return ""
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    """The ``Retry-After`` header in seconds, when the server sent one as a number."""
+    value = exc.response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # an HTTP date: rare from model servers; fall back to our own backoff
+    return max(0.0, seconds)

@@ -1,0 +1,3 @@
+"""The running daemon: the supervisor, one pipeline per camera, telemetry, systemd notify and
+logging.
+"""

@@ -1,0 +1,3 @@
+"""The command line and what it runs besides the daemon: analyze, probe, eval, doctor, demo and
+download-model.
+"""

@@ -1,0 +1,70 @@
+"""The daemon's verdict handling (in process, no broker): a no-hard-hat alert starts and
+updates with the evidence image saved, boxes drawn, and everything stored in the outbox in
+order: snapshot, then event, then state."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from monitor.capture import CapturedFrame
+from monitor.config import config_from_mapping
+from monitor.model.answer import SafetyAnswer, Verdict
+from monitor.service.supervisor import Daemon
+
+
+def helmet_verdict(missing: int, at: float) -> Verdict:
+    boxes = [{"bbox_2d": [40 + 100 * i, 60, 120 + 100 * i, 300], "label": "no_helmet"}
+             for i in range(missing)]
+    answer = SafetyAnswer.model_validate({
+        "fire": {"answer": "no"}, "smoke": {"answer": "no"},
+        "helmet": {"status": "some_missing", "missing_count": missing, "boxes": boxes,
+                   "description": f"{missing} without a hard hat"}})
+    return Verdict("scaffold", answer, at, at + 0.3, 0.3, "Qwen2.5-VL", "sim")
+
+
+@pytest.mark.asyncio
+async def test_alert_start_and_update_carry_evidence(tmp_path: Path) -> None:
+    config = config_from_mapping({
+        "state_dir": str(tmp_path / "state"),
+        "mqtt": {"port": 1, "client_id": "evidence-test"},
+        "defaults": {"confirm_frames": 1, "clear_frames": 1, "hazards": ["no_helmet"]},
+        "snapshots": {"url_prefix": "https://nvr.example/evidence"},
+        "telemetry": {"enabled": False},
+        "cameras": [{"id": "scaffold", "url": str(tmp_path / "unused.mp4")}],
+    })
+    daemon = Daemon(config)
+    daemon._loop = asyncio.get_running_loop()
+    camera = daemon._build_camera(config, config.cameras[0])
+    image = np.full((360, 640, 3), 90, dtype=np.uint8)
+    now = time.time()
+    for index, missing in enumerate((1, 2)):
+        frame = CapturedFrame("scaffold", index, now + index, time.monotonic(), 640, 360, image)
+        await daemon._handle_verdict(camera, helmet_verdict(missing, now + index), frame)
+    stored = daemon.outbox.head()
+    topics = [m.topic for m in stored]
+    # Snapshot before its event (retained, so the first one was replaced by the second).
+    last_event = len(topics) - 1 - topics[::-1].index("monitor/events")
+    assert topics.index("monitor/scaffold/no_helmet/snapshot") == last_event - 1
+    events = [json.loads(m.payload) for m in stored if m.topic == "monitor/events"]
+    assert [e["type"] for e in events] == ["start", "update"]
+    assert [e["missing_helmets"] for e in events] == [1, 2]
+    assert len(events[1]["boxes"]) == 2
+    for event in events:
+        path = Path(event["snapshot"]["path"])
+        assert path.is_relative_to(tmp_path / "state" / "snapshots" / "scaffold")
+        assert event["snapshot"]["url"].startswith("https://nvr.example/evidence/scaffold/")
+        drawn = cv2.imread(str(path))
+        assert drawn is not None
+        assert drawn[150, 40][2] > 180  # the first box's left edge is red
+    # The retained snapshot is coalesced: the latest frame only.
+    [snapshot] = [m for m in stored if m.topic.endswith("/snapshot")]
+    assert snapshot.payload == Path(events[1]["snapshot"]["path"]).read_bytes()
+    assert daemon.metrics.events.labels("no_helmet", "update")._value.get() == 1
+    daemon.outbox.close()
