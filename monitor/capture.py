@@ -63,6 +63,7 @@ import cv2
 import numpy as np
 import simplejpeg
 from av.video.reformatter import VideoReformatter
+
 from monitor.errors import exception_reason
 from monitor.ingest.urls import REDACTED, redact_url, url_password
 from monitor.pixels import BgrImage, GreyImage
