@@ -577,6 +577,62 @@ def _compare(args: argparse.Namespace, clip: Path) -> None:
               f"({', '.join(f'{memory:.1f}' for memory in memories)})", flush=True)
 
 
+def jpeg_difference(clip: Path, *, keyframes: int = 8) -> str:
+    """What the keyframe decoder's one quality trade-off (no deblocking filter) does to the
+    image the model gets: every keyframe of ``clip`` (up to ``keyframes``) decoded as the
+    reader does and with the filter, each sent as the daemon sends it (default pixel budget
+    and JPEG quality), both JPEGs decoded back to grey and compared. JPEG's own effect (the
+    same picture at quality 85 and 84) is printed beside it for scale."""
+    import av  # noqa: PLC0415 - heavy; only here
+    import numpy as np  # noqa: PLC0415
+    import simplejpeg  # noqa: PLC0415
+
+    from monitor.capture import CapturedFrame, _keyframe_decoder  # noqa: PLC0415
+    from monitor.config import VlmConfig  # noqa: PLC0415
+    from monitor.model.imaging import smart_resize  # noqa: PLC0415
+
+    vlm = VlmConfig()
+
+    def grey(picture: Any, quality: int) -> Any:
+        height, width = smart_resize(picture.height, picture.width,
+                                     min_pixels=vlm.min_pixels, max_pixels=vlm.max_pixels)
+        frame = CapturedFrame(camera_id="q", sequence=0, captured_at=0.0,
+                              captured_monotonic=0.0, width=picture.width,
+                              height=picture.height, _frame=picture)
+        jpeg = frame.to_jpeg(width, height, quality)
+        return simplejpeg.decode_jpeg(jpeg, colorspace="GRAY").astype(np.int16)
+
+    with av.open(str(clip)) as container:
+        stream = container.streams.video[0]
+        ours = _keyframe_decoder(stream.codec_context)
+        exact: Any = av.CodecContext.create(stream.codec_context.name, "r")
+        exact.extradata = stream.codec_context.extradata
+        exact.options = {"flags": "+low_delay"}
+        exact.thread_count = 1
+        means: list[float] = []
+        peaks: list[int] = []
+        jpeg_own: list[float] = []
+        for packet in container.demux(stream):
+            if not packet.size or not packet.is_keyframe:
+                continue
+            (skipped,) = ours.decode(packet)
+            (filtered,) = exact.decode(packet)
+            difference = np.abs(grey(skipped, vlm.jpeg_quality) - grey(filtered, vlm.jpeg_quality))
+            means.append(float(difference.mean()))
+            peaks.append(int(difference.max()))
+            jpeg_own.append(float(np.abs(grey(filtered, vlm.jpeg_quality)
+                                         - grey(filtered, vlm.jpeg_quality - 1)).mean()))
+            if len(means) >= keyframes:
+                break
+    return (f"quality: keyframes decoded without the deblocking filter, as sent (JPEG q"
+            f"{vlm.jpeg_quality} at the default pixel budget): mean absolute difference "
+            f"{statistics.mean(means):.3f} grey levels (per keyframe "
+            f"{', '.join(f'{mean:.3f}' for mean in means)}; largest pixel difference "
+            f"{max(peaks)}) over {len(means)} keyframes of {clip.name}; JPEG quality "
+            f"{vlm.jpeg_quality} against {vlm.jpeg_quality - 1} of the same picture: "
+            f"{statistics.mean(jpeg_own):.3f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command line: see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -597,6 +653,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="seconds after starting the client before measuring")
     parser.add_argument("--duration", type=float, default=60.0, help="measured seconds")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--quality", action="store_true",
+                        help="only print what skipping the deblocking filter on keyframes does "
+                             "to the JPEG sent (mean absolute difference in grey levels)")
     parser.add_argument("--child", choices=["baseline", "monitor", "bare"],
                         help=argparse.SUPPRESS)
     parser.add_argument("urls", nargs="*", help=argparse.SUPPRESS)
@@ -605,6 +664,9 @@ def main(argv: list[str] | None = None) -> None:
         child_main(args.child, args.urls, args.interval, args.warmup, args.duration)
         return
     clip = bench_clip(args.cache, args.clip)
+    if args.quality:
+        print(jpeg_difference(clip), flush=True)
+        return
     load = os.getloadavg()
     print(f"ingest benchmark: {os.cpu_count()} cores, load average before "
           f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; clip {args.clip} ({clip.name}): "
