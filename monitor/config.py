@@ -144,12 +144,12 @@ class VlmConfig(_Section):
     )
     jpeg_quality: int = Field(default=85, ge=30, le=100, description="JPEG quality, 30-100.")
     language: Literal["zh", "en"] = Field(
-        default="zh", description="Prompt and answer language: zh (the seed's) or en."
+        default="zh", description="Prompt and answer language: zh (Chinese, the default) or en."
     )
     structured_output: bool = Field(
         default=True,
         description="Ask for JSON constrained by a JSON schema (response_format json_schema); "
-        "off: the seed's free-text format.",
+        "off: a labelled free-text answer (for servers without structured output).",
     )
     max_tokens: int = Field(
         default=600, ge=16, le=4096,
@@ -210,7 +210,6 @@ class MqttConfig(_Section):
         description="Messages the durable outbox holds while the broker is unreachable "
         "(oldest dropped beyond, counted and logged).",
     )
-    # --- issue 5 (MQTT interface, durable delivery); owned by the mqtt/outbox engineer ---
     protocol: Literal["5", "3.1.1"] = Field(default="5", description="MQTT protocol version.")
     tls: bool = Field(
         default=False, description="Connect with TLS (implied by ca_file or cert_file)."
@@ -284,7 +283,6 @@ class DefaultsConfig(_Section):
         default=3, ge=1, le=100,
         description="Consecutive negative verdicts that clear an alert.",
     )
-    # --- issue 5 (hazard tracking) ---
     window_frames: int | None = Field(
         default=None, ge=1, le=1000,
         description="K of N: confirm_frames positives within this many verdicts raise an "
@@ -322,7 +320,6 @@ class DefaultsConfig(_Section):
         description="Read timeout until a stream's frame rate is known; afterwards a stream "
         "silent for 10 frame intervals (at least 2 s) is reported offline and reopened.",
     )
-    # --- issue 3 (ingest) ---
     backend: Literal["pyav", "opencv"] = Field(
         default="pyav", description="Stream reader: pyav (keyframe-only decoding possible) or "
         "opencv (decodes every frame).",
@@ -382,7 +379,6 @@ class CameraConfig(_Section):
         default="", max_length=500,
         description="Sent to the model after the image, e.g. 'welding happens here; sparks "
         "are not fire'.")
-    # --- issue 3 (ingest) ---
     backend: Literal["pyav", "opencv"] | None = Field(
         default=None, description="Overrides defaults.backend.")
     decode: Literal["auto", "keyframes", "all"] | None = Field(
@@ -478,7 +474,6 @@ class MonitorConfig(BaseSettings):
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig,
                                        description="Health and metrics endpoint.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
-    # --- issue 5 (durable outbox, evidence snapshots) ---
     state_dir: Path = Field(
         default=Path("/var/lib/monitor"),
         description="Writable directory for the outbox database and evidence snapshots "

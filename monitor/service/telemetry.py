@@ -109,7 +109,8 @@ class Metrics:
             "changed", ["camera"], registry=registry)
         self.vlm_requests = Counter(
             "monitor_vlm_requests", "Model requests by outcome (ok, unavailable, rejected, "
-            "invalid_answer, stale_dropped)", ["endpoint", "outcome"], registry=registry)
+            "invalid_answer, stale_dropped, busy, image_error)", ["endpoint", "outcome"],
+            registry=registry)
         self.vlm_latency = Histogram(
             "monitor_vlm_latency_seconds", "Model request latency", ["endpoint"],
             buckets=LATENCY_BUCKETS, registry=registry)

@@ -1,4 +1,5 @@
-"""The ``monitor`` command: ``run``, ``demo``, ``check-config``, ``sim-vlm``, ``sim-scene``."""
+"""The ``monitor`` command: ``run`` (the daemon), ``check-config``, ``doctor``, ``analyze``,
+``probe``, ``eval``, ``demo``, ``download-model``, ``sim-vlm`` and ``sim-scene``."""
 
 from __future__ import annotations
 
@@ -219,7 +220,7 @@ def _model_config(args: argparse.Namespace) -> MonitorConfig:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    """``monitor analyze IMAGE...``: the seed's one-shot test, one verdict per image."""
+    """``monitor analyze IMAGE...``: one verdict per image, through the production path."""
     from monitor.tools.analyze import analyse_sources, exit_code, format_result  # noqa: PLC0415
 
     setup_logging(args.log_level or "WARNING")

@@ -352,8 +352,8 @@ def print_report(report: VerifyReport) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``monitor download-model``."""
     parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help=f"ModelScope model id (default {DEFAULT_MODEL}; the seed also "
-                        "names Qwen/Qwen2.5-VL-3B-Instruct)")
+                        help=f"ModelScope model id (default {DEFAULT_MODEL}; the smaller "
+                        "Qwen/Qwen2.5-VL-3B-Instruct also works)")
     parser.add_argument("--local-dir", type=Path,
                         help=f"download directory (default {MODELS_ROOT}/<model name>)")
     parser.add_argument("--revision", help="model revision (branch, tag or commit)")
@@ -376,7 +376,7 @@ def main(args: argparse.Namespace) -> int:
     local_dir: Path = args.local_dir or default_local_dir(model)
     checksum_file: Path | None = args.sha256
     if model not in KNOWN_MODELS:
-        print(f"note: {model} is not one of the seed's models ({', '.join(KNOWN_MODELS)})",
+        print(f"note: {model} is not one of the tested models ({', '.join(KNOWN_MODELS)})",
               file=sys.stderr)
     executable = find_modelscope()
     checks = ("config.json, tokenizer, preprocessor_config.json, chat template, every shard "
