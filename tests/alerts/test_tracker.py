@@ -176,10 +176,15 @@ def scenarios(draw: st.DrawFn) -> tuple[TrackerSettings, list[tuple[float, Safet
         cooldown_s=draw(st.sampled_from([0.0, 5.0, 15.0])),
         uncertain=draw(st.sampled_from(list(UncertainMode))),
     )
-    gaps = draw(st.lists(st.floats(0.1, 8), max_size=80))
+    answers = draw(st.lists(st.sampled_from(ANSWERS), max_size=70))
+    # Every scenario holds a fire that must be confirmed (confirm_frames positives in a row,
+    # somewhere) and, at its end, enough negatives to clear it: so every example exercises a
+    # start and an end, and the properties below can never hold vacuously.
+    at = draw(st.integers(0, len(answers)))
+    answers[at:at] = [FIRE] * rules.confirm_frames
+    answers += [CLEAR] * rules.clear_frames
+    gaps = draw(st.lists(st.floats(0.1, 8), min_size=len(answers), max_size=len(answers)))
     times = list(itertools.accumulate(gaps))
-    answers = draw(st.lists(st.sampled_from(ANSWERS), min_size=len(times),
-                            max_size=len(times)))
     return rules, list(zip(times, answers, strict=True))
 
 
@@ -206,7 +211,11 @@ def test_lifecycle_is_well_formed(
     """Per hazard: start (update)* end, repeated; no end without a start; never two open
     alerts; every step of an alert shares its id, with revisions 0, 1, 2 ..."""
     rules, verdicts = scenario
-    for events in run(rules, verdicts).values():
+    by_hazard = run(rules, verdicts)
+    fire = [event.type for _, event in by_hazard[Hazard.FIRE]]
+    assert EventType.START in fire
+    assert EventType.END in fire  # the case under test happened
+    for events in by_hazard.values():
         open_id: str | None = None
         revision = 0
         seen_ids: set[str] = set()
@@ -236,6 +245,7 @@ def test_no_flapping_faster_than_the_settings(
     least cooldown_s after it; an end needs clear_frames negatives in a row or clear_after_s
     without a positive."""
     rules, verdicts = scenario
+    checked = {EventType.START: 0, EventType.END: 0}
     for events in run(rules, verdicts).values():
         previous_end: tuple[int, AlertEvent] | None = None
         start_index = 0
@@ -263,6 +273,9 @@ def test_no_flapping_faster_than_the_settings(
                     assert rules.clear_after_s is not None
                     assert event.at - event.started_at >= rules.clear_after_s
                 previous_end = (index, event)
+            checked[event.type] = checked.get(event.type, 0) + 1
+    assert checked[EventType.START] >= 1
+    assert checked[EventType.END] >= 1
 
 
 @settings(max_examples=200, deadline=None)
@@ -280,7 +293,9 @@ def test_uncertain_has_no_effect_when_neither(
         return [(e.type.value, e.at) for h, events in sorted(run(rules, items).items())
                 for _, e in events if h is Hazard.FIRE]
 
-    assert steps(verdicts) == steps(decisive)
+    fire_steps = steps(verdicts)
+    assert any(kind == "start" for kind, _ in fire_steps)  # a fire was raised
+    assert fire_steps == steps(decisive)
 
 
 def test_end_all_ends_raised_alerts_once_with_the_reason() -> None:
