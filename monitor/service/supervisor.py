@@ -55,6 +55,7 @@ from monitor.model.imaging import (
     smart_resize,
 )
 from monitor.redaction import register_secrets
+from monitor.service.reload import plan_reload
 from monitor.service.systemd import Notifier
 from monitor.service.telemetry import CameraSnapshot, HealthServer, LiveSnapshot, Metrics, Readiness
 
@@ -315,34 +316,31 @@ class Daemon:
 
     async def reload(self, new: MonitorConfig) -> None:
         """Apply a new configuration's cameras: added ones start, removed ones stop, changed
-        ones restart; untouched cameras keep running. Other sections need a restart."""
+        ones restart; untouched cameras keep running. Other sections need a restart (the
+        steps: :func:`~monitor.service.reload.plan_reload`)."""
         old = self.config
         register_secrets(new.secret_values())  # new cameras' passwords
-        for section in ("vlm", "mqtt", "telemetry", "logging"):
-            if getattr(old, section) != getattr(new, section):
-                logger.warning("reload: [%s] changed; restart the daemon to apply it", section)
-        wanted = {c.id: c for c in new.cameras if c.enabled}
-        defaults_changed = old.defaults != new.defaults
-        added = removed = restarted = 0
-        for camera_id, camera in list(self._cameras.items()):
-            if camera_id not in wanted:
+        plan = plan_reload(old, new)
+        for section in plan.sections_needing_restart:
+            logger.warning("reload: [%s] changed; restart the daemon to apply it", section)
+        for camera_id in plan.remove:
+            camera = self._cameras.get(camera_id)
+            if camera is not None:
                 await self._stop_camera(camera)
-                removed += 1
-                logger.info("camera %s: removed by reload", camera_id)
-            elif wanted[camera_id] != camera.config or defaults_changed:
+            logger.info("camera %s: removed by reload", camera_id)
+        for camera_config in plan.restart:
+            camera = self._cameras.get(camera_config.id)
+            if camera is not None:
                 # Its tracker goes with it: end raised alerts explicitly, so subscribers get
                 # an `end` (not a bare OFF) and the new tracker confirms afresh.
                 for event in camera.tracker.end_all(time.time(), EndReason.RECONFIGURED):
                     self.publisher.publish_event(event)
                 await self._stop_camera(camera)
-                self._start_camera(self._build_camera(new, wanted[camera_id]))
-                restarted += 1
-                logger.info("camera %s: restarted with its new settings", camera_id)
-        for camera_id, camera_config in wanted.items():
-            if camera_id not in self._cameras:
-                self._start_camera(self._build_camera(new, camera_config))
-                added += 1
-                logger.info("camera %s: added by reload", camera_id)
+            self._start_camera(self._build_camera(new, camera_config))
+            logger.info("camera %s: restarted with its new settings", camera_config.id)
+        for camera_config in plan.add:
+            self._start_camera(self._build_camera(new, camera_config))
+            logger.info("camera %s: added by reload", camera_config.id)
         self.config = new.model_copy(update={"vlm": old.vlm, "mqtt": old.mqtt,
                                              "telemetry": old.telemetry})
         # Alerts, retained topics and Home Assistant entities of removed cameras/hazards end
@@ -350,7 +348,7 @@ class Daemon:
         self.publisher.reconcile({c.id: camera_hazards(new, c)
                                   for c in new.cameras if c.enabled})
         logger.info("reload applied: %d added, %d removed, %d restarted, %d unchanged",
-                    added, removed, restarted, len(self._cameras) - added - restarted)
+                    len(plan.add), len(plan.remove), len(plan.restart), len(plan.keep))
 
     async def _shutdown(self, watch: asyncio.Task[None],
                         publisher_task: asyncio.Task[None]) -> None:
