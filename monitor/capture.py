@@ -529,8 +529,9 @@ def _keyframe_decoder(context: Any) -> Any:
     shared between cameras whose streams have the same extradata
     (:class:`KeyframeDecoderPool`).
     """
-    if context.name == "h264":
-        return _SharedDecoder(_AVCC_KEYFRAME_DECODERS, bytes(context.extradata or b""))
+    extradata = bytes(context.extradata or b"")
+    if context.name == "h264" and extradata:
+        return _SharedDecoder(_AVCC_KEYFRAME_DECODERS, extradata)
     try:
         decoder = av.CodecContext.create(context.name, "r")
         decoder.extradata = context.extradata
@@ -650,19 +651,29 @@ class KeyframeDecoderPool:
             return sum(len(decoders) for decoders in self._idle.values())
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _SharedDecoder:
     """A camera's keyframe decoder, decoding with a :class:`KeyframeDecoderPool`; ``key``
-    fixed (the stream's extradata) or, when ``None``, read from each Annex B keyframe."""
+    fixed (the stream's extradata) or, when ``None``, read from each Annex B keyframe.
+
+    A keyframe without parameter sets in front is not self-contained (it decodes with the
+    last SPS and PPS its decoder saw, which in a shared one may be another camera's): it goes
+    to a decoder of this camera's own.
+    """
 
     pool: KeyframeDecoderPool
     key: bytes | None = None
+    _own: Any = None
 
     def decode(self, packet: Any) -> list[Any]:
         key = self.key
         if key is None:
             key = h264_parameter_sets(bytes(memoryview(packet)[:PARAMETER_SETS_MAX_BYTES]))
-        return self.pool.decode(key, packet)
+        if key:
+            return self.pool.decode(key, packet)
+        if self._own is None:
+            self._own = _new_keyframe_decoder(None)
+        return list(self._own.decode(packet))
 
 
 def keep_pictures_out_of_the_heap() -> None:
