@@ -10,9 +10,24 @@ This is the code production uses against real vLLM; tests point it at the simula
 * Several servers (``[[vlm.endpoints]]``) form an :class:`~monitor.model.endpoints.EndpointPool`:
   fewest-in-flight routing, a per-endpoint concurrency limit, fair first-come-first-served
   waiting, and circuit breakers that probe ``GET /v1/models`` until a server answers again.
-* One request in flight per camera. A frame older than ``max_frame_age_s`` when its request's
-  turn comes is not sent: the caller's ``refresh`` may supply the camera's newest frame
-  instead, or the frame is dropped (:class:`VlmStaleFrameError`).
+* Slot first, then the frame. ``async with client.request(camera_id) as request`` is one
+  camera's request (one in flight per camera: :class:`VlmCameraBusyError` otherwise), and
+  ``async with request.slot() as slot`` waits for a place on an endpoint. Only then does the
+  caller pick the camera's freshest frame, check its age (:meth:`ModelSlot.check_age`: older
+  than ``max_frame_age_s`` is dropped, :class:`VlmStaleFrameError`), encode it and call
+  :meth:`ModelSlot.analyse`. A failure worth retrying ends the slot's block quietly; the next
+  ``request.slot()`` backs off first, so a retry takes a slot again and sends the frame that is
+  freshest then (never one that went stale while backing off)::
+
+      async with client.request(camera_id) as request:
+          while True:
+              async with request.slot() as slot:
+                  frame = newest_frame()
+                  slot.check_age(frame.captured_at, now=time.time())
+                  return await slot.analyse(encode(frame), captured_at=frame.captured_at)
+
+  :meth:`VlmClient.analyse_image` is that loop for an image already encoded (still images:
+  ``monitor analyze``, ``eval``, ``probe``). The client never calls back into its caller.
 * ``AsyncOpenAI`` gets an explicit ``timeout`` (its default is ten minutes) and
   ``max_retries=0``: retries are done here, so they can move to another endpoint and feed the
   breakers. Connection errors, timeouts, 429 and 5xx are retried with full-jitter backoff
@@ -37,9 +52,10 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import openai
 from openai import AsyncOpenAI
@@ -80,10 +96,6 @@ recommended maximum, no detail traded away. The smaller ones cost proportionally
 tokens and shrink everything in the frame alike: a 100-pixel-tall person of a 1080p frame is
 about 67, 52, 41 and 31 pixels tall at these presets (``bench/tokens.py`` prints the exact
 figures) - trade-offs for near, large subjects, not for far-away hard hats."""
-
-Refresh = Callable[[], Awaitable[tuple[EncodedImage, float] | None]]
-"""Gives the camera's newest frame (encoded, with its capture time), or ``None``."""
-
 
 class VlmError(Exception):
     """A frame could not be analysed. ``endpoint`` names the server involved, if any."""
@@ -144,9 +156,22 @@ class Analysis:
     completion_tokens: int | None
     endpoint: str
     image: EncodedImage
-    """The image actually sent (a refreshed one when the first went stale)."""
+    """The image sent."""
     captured_at: float | None
+    """Wall-clock capture time of the frame sent (``None``: a still image)."""
     finish_reason: str | None
+    model: str
+    analysed_at: float
+    """Wall-clock time the answer arrived."""
+
+    def verdict(self, camera_id: str, captured_at: float) -> Verdict:
+        """The answer as camera ``camera_id``'s verdict about the frame captured at
+        ``captured_at`` (wall clock)."""
+        return Verdict(
+            camera_id=camera_id, answer=self.answer, captured_at=captured_at,
+            analysed_at=self.analysed_at, latency_s=self.latency_s, model=self.model,
+            endpoint=self.endpoint, prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens)
 
 
 @dataclass(eq=False, slots=True)
@@ -223,103 +248,31 @@ class VlmClient:
             body["response_format"] = self._response_format
         return body
 
+    def request(self, camera_id: str | None = None) -> ModelRequest:
+        """One request (through its retries), of camera ``camera_id`` or of a still image
+        (``None``); enter it with ``async with`` (see the module docstring).
+
+        Raises (on entering):
+            VlmCameraBusyError: the camera already has a request in flight.
+        """
+        return ModelRequest(self, camera_id)
+
     async def analyse_image(self, image: EncodedImage, *, context: str = "",
                             hazards: Sequence[Hazard] | None = None, camera_id: str | None = None,
-                            captured_at: float | None = None,
-                            refresh: Refresh | None = None) -> Analysis:
-        """Ask the model about one image (``captured_at``: wall-clock capture time, for the
-        staleness rule; ``None`` for a still image, which never goes stale).
+                            captured_at: float | None = None) -> Analysis:
+        """Ask the model about an image already encoded (``captured_at``: wall-clock capture
+        time, checked against ``max_frame_age_s`` whenever its turn comes; ``None`` for a still
+        image, which never goes stale).
 
         Raises:
             VlmUnavailableError, VlmRequestRejectedError, VlmAnswerError, VlmStaleFrameError,
             VlmCameraBusyError
         """
-        if camera_id is not None:
-            if camera_id in self._busy:
-                raise VlmCameraBusyError(f"camera {camera_id} already has a model request in "
-                                         f"flight; one at a time")
-            self._busy.add(camera_id)
-        try:
-            return await self._with_retries(image, captured_at, refresh=refresh,
-                                            context=context, hazards=hazards,
-                                            camera_id=camera_id)
-        finally:
-            if camera_id is not None:
-                self._busy.discard(camera_id)
-
-    async def analyse(self, camera_id: str, image: EncodedImage, captured_at: float, *,
-                      context: str = "", hazards: Sequence[Hazard] | None = None,
-                      refresh: Refresh | None = None) -> Verdict:
-        """Analyse one camera frame and wrap the answer as a :class:`Verdict`."""
-        analysis = await self.analyse_image(image, context=context, hazards=hazards,
-                                            camera_id=camera_id, captured_at=captured_at,
-                                            refresh=refresh)
-        return Verdict(
-            camera_id=camera_id, answer=analysis.answer,
-            captured_at=analysis.captured_at if analysis.captured_at is not None
-            else captured_at,
-            analysed_at=time.time(), latency_s=analysis.latency_s, model=self._config.model,
-            endpoint=analysis.endpoint, prompt_tokens=analysis.prompt_tokens,
-            completion_tokens=analysis.completion_tokens,
-        )
-
-    async def _fresh(self, image: EncodedImage, captured_at: float | None,
-                     refresh: Refresh | None) -> tuple[EncodedImage, float | None]:
-        """The frame to send now: this one while young enough, else the refreshed newest."""
-        limit = self._config.max_frame_age_s
-        if captured_at is None or time.time() - captured_at <= limit:
-            return image, captured_at
-        age = time.time() - captured_at
-        if refresh is not None:
-            newer = await refresh()
-            if newer is not None and time.time() - newer[1] <= limit:
-                return newer
-            if newer is not None:
-                age = time.time() - newer[1]
-        # No exact age in the message: the daemon logs a message when it changes.
-        raise VlmStaleFrameError(
-            f"frame dropped, not sent: older than max_frame_age_s ({limit:g} s) when its "
-            f"turn came, and no newer frame", age_s=age)
-
-    async def _with_retries(self, image: EncodedImage, captured_at: float | None, *,
-                            refresh: Refresh | None, context: str,
-                            hazards: Sequence[Hazard] | None,
-                            camera_id: str | None) -> Analysis:
-        config = self._config
-        attempt = 0
-        while True:
-            # A frame that is already too old is not worth a place in the queue.
-            image, captured_at = await self._fresh(image, captured_at, refresh)
-            try:
-                endpoint = await self._pool.acquire(config.timeout_s)
-            except NoEndpointError as exc:
-                raise VlmUnavailableError(str(exc)) from exc
-            retry_after: float | None = None
-            try:
-                image, captured_at = await self._fresh(image, captured_at, refresh)
-                return await self._attempt(self._servers[endpoint], image, captured_at,
-                                           context=context, hazards=hazards,
-                                           camera_id=camera_id)
-            except _RetryableError as failure:
-                self._pool.record_failure(endpoint, failure.reason)
-                if attempt >= config.max_retries:
-                    retries = f" (after {attempt} retr{'y' if attempt == 1 else 'ies'})" \
-                        if attempt else ""
-                    raise VlmUnavailableError(f"{endpoint.name}: {failure.reason}{retries}",
-                                              endpoint=endpoint.name) from None
-                retry_after = failure.retry_after_s
-                reason = failure.reason
-            finally:
-                self._pool.release(endpoint)
-            # Full jitter (AWS architecture blog, "Exponential Backoff And Jitter"): spreads
-            # the retries of many cameras hit by the same outage.
-            delay = min(RETRY_CAP_S, retry_after) if retry_after is not None \
-                else backoff_s(attempt, self._rng, base_s=self._retry_base_s, cap_s=RETRY_CAP_S)
-            attempt += 1
-            logger.debug("model request%s failed on %s (%s); retry %d/%d in %.2f s",
-                         f" of camera {camera_id}" if camera_id else "", endpoint.name, reason,
-                         attempt, config.max_retries, delay)
-            await asyncio.sleep(delay)
+        async with self.request(camera_id) as request:
+            while True:
+                async with request.slot() as slot:
+                    return await slot.analyse(image, captured_at=captured_at, context=context,
+                                              hazards=hazards)
 
     async def _attempt(self, server: _Server, image: EncodedImage, captured_at: float | None,
                        *, context: str, hazards: Sequence[Hazard] | None,
@@ -377,7 +330,7 @@ class VlmClient:
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens if usage else None,
             endpoint=name, image=image, captured_at=captured_at,
-            finish_reason=choice.finish_reason,
+            finish_reason=choice.finish_reason, model=config.model, analysed_at=time.time(),
         )
 
     async def _probe(self, endpoint: Endpoint) -> str | None:
@@ -401,6 +354,159 @@ class VlmClient:
         await self._pool.aclose()
         for server in self._servers.values():
             await server.client.close()
+
+
+class ModelRequest:
+    """One request of one camera (or of a still image) through its retries; made by
+    :meth:`VlmClient.request`. Entering it claims the camera (one request in flight per
+    camera), leaving it frees the camera."""
+
+    def __init__(self, client: VlmClient, camera_id: str | None) -> None:
+        self._client = client
+        self.camera_id = camera_id
+        self.attempt = 0
+        """Attempts that failed in a way worth retrying so far."""
+        self._retry: _RetryableError | None = None
+        self._retry_endpoint = ""
+
+    async def __aenter__(self) -> Self:
+        busy = self._client._busy
+        if self.camera_id is not None:
+            if self.camera_id in busy:
+                raise VlmCameraBusyError(f"camera {self.camera_id} already has a model request "
+                                         f"in flight; one at a time")
+            busy.add(self.camera_id)
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self.camera_id is not None:
+            self._client._busy.discard(self.camera_id)
+
+    def slot(self) -> ModelSlot:
+        """A place on an endpoint for the next attempt; enter it with ``async with``. After a
+        failed attempt it first waits the retry's backoff."""
+        return ModelSlot(self._client, self)
+
+    def _failed(self, failure: _RetryableError, endpoint: str) -> None:
+        self._retry = failure
+        self._retry_endpoint = endpoint
+
+    async def _back_off(self) -> None:
+        """Wait before the next attempt when the last one failed (else return at once)."""
+        failure, self._retry = self._retry, None
+        if failure is None:
+            return
+        # Full jitter (AWS architecture blog, "Exponential Backoff And Jitter"): spreads
+        # the retries of many cameras hit by the same outage.
+        client = self._client
+        delay = min(RETRY_CAP_S, failure.retry_after_s) if failure.retry_after_s is not None \
+            else backoff_s(self.attempt, client._rng, base_s=client._retry_base_s,
+                           cap_s=RETRY_CAP_S)
+        self.attempt += 1
+        logger.debug("model request%s failed on %s (%s); retry %d/%d in %.2f s",
+                     f" of camera {self.camera_id}" if self.camera_id else "",
+                     self._retry_endpoint, failure.reason, self.attempt,
+                     client._config.max_retries, delay)
+        await asyncio.sleep(delay)
+
+
+class ModelSlot:
+    """One attempt: a place on one endpoint, held from entering to leaving (see the module
+    docstring). Entering waits, first come first served, for a free place.
+
+    Raises (on entering):
+        VlmUnavailableError: every endpoint is out of service, or no place freed in time.
+    """
+
+    def __init__(self, client: VlmClient, request: ModelRequest) -> None:
+        self._client = client
+        self._request = request
+        self._endpoint: Endpoint | None = None
+        self._used = False
+
+    @property
+    def max_frame_age_s(self) -> float:
+        """The oldest a frame may be when it is sent (``vlm.max_frame_age_s``)."""
+        return self._client._config.max_frame_age_s
+
+    @property
+    def endpoint(self) -> str:
+        """The name of the endpoint this slot is on."""
+        if self._endpoint is None:
+            raise RuntimeError("the model slot is not entered")
+        return self._endpoint.name
+
+    async def __aenter__(self) -> Self:
+        await self._request._back_off()
+        pool = self._client._pool
+        try:
+            self._endpoint = await pool.acquire(self._client._config.timeout_s)
+        except NoEndpointError as exc:
+            raise VlmUnavailableError(str(exc)) from exc
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> bool:
+        if self._endpoint is not None:
+            self._client._pool.release(self._endpoint)
+            self._endpoint = None
+        # A failure worth retrying (and with retries left: see analyse) ends the block
+        # quietly; the request's next slot backs off, then tries again.
+        return isinstance(exc, _RetryableError)
+
+    def check_age(self, captured_at: float, *, now: float) -> None:
+        """Drop a frame older than ``max_frame_age_s`` at ``now`` (both wall clock).
+
+        Raises:
+            VlmStaleFrameError: it is; it must not be sent.
+        """
+        check_frame_age(captured_at, now=now, limit_s=self.max_frame_age_s)
+
+    async def analyse(self, image: EncodedImage, *, captured_at: float | None = None,
+                      context: str = "", hazards: Sequence[Hazard] | None = None) -> Analysis:
+        """Send ``image`` (of a frame captured at ``captured_at``, wall clock; ``None``: a
+        still image) on this slot's endpoint; once per slot.
+
+        Raises:
+            VlmUnavailableError (retries used up), VlmRequestRejectedError, VlmAnswerError,
+            VlmStaleFrameError
+        """
+        if self._endpoint is None or self._used:
+            raise RuntimeError("a model slot sends one request, inside its async with block")
+        self._used = True
+        if captured_at is not None:
+            self.check_age(captured_at, now=time.time())
+        client, endpoint, request = self._client, self._endpoint, self._request
+        try:
+            return await client._attempt(
+                client._servers[endpoint], image, captured_at,
+                context=context, hazards=hazards, camera_id=request.camera_id)
+        except _RetryableError as failure:
+            client._pool.record_failure(endpoint, failure.reason)
+            attempt = request.attempt
+            if attempt >= client._config.max_retries:
+                retries = f" (after {attempt} retr{'y' if attempt == 1 else 'ies'})" \
+                    if attempt else ""
+                raise VlmUnavailableError(f"{endpoint.name}: {failure.reason}{retries}",
+                                          endpoint=endpoint.name) from None
+            request._failed(failure, endpoint.name)
+            raise
+
+
+def check_frame_age(captured_at: float, *, now: float, limit_s: float) -> None:
+    """The staleness rule: a frame captured at ``captured_at`` is not sent once it is older
+    than ``limit_s`` (``vlm.max_frame_age_s``) at ``now`` (wall clock).
+
+    Raises:
+        VlmStaleFrameError: it is too old.
+    """
+    age = now - captured_at
+    if age > limit_s:
+        # No exact age in the message: the pipeline logs a message when it changes.
+        raise VlmStaleFrameError(
+            f"frame dropped, not sent: older than max_frame_age_s ({limit_s:g} s) when its "
+            f"turn came, and no newer frame", age_s=age)
 
 
 def _error_message(exc: openai.APIStatusError) -> str:

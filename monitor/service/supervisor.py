@@ -3,22 +3,32 @@
 Tasks (all named, all in one ``asyncio.TaskGroup``)::
 
     mqtt.publisher            the broker connection and the outgoing queue
-    camera[<id>].sampler      interval → encode (thread pool) → model → tracker → publish
-    supervisor.watch          sd_notify watchdog and status; restarts a camera whose reader
-                              thread died
+    camera[<id>].sampler      the camera's :class:`~monitor.service.pipeline.CameraPipeline`:
+                              next frame -> model slot, freshest frame, encode (executor),
+                              model -> verdict, tracker, events (through the AlertSink)
+    cameras.status            retained camera status on change and as a heartbeat; notices
+                              stalled streams
+    supervisor.watch          sd_notify watchdog and status; ends alerts nobody confirms any
+                              more; restarts a camera whose reader thread died
+
+Per camera the supervisor owns the reader (thread) and the pipeline task; the pipeline owns
+the rest of the camera's state (sampler, change gate, tracker, region of interest). Shared by
+all: one :class:`~monitor.model.client.VlmClient`, one
+:class:`~monitor.service.sink.AlertSink` (publisher, evidence store, metrics), one encoder
+thread pool.
 
 A camera, the broker or the model server being down is an outage to report, not a reason to
-stop: samplers log and go on, the publisher reconnects. A bug in one camera's pipeline is
+stop: pipelines log and go on, the publisher reconnects. A bug in one camera's pipeline is
 logged and that camera restarted with backoff. Only a failure of a core component (the
 publisher, the supervisor) ends the TaskGroup, so the daemon exits non-zero and systemd
-restarts it. SIGHUP reloads the cameras without touching the ones that did not change.
+restarts it. SIGHUP reloads the cameras without touching the ones that did not change
+(:func:`~monitor.service.reload.plan_reload` says which).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import random
@@ -26,36 +36,21 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from monitor.alerts.evidence import SnapshotError, SnapshotStore, boxes_for
+from monitor.alerts.evidence import SnapshotStore
 from monitor.alerts.outbox import Outbox
-from monitor.alerts.payloads import Box, SnapshotRef, StatusPayload, iso_time
+from monitor.alerts.payloads import StatusPayload, iso_time
 from monitor.alerts.publisher import MqttPublisher
-from monitor.alerts.tracker import AlertEvent, EndReason, EventType, HazardTracker, TrackerSettings
+from monitor.alerts.tracker import EndReason
 from monitor.backoff import backoff_s
-from monitor.capture import CameraReader, CapturedFrame, StreamSource, StreamStatus
+from monitor.capture import CameraReader, StreamSource, StreamStatus
 from monitor.config import CameraConfig, MonitorConfig
-from monitor.ingest.changegate import ChangeGate, thumbnail_size
-from monitor.ingest.sampling import IntervalSampler
 from monitor.ingest.urls import redact_url, with_credentials
-from monitor.model.answer import Hazard, Verdict, truncate
-from monitor.model.client import (
-    VlmAnswerError,
-    VlmCameraBusyError,
-    VlmClient,
-    VlmError,
-    VlmRequestRejectedError,
-    VlmStaleFrameError,
-    VlmUnavailableError,
-)
-from monitor.model.imaging import (
-    EncodedImage,
-    ImageBudgetError,
-    RegionOfInterest,
-    encode_for_model,
-    smart_resize,
-)
+from monitor.model.answer import Hazard
+from monitor.model.client import VlmClient
 from monitor.redaction import register_secrets
+from monitor.service.pipeline import EVENT_WORDS, CameraPipeline
 from monitor.service.reload import plan_reload
+from monitor.service.sink import AlertSink
 from monitor.service.systemd import Notifier
 from monitor.service.telemetry import CameraSnapshot, HealthServer, LiveSnapshot, Metrics, Readiness
 
@@ -72,8 +67,6 @@ CAMERA_RESTART_CAP_S = 60.0
 READER_JOIN_S = 2.0
 STATUS_POLL_S = 0.5
 """How often camera statuses are checked for changes and stalls."""
-FRAME_WAIT_S = 1.0
-"""Longest sleep of a sampler waiting for a new frame (it re-checks stopping after it)."""
 VERDICT_OVERDUE_INTERVALS = 3
 VERDICT_OVERDUE_MIN_S = 10.0
 """Readiness: an online camera whose scene was last judged (a verdict, or the change gate
@@ -84,27 +77,17 @@ requests time out)."""
 
 @dataclass(slots=True)
 class _Camera:
+    """A running camera as the supervisor sees it: its reader, its pipeline and their task."""
+
     config: CameraConfig
     reader: CameraReader
-    tracker: HazardTracker
-    sampler: IntervalSampler
-    last_error: str | None = None
+    pipeline: CameraPipeline
     task: asyncio.Task[None] | None = None
-    """The camera's supervised pipeline task (sampling → model → tracker → MQTT)."""
-    gate: ChangeGate | None = None
-    """The change gate, unless the camera turned it off."""
-    roi: RegionOfInterest | None = None
-    confirm_min_gap_s: float = 0.5
-    last_positive: bool = False
-    """The last verdict reported a hazard: confirm now, and never skip it as unchanged."""
+    """The camera's supervised pipeline task (``camera[<id>].sampler``)."""
     status_signature: tuple[object, ...] | None = None
     status_published_at: float = 0.0
-    judged_at: float | None = None
-    """Monotonic time the camera's scene was last judged: a verdict arrived or the change
-    gate kept the last one. ``None`` before the first."""
     online_since: float | None = None
     """Monotonic time the stream last came online (``None`` while it is not)."""
-    interval_s: float = 2.0
 
 
 def stream_source(config: MonitorConfig, camera: CameraConfig) -> StreamSource:
@@ -129,15 +112,15 @@ def camera_hazards(config: MonitorConfig, camera: CameraConfig) -> list[Hazard]:
     return [Hazard(name) for name in config.camera_hazards(camera)]
 
 
-class Daemon:
-    """One monitor process: cameras in, MQTT alerts out."""
+class Supervisor:
+    """One monitor process: cameras in, MQTT alerts out (see the module docstring)."""
 
     def __init__(self, config: MonitorConfig) -> None:
         self.config = config
         # Every text this process emits (logs, /readyz, MQTT) masks the configured secrets.
         register_secrets(config.secret_values())
         self.metrics = Metrics()  # first: the publisher counts the events it stores
-        # --- issue 5: durable outbox, evidence store, reconciliation with the previous run ---
+        # The durable outbox, the evidence store, reconciliation with the previous run.
         mqtt = config.mqtt
         self.outbox = Outbox(config.state_dir / "outbox.sqlite3", max_messages=mqtt.queue_size,
                              max_bytes=mqtt.outbox_max_bytes, max_age_s=mqtt.outbox_max_age_s)
@@ -152,7 +135,6 @@ class Daemon:
             max_age_s=shots.max_age_s, max_bytes=shots.max_bytes,
             jpeg_quality=shots.jpeg_quality, url_prefix=shots.url_prefix,
         ) if shots.enabled else None
-        # --- end issue 5 ---
         self.vlm = VlmClient(config.vlm, on_in_flight=self._count_in_flight)
         self.metrics.observe_live(self._live_snapshot)
         self.health = HealthServer(self.metrics, self.readiness)
@@ -161,6 +143,7 @@ class Daemon:
         self._stopping = asyncio.Event()
         workers = max(1, min(4, os.cpu_count() or 1))
         self._encoder = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="encoder")
+        self.sink = AlertSink(self.publisher, self.snapshots, self.metrics, self._encoder)
         self._cameras: dict[str, _Camera] = {}
         self._rng = random.Random()
         self._group: asyncio.TaskGroup | None = None
@@ -193,8 +176,8 @@ class Daemon:
                            f"last {self.publisher.last_refusal}; check its ACL")
         reasons.extend(f"camera {c.config.id}: offline ({c.reader.status.last_error or '-'})"
                        for c in self._cameras.values() if not c.reader.status.online)
-        reasons.extend(f"camera {c.config.id}: analysis failing: {c.last_error}"
-                       for c in self._cameras.values() if c.last_error)
+        reasons.extend(f"camera {c.config.id}: analysis failing: {c.pipeline.last_error}"
+                       for c in self._cameras.values() if c.pipeline.last_error)
         now = time.monotonic()
         for camera in self._cameras.values():
             overdue = verdict_overdue_s(camera, now)
@@ -205,20 +188,12 @@ class Daemon:
         return Readiness(ready=ready, reasons=tuple(reasons))
 
     def _build_camera(self, config: MonitorConfig, camera: CameraConfig) -> _Camera:
-        hazards = camera_hazards(config, camera)
-        defaults = config.defaults
-        gate_on = camera.change_gate if camera.change_gate is not None else defaults.change_gate
-        return _Camera(
-            config=camera,
-            reader=CameraReader(stream_source(config, camera)),
-            tracker=HazardTracker(camera.id, hazards, TrackerSettings.from_config(config.defaults)),
-            sampler=IntervalSampler(config.camera_interval_s(camera)),
-            gate=ChangeGate(max_verdict_age_s=defaults.max_verdict_age_s,
-                            area_threshold=defaults.change_threshold) if gate_on else None,
-            roi=RegionOfInterest(tuple(camera.roi)) if camera.roi else None,
-            confirm_min_gap_s=defaults.confirm_min_gap_s,
-            interval_s=config.camera_interval_s(camera),
-        )
+        """A camera's reader and pipeline, not started (no I/O)."""
+        reader = CameraReader(stream_source(config, camera))
+        pipeline = CameraPipeline(config, camera, source=reader, client=self.vlm,
+                                  sink=self.sink, executor=self._encoder,
+                                  stopping=self._stopping)
+        return _Camera(config=camera, reader=reader, pipeline=pipeline)
 
     def _start_camera(self, camera: _Camera) -> None:
         """Start a camera's reader thread and its supervised pipeline task."""
@@ -226,7 +201,7 @@ class Daemon:
         camera_id = camera.config.id
         self._cameras[camera_id] = camera
         # A camera starts with no alert raised: say so, so no stale ON stays retained.
-        for hazard in camera.tracker.watched:
+        for hazard in camera.pipeline.tracker.watched:
             self.publisher.set_hazard_state(camera_id, hazard, on=False)
         camera.reader.start()
         camera.task = self._group.create_task(self._supervise_camera(camera),
@@ -250,7 +225,7 @@ class Daemon:
         while not self._stopping.is_set():
             started = time.monotonic()
             try:
-                await self._sample_camera(camera)
+                await camera.pipeline.run()
             except Exception:
                 if time.monotonic() - started > CAMERA_RESTART_CAP_S:
                     failures = 0  # it ran fine for a while: start the backoff afresh
@@ -333,7 +308,8 @@ class Daemon:
             if camera is not None:
                 # Its tracker goes with it: end raised alerts explicitly, so subscribers get
                 # an `end` (not a bare OFF) and the new tracker confirms afresh.
-                for event in camera.tracker.end_all(time.time(), EndReason.RECONFIGURED):
+                for event in camera.pipeline.tracker.end_all(time.time(),
+                                                             EndReason.RECONFIGURED):
                     self.publisher.publish_event(event)
                 await self._stop_camera(camera)
             self._start_camera(self._build_camera(new, camera_config))
@@ -373,7 +349,7 @@ class Daemon:
         _done, pending_publisher = await asyncio.wait({publisher_task},
                                                       timeout=PUBLISHER_GRACE_S)
         if pending_publisher:
-            # Nothing is lost: unsent messages stay in the durable outbox (issue 5).
+            # Nothing is lost: unsent messages stay in the durable outbox.
             logger.warning("mqtt: could not flush within %.0f s; %d message(s) stay in the "
                            "outbox for the next start", PUBLISHER_GRACE_S,
                            self.publisher.pending)
@@ -397,7 +373,7 @@ class Daemon:
         cameras = list(self._cameras.values())
         online = sum(1 for c in cameras if c.reader.status.online)
         broker = "connected" if self.publisher.connected else "NOT connected"
-        failing = sum(1 for c in cameras if c.last_error)
+        failing = sum(1 for c in cameras if c.pipeline.last_error)
         line = f"{online}/{len(cameras)} cameras online; broker {broker}"
         return line + (f"; analysis failing on {failing} camera(s)" if failing else "")
 
@@ -419,10 +395,10 @@ class Daemon:
             # (offline stream, model down): the tracker only sees time when asked.
             now = time.time()
             for camera in self._cameras.values():
-                for event in camera.tracker.expire(now):
+                for event in camera.pipeline.tracker.expire(now):
                     logger.info("camera %s: %s %s (event %s): no positive verdict for %.0f s",
                                 camera.config.id, event.hazard.value,
-                                _EVENT_WORDS[event.type], event.event_id,
+                                EVENT_WORDS[event.type], event.event_id,
                                 now - event.started_at)
                     self.publisher.publish_event(event)
             tasks_alive = not publisher_task.done() and all(
@@ -464,225 +440,11 @@ class Daemon:
     def _send_status(self, status: StreamStatus) -> None:
         self.publisher.publish_status(status_payload(status, time.time()))
 
-    def _encode(self, camera: _Camera, frame: CapturedFrame) -> EncodedImage:
-        """The frame at the model's size as JPEG (an encoder thread; never the loop).
-
-        Without a region of interest, scaling is one swscale pass from the decoder's format
-        straight to the budgeted size, compressed without a detour through BGR
-        (:meth:`~monitor.capture.CapturedFrame.to_jpeg`); with one, the region is cropped from
-        the full-size frame first, then resized.
-        """
-        vlm = self.config.vlm
-        if camera.roi is None:
-            height, width = smart_resize(frame.height, frame.width, min_pixels=vlm.min_pixels,
-                                         max_pixels=vlm.max_pixels)
-            return EncodedImage(jpeg=frame.to_jpeg(width, height, vlm.jpeg_quality),
-                                width=width, height=height, source_width=frame.width,
-                                source_height=frame.height)
-        image = camera.roi.crop(frame.to_bgr())
-        return encode_for_model(image, max_pixels=vlm.max_pixels,
-                                min_pixels=vlm.min_pixels, jpeg_quality=vlm.jpeg_quality)
-
-    async def _sample_camera(self, camera: _Camera) -> None:
-        """The per-camera pipeline: take a frame (sampling), analyse it (model), act on the
-        verdict (tracker, MQTT). One frame at a time, so one model request per camera."""
-        while not self._stopping.is_set():
-            frame = await self._next_frame(camera)
-            if frame is None:
-                continue
-            analysed = await self._analyse(camera, frame)
-            if analysed is not None:
-                camera.judged_at = time.monotonic()
-                # The frame analysed may be newer than the one sampled (see _analyse).
-                verdict, frame = analysed
-                await self._handle_verdict(camera, verdict, frame)
-                self._confirm_now(camera, verdict)
-
-    async def _next_frame(self, camera: _Camera) -> CapturedFrame | None:
-        """Sampling: the newest frame once its interval is due and the change gate lets it
-        through; ``None`` after a wait or when the unchanged scene keeps its last verdict."""
-        frame = camera.reader.latest()
-        now = time.monotonic()
-        decision = camera.sampler.decide(
-            now, frame.sequence if frame else None,
-            newest_age_s=now - frame.captured_monotonic if frame else None,
-            frame_gap_s=_frame_gap_s(camera.reader.status))
-        if not decision.take or frame is None:
-            if decision.needs_frame:
-                await self._wait_for_frame(camera, frame.sequence if frame else None)
-            else:
-                await self._pause(decision.wait_s)
-            return None
-        camera.sampler.taken(now, frame.sequence)
-        camera.reader.mark_taken(frame.sequence)
-        camera.reader.want_next_frame_at(camera.sampler.next_due or 0.0)
-        camera_id = camera.config.id
-        self.metrics.frames_sampled.labels(camera_id).inc()
-        logger.debug("camera %s: sampled frame %d (age %.2f s)", camera_id, frame.sequence,
-                     now - frame.captured_monotonic)
-        if camera.gate is not None:
-            size = thumbnail_size(frame.width, frame.height)
-            thumbnail = await self._loop.run_in_executor(self._encoder, frame.grey_thumbnail,
-                                                         *size)
-            # Positive answers and raised alerts are always re-checked on a fresh frame, so
-            # confirming and clearing never rest on a reused verdict.
-            alert_on = any(camera.tracker.is_active(h) for h in camera.tracker.watched)
-            if not camera.last_positive and not alert_on:
-                gate = camera.gate.check(thumbnail, now)
-                if not gate.analyse:
-                    camera.judged_at = now  # the last verdict still describes the scene
-                    self.metrics.change_gate_skips.labels(camera_id).inc()
-                    logger.debug("camera %s: scene %s; last verdict stands", camera_id,
-                                 gate.reason)
-                    return None
-            camera.gate.analysed(thumbnail, now)
-        return frame
-
-    async def _wait_for_frame(self, camera: _Camera, after: int | None) -> None:
-        """Sleep until the reader stores a frame newer than ``after`` (or 1 s passes)."""
-        loop = self._loop
-        arrived: asyncio.Future[None] = loop.create_future()
-
-        def wake() -> None:  # runs in the reader thread
-            # The loop may close between the reader taking this callback and calling it.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_resolve, arrived)
-
-        camera.reader.notify_next(wake)
-        latest = camera.reader.latest()
-        try:
-            if latest is None or latest.sequence == after:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(arrived, timeout=FRAME_WAIT_S)
-        finally:
-            camera.reader.notify_next(None)
-
-    def _confirm_now(self, camera: _Camera, verdict: Verdict) -> None:
-        """Confirm-now: after a positive verdict the next new frame is analysed as soon as
-        it exists (at least ``confirm_min_gap_s`` after the previous sample)."""
-        camera.last_positive = any(verdict.answer.is_positive(h)
-                                   for h in camera.tracker.watched)
-        # Only a positive still waiting for confirmation is worth hurrying: once the alert is
-        # raised, re-checking at the normal interval keeps it (and clears it) just as well,
-        # at a fraction of the GPU time.
-        confirming = any(verdict.answer.is_positive(h) and not camera.tracker.is_active(h)
-                         for h in camera.tracker.watched)
-        if confirming:
-            camera.sampler.expedite(camera.confirm_min_gap_s)
-            camera.reader.want_next_frame_at(camera.sampler.next_due or 0.0)
-
-    async def _analyse(self, camera: _Camera,
-                       frame: CapturedFrame) -> tuple[Verdict, CapturedFrame] | None:
-        """Encoding (thread pool) and the model request: the verdict and the frame it is
-        about, or ``None`` when it failed (logged on change, counted always).
-
-        When the model servers are the bottleneck the request waits for its turn; a frame that
-        grew older than ``vlm.max_frame_age_s`` meanwhile is replaced by the reader's newest
-        one (or dropped, if there is none), so the model never judges a stale picture.
-        """
-        camera_id = camera.config.id
-        sent = frame
-
-        async def newest() -> tuple[EncodedImage, float] | None:
-            nonlocal sent
-            latest = camera.reader.latest()
-            if latest is None or latest.sequence == sent.sequence:
-                return None
-            sent = latest
-            image = await self._loop.run_in_executor(self._encoder, self._encode, camera,
-                                                     latest)
-            return image, latest.captured_at
-
-        try:
-            image = await self._loop.run_in_executor(self._encoder, self._encode, camera,
-                                                     frame)
-            verdict = await self.vlm.analyse(camera_id, image, frame.captured_at,
-                                             context=camera.config.context,
-                                             hazards=camera.tracker.watched, refresh=newest)
-        except (VlmError, ImageBudgetError) as exc:
-            endpoint = exc.endpoint if isinstance(exc, VlmError) and exc.endpoint else "none"
-            self.metrics.vlm_requests.labels(endpoint, _outcome(exc)).inc()
-            if isinstance(exc, VlmAnswerError) and exc.raw_text:
-                logger.debug("camera %s: the model's whole answer: %r", camera_id,
-                             truncate(exc.raw_text, 2000))
-            if str(exc) != camera.last_error:
-                logger.warning("camera %s: frame not analysed: %s", camera_id, exc)
-            camera.last_error = str(exc)
-            return None
-        if camera.roi is not None:
-            # Boxes are in the cropped region's pixels; the evidence image is the whole frame.
-            left, top, _, _ = camera.roi.box(sent.width, sent.height)
-            verdict = dataclasses.replace(verdict, answer=verdict.answer.shifted(left, top))
-        age = verdict.analysed_at - verdict.captured_at
-        self._count_verdict(verdict.endpoint, verdict.latency_s, age, verdict.prompt_tokens,
-                            verdict.completion_tokens)
-        if camera.last_error is not None:
-            logger.info("camera %s: analysis works again", camera_id)
-            camera.last_error = None
-        logger.debug("camera %s: verdict in %.2f s (frame age %.2f s): %s", camera_id,
-                     verdict.latency_s, age, verdict.answer.model_dump_json())
-        return verdict, sent
-
-    async def _handle_verdict(self, camera: _Camera, verdict: Verdict,
-                              frame: CapturedFrame | None = None) -> None:
-        """Tracking and publishing: the verdict, then the events it causes, each with its
-        evidence image (saved in the encoder pool, published before the event)."""
-        self.publisher.publish_verdict(verdict)
-        for event in camera.tracker.update(verdict.answer, verdict.captured_at):
-            logger.info("camera %s: %s %s (event %s, %s): %s", camera.config.id,
-                        event.hazard.value, _EVENT_WORDS[event.type], event.event_id,
-                        f"{event.missing_helmets} without hard hat"
-                        if event.missing_helmets else f"revision {event.revision}",
-                        event.detail or "-")
-            boxes = boxes_for(verdict.answer, event.hazard) \
-                if event.type is not EventType.END else []
-            snapshot = None
-            if frame is not None and event.type is not EventType.END:
-                snapshot = await self._save_evidence(event, frame, boxes)
-            # Counted by _count_event, like the ends the publisher adds for stale alerts.
-            self.publisher.publish_event(event, verdict=verdict, boxes=boxes, snapshot=snapshot)
-
     def _count_event(self, hazard: str, kind: str) -> None:
         self.metrics.events.labels(hazard, kind).inc()
 
-    async def _save_evidence(self, event: AlertEvent, frame: CapturedFrame,
-                             boxes: list[Box]) -> SnapshotRef | None:
-        """The event's frame as a JPEG with its boxes drawn (file + retained MQTT topic);
-        ``None`` when disabled or when it cannot be written (logged: the alert matters more)."""
-        store = self.snapshots
-        if store is None:
-            return None
-        path = store.path_for(event.camera_id, event.hazard, event.event_id, event.revision,
-                              event.at)
-        caption = (f"{event.hazard.value.upper()} {event.camera_id} "
-                   f"{iso_time(event.at)}" + (f" missing hard hats: {event.missing_helmets}"
-                                              if event.missing_helmets else ""))
-        try:
-            jpeg = await self._loop.run_in_executor(
-                self._encoder, lambda: store.save(frame.to_bgr(), boxes, caption, path))
-        except SnapshotError as exc:
-            logger.warning("camera %s: evidence image not saved: %s", event.camera_id, exc)
-            return None
-        topic = self.publisher.publish_snapshot(event.camera_id, event.hazard, jpeg)
-        return store.reference(path, topic)
-
     def _count_in_flight(self, endpoint: str, in_flight: int) -> None:
         self.metrics.vlm_in_flight.labels(endpoint).set(in_flight)
-
-    def _count_verdict(self, endpoint: str, latency_s: float, age_s: float,
-                       prompt_tokens: int | None, completion_tokens: int | None) -> None:
-        metrics = self.metrics
-        metrics.vlm_requests.labels(endpoint, "ok").inc()
-        metrics.vlm_latency.labels(endpoint).observe(latency_s)
-        metrics.frame_age.observe(age_s)
-        if prompt_tokens is not None:
-            metrics.tokens.labels("prompt").inc(prompt_tokens)
-        if completion_tokens is not None:
-            metrics.tokens.labels("completion").inc(completion_tokens)
-
-
-_EVENT_WORDS = {EventType.START: "RAISED", EventType.UPDATE: "updated",
-                EventType.END: "cleared"}
 
 
 def status_payload(status: StreamStatus, at: float) -> StatusPayload:
@@ -705,34 +467,8 @@ def verdict_overdue_s(camera: _Camera, now: float) -> float | None:
     verdict and the stream coming online: an outage of the camera is reported as such."""
     if camera.online_since is None:
         return None
-    since = max(camera.judged_at or camera.online_since, camera.online_since)
+    judged_at = camera.pipeline.judged_at
+    since = max(judged_at or camera.online_since, camera.online_since)
     quiet = now - since
-    limit = max(VERDICT_OVERDUE_MIN_S, VERDICT_OVERDUE_INTERVALS * camera.interval_s)
+    limit = max(VERDICT_OVERDUE_MIN_S, VERDICT_OVERDUE_INTERVALS * camera.pipeline.interval_s)
     return quiet if quiet > limit else None
-
-
-def _frame_gap_s(status: StreamStatus) -> float | None:
-    """How often a camera's reader delivers a new frame, once measured."""
-    if status.decode == "keyframes" and status.gop_s:
-        return status.gop_s
-    return 1.0 / status.fps if status.fps else None
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-def _outcome(exc: Exception) -> str:
-    """The metric label of a failed analysis."""
-    if isinstance(exc, VlmUnavailableError):
-        return "unavailable"
-    if isinstance(exc, VlmRequestRejectedError):
-        return "rejected"
-    if isinstance(exc, VlmAnswerError):
-        return "invalid_answer"
-    if isinstance(exc, VlmStaleFrameError):
-        return "stale_dropped"
-    if isinstance(exc, VlmCameraBusyError):
-        return "busy"
-    return "image_error"

@@ -52,7 +52,7 @@ def _load_or_exit(path: Path) -> MonitorConfig:
 
 async def _run_until_signalled(config: MonitorConfig, path: Path) -> None:
     from monitor.alerts.outbox import OutboxError  # noqa: PLC0415
-    from monitor.service.supervisor import Daemon  # noqa: PLC0415 - keeps `check-config` light
+    from monitor.service.supervisor import Supervisor  # noqa: PLC0415 - keeps `check-config` light
 
     shutdown = asyncio.Event()
     reloads: asyncio.Queue[MonitorConfig] = asyncio.Queue(maxsize=1)
@@ -84,14 +84,14 @@ async def _run_until_signalled(config: MonitorConfig, path: Path) -> None:
         logger.info("SIGHUP: configuration %s loaded; applying", path)
 
     try:
-        daemon = Daemon(config)
+        supervisor = Supervisor(config)
     except OutboxError as exc:
         # The state directory is unusable: a deployment problem that restarting won't fix.
         raise StartupError(str(exc)) from exc
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_stop_signal, signum)
     loop.add_signal_handler(signal.SIGHUP, on_reload_signal)
-    await daemon.run(shutdown, reloads)
+    await supervisor.run(shutdown, reloads)
 
 
 class StartupError(Exception):

@@ -20,7 +20,7 @@ from pathlib import Path
 import aiomqtt
 
 from monitor.config import config_from_mapping
-from monitor.service.supervisor import Daemon
+from monitor.service.supervisor import Supervisor
 from monitor.sim.broker import BrokerError, MosquittoBroker
 from monitor.sim.scenes import PRESETS, write_scene
 from monitor.sim.server import SimServer
@@ -154,7 +154,7 @@ async def run_demo(*, duration_s: float, mqtt_host: str | None, mqtt_port: int,
                                                        viewer_ready), name="demo.viewer")
             await asyncio.wait_for(viewer_ready.wait(), timeout=10)
             loop.call_later(duration_s, shutdown.set)
-            await Daemon(config).run(shutdown)
+            await Supervisor(config).run(shutdown)
             await asyncio.sleep(0.5)  # let the viewer print the final "offline"
             viewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -15,6 +15,7 @@ import pytest_asyncio
 from monitor.config import VlmConfig
 from monitor.model.answer import Answer, Hazard, HelmetStatus
 from monitor.model.client import (
+    Analysis,
     VlmAnswerError,
     VlmCameraBusyError,
     VlmClient,
@@ -59,8 +60,10 @@ def make_client(*base_urls: str, **overrides: object) -> VlmClient:
 
 
 async def analyse(client: VlmClient, image: EncodedImage | None = None, camera: str = "cam",
-                  **kwargs: object) -> object:
-    return await client.analyse(camera, image or scene_image(), time.time(), **kwargs)  # type: ignore[arg-type]
+                  ) -> Analysis:
+    """One camera frame captured now, sent as it is."""
+    return await client.analyse_image(image or scene_image(), camera_id=camera,
+                                      captured_at=time.time())
 
 
 # --- Answers. -----------------------------------------------------------------------------------
@@ -74,9 +77,11 @@ async def test_verdict_in_both_answer_forms(sim: SimServer, structured: bool,
     client = make_client(sim.base_url, structured_output=structured, language=language)
     captured = time.time()
     try:
-        verdict = await client.analyse("cam", scene_image(), captured_at=captured)
+        analysis = await client.analyse_image(scene_image(), camera_id="cam",
+                                              captured_at=captured)
     finally:
         await client.aclose()
+    verdict = analysis.verdict("cam", captured)
     assert verdict.answer.decision == (Answer.YES, Answer.NO, HelmetStatus.ALL_WORN)
     assert verdict.captured_at == captured
     assert verdict.endpoint == sim.base_url
@@ -118,7 +123,7 @@ async def test_boxes_are_mapped_back_to_the_original_frame(sim: SimServer) -> No
     assert image.width < 1920
     client = make_client(sim.base_url)
     try:
-        verdict = await client.analyse("cam", image, time.time())
+        verdict = await analyse(client, image)
     finally:
         await client.aclose()
     helmet = verdict.answer.helmet
@@ -139,10 +144,10 @@ async def test_boxes_are_mapped_back_to_the_original_frame(sim: SimServer) -> No
 async def test_camera_context_and_hazards_reach_the_server(sim: SimServer) -> None:
     client = make_client(sim.base_url, language="en")
     try:
-        plain = await client.analyse("a", scene_image(), time.time())
-        with_context = await client.analyse(
-            "b", scene_image(), time.time(), context="Welding happens here; sparks are not "
-            "fire.", hazards=[Hazard.SMOKE])
+        plain = await analyse(client, camera="a")
+        with_context = await client.analyse_image(
+            scene_image(), camera_id="b", captured_at=time.time(),
+            context="Welding happens here; sparks are not fire.", hazards=[Hazard.SMOKE])
     finally:
         await client.aclose()
     assert plain.prompt_tokens is not None
@@ -266,7 +271,7 @@ async def test_retry_moves_to_another_endpoint() -> None:
             await client.aclose()
         assert bad.stats["failed"] == 1
         assert good.stats["ok"] == 1
-    assert verdict.endpoint == good.base_url  # type: ignore[attr-defined]
+    assert verdict.endpoint == good.base_url
 
 
 # --- The pool: routing, limits, breaker. -------------------------------------------------------
@@ -375,7 +380,7 @@ async def test_fairness_eight_cameras_capacity_two() -> None:
 
         async def camera(name: str) -> None:
             while not stop.is_set():
-                await client.analyse(name, image, time.time())
+                await analyse(client, image, camera=name)
                 counts[name] += 1
                 if sum(counts.values()) >= 96:
                     stop.set()
@@ -399,40 +404,108 @@ async def test_a_frame_already_too_old_is_not_sent(sim: SimServer) -> None:
     client = make_client(sim.base_url, max_frame_age_s=1)
     try:
         with pytest.raises(VlmStaleFrameError, match="max_frame_age_s"):
-            await client.analyse("cam", scene_image(), time.time() - 5)
+            await client.analyse_image(scene_image(), camera_id="cam",
+                                       captured_at=time.time() - 5)
     finally:
         await client.aclose()
     assert sim.stats["requests"] == 0
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("refreshed", [False, True])
-async def test_a_frame_that_went_stale_waiting_is_dropped_or_refreshed(
-    sim: SimServer, refreshed: bool,
-) -> None:
+async def test_a_frame_that_went_stale_waiting_for_its_slot_is_dropped(sim: SimServer) -> None:
     sim.set_behaviour(latency_s=0.4)
     client = make_client(sim.base_url, max_concurrency=1, max_frame_age_s=0.2)
-    newer = scene_image("quiet")
-    calls = 0
-
-    async def refresh() -> tuple[EncodedImage, float] | None:
-        nonlocal calls
-        calls += 1
-        return (newer, time.time()) if refreshed else None
-
     try:
         first = asyncio.create_task(analyse(client, camera="a"))
         while sim.stats["in_flight"] == 0:
             await asyncio.sleep(0.01)
-        second = client.analyse("b", scene_image(), time.time(), refresh=refresh)
-        if refreshed:
-            verdict = await second
-            assert verdict.answer.fire.answer is Answer.NO  # the quiet (newer) frame's
-        else:
-            with pytest.raises(VlmStaleFrameError):
-                await second
+        # Encoded before its turn, sent as it is: too old once camera a's answer frees the slot.
+        with pytest.raises(VlmStaleFrameError, match="max_frame_age_s"):
+            await analyse(client, camera="b")
         await first
     finally:
         await client.aclose()
-    assert calls == 1
-    assert sim.stats["requests"] == (2 if refreshed else 1)
+    assert sim.stats["requests"] == 1
+
+
+@pytest.mark.asyncio
+async def test_the_slot_comes_first_then_the_freshest_frame(sim: SimServer) -> None:
+    """Camera b waits for the only slot while a's request runs; the frame it had when it began
+    waiting is stale by then, so it picks the newest one after the slot is its own."""
+    sim.set_behaviour(latency_s=0.4)
+    client = make_client(sim.base_url, max_concurrency=1, max_frame_age_s=0.2)
+    try:
+        first = asyncio.create_task(analyse(client, camera="a"))
+        while sim.stats["in_flight"] == 0:
+            await asyncio.sleep(0.01)
+        waited_from = time.time()
+        async with client.request("b") as request:
+            while True:
+                async with request.slot() as slot:
+                    assert first.done()  # the slot was free only once a's answer came
+                    with pytest.raises(VlmStaleFrameError):
+                        slot.check_age(waited_from, now=time.time())
+                    newest_at = time.time()
+                    slot.check_age(newest_at, now=time.time())
+                    analysis = await slot.analyse(scene_image("quiet"), captured_at=newest_at)
+                    break
+    finally:
+        await client.aclose()
+    assert analysis.answer.fire.answer is Answer.NO  # the quiet (newer) frame's
+    assert analysis.captured_at == newest_at
+    assert sim.stats["requests"] == 2
+
+
+@pytest.mark.asyncio
+async def test_a_retry_takes_a_slot_again_and_sends_the_frame_freshest_then() -> None:
+    """The first attempt hangs until its timeout on one endpoint; the retry waits for a slot
+    again (none held while backing off) and sends the frame that is newest then: the first one
+    went stale meanwhile, and a request holding only that one is dropped, not resent."""
+    async with SimServer(SimBehaviour(fault="timeout")) as hanging, SimServer() as good:
+        client = make_client(hanging.base_url, good.base_url, max_retries=1, timeout_s=0.4,
+                             max_frame_age_s=0.3, max_concurrency=1)
+        picked: list[tuple[str, float, list[str]]] = []
+        try:
+            async with client.request("cam") as request:
+                while True:
+                    async with request.slot() as slot:
+                        captured = time.time()
+                        picked.append((slot.endpoint, captured, client.describe()))
+                        for earlier in picked[:-1]:
+                            with pytest.raises(VlmStaleFrameError):
+                                slot.check_age(earlier[1], now=time.time())
+                        image = scene_image("quiet" if len(picked) > 1 else "fire")
+                        analysis = await slot.analyse(image, captured_at=captured)
+                        break
+            # The same, with an image encoded once: its retry finds it stale and drops it.
+            with pytest.raises(VlmStaleFrameError):
+                await client.analyse_image(scene_image(), camera_id="cam",
+                                           captured_at=time.time())
+        finally:
+            await client.aclose()
+        assert [p[0] for p in picked] == [hanging.base_url, good.base_url]
+        # The retry's slot is the only one held: the hanging endpoint's was given back.
+        assert f"{hanging.base_url}: in service, 0/1 in flight" in picked[1][2]
+        assert analysis.captured_at == picked[1][1]
+        assert analysis.answer.fire.answer is Answer.NO
+        assert good.stats["ok"] == 1  # the stale image was never sent to it
+        assert hanging.stats["requests"] == 2
+
+
+@pytest.mark.asyncio
+async def test_a_slot_sends_one_request_and_frees_the_camera(sim: SimServer) -> None:
+    client = make_client(sim.base_url)
+    try:
+        async with client.request("cam") as request:
+            with pytest.raises(VlmCameraBusyError):
+                async with client.request("cam"):
+                    pass
+            async with request.slot() as slot:
+                await slot.analyse(scene_image(), captured_at=time.time())
+                with pytest.raises(RuntimeError, match="one request"):
+                    await slot.analyse(scene_image(), captured_at=time.time())
+        assert client.describe() == [f"{sim.base_url}: in service, 0/8 in flight"]
+        await analyse(client)  # the camera is free again
+    finally:
+        await client.aclose()
+    assert sim.stats["requests"] == 2

@@ -367,7 +367,7 @@ def vlm_requests(metrics_port: int, outcome: str) -> float:
     return sum(float(value) for value in pattern.findall(text))
 
 
-class Daemon:
+class DaemonProcess:
     """``monitor run`` as a subprocess with its log in a file."""
 
     def __init__(self, config: Path) -> None:
@@ -407,7 +407,7 @@ async def test_daemon_with_real_vllm(vllm_server: VllmServer, mosquitto: Mosquit
     daemon_config(config, mosquitto, vllm_server, rtsp_camera, metrics_port)
     subscriber = Subscriber(mosquitto)
     await subscriber.start()
-    daemon = Daemon(config)
+    daemon = DaemonProcess(config)
     try:
         await wait_until(lambda: len(subscriber.on("monitor/yard/verdict")) >= 3, 90,
                          "three verdicts from real vLLM")
@@ -441,7 +441,7 @@ async def test_server_stopped_and_restarted_mid_run(
     daemon_config(config, mosquitto, vllm_server, rtsp_camera, metrics_port)
     subscriber = Subscriber(mosquitto)
     await subscriber.start()
-    daemon = Daemon(config)
+    daemon = DaemonProcess(config)
     # A client of our own as well, to watch its breaker open and close.
     client = VlmClient(VlmConfig(base_url=vllm_server.base_url, breaker_failures=1,
                                  breaker_probe_s=0.5, max_retries=0))

@@ -26,7 +26,7 @@ import pytest
 import pytest_asyncio
 
 from monitor.config import config_from_mapping
-from monitor.service.supervisor import Daemon
+from monitor.service.supervisor import Supervisor
 from monitor.sim.broker import MosquittoBroker, free_port
 from tests.conftest import ROOT
 from tests.support.processes import SimProcess, clean_env
@@ -179,7 +179,7 @@ def test_no_watchdog_ping_while_the_event_loop_is_blocked(
     loop = asyncio.new_event_loop()
     shutdown = asyncio.Event()
     daemon_thread = threading.Thread(
-        target=lambda: loop.run_until_complete(Daemon(config).run(shutdown)), daemon=True)
+        target=lambda: loop.run_until_complete(Supervisor(config).run(shutdown)), daemon=True)
     daemon_thread.start()
     pings: list[float] = []
 

@@ -1,22 +1,23 @@
-"""The daemon's verdict handling (in process, no broker): a no-hard-hat alert starts and
-updates with the evidence image saved, boxes drawn, and everything stored in the outbox in
-order: snapshot, then event, then state."""
+"""A camera pipeline's verdict handling through the supervisor's real sink (in process, no
+broker): a no-hard-hat alert starts and updates with the evidence image saved, boxes drawn, and
+everything stored in the outbox in order: snapshot, then event, then state."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from monitor.capture import CapturedFrame
+from monitor.capture import CameraReader, CapturedFrame
 from monitor.config import config_from_mapping
 from monitor.model.answer import SafetyAnswer, Verdict
-from monitor.service.supervisor import Daemon
+from monitor.service.pipeline import CameraPipeline
+from monitor.service.supervisor import Supervisor, stream_source
 
 
 def helmet_verdict(missing: int, at: float) -> Verdict:
@@ -39,15 +40,19 @@ async def test_alert_start_and_update_carry_evidence(tmp_path: Path) -> None:
         "telemetry": {"enabled": False},
         "cameras": [{"id": "scaffold", "url": str(tmp_path / "unused.mp4")}],
     })
-    daemon = Daemon(config)
-    daemon._loop = asyncio.get_running_loop()
-    camera = daemon._build_camera(config, config.cameras[0])
-    image = np.full((360, 640, 3), 90, dtype=np.uint8)
-    now = time.time()
-    for index, missing in enumerate((1, 2)):
-        frame = CapturedFrame("scaffold", index, now + index, time.monotonic(), 640, 360, image)
-        await daemon._handle_verdict(camera, helmet_verdict(missing, now + index), frame)
-    stored = daemon.outbox.head()
+    supervisor = Supervisor(config)  # not run: its sink stores into the outbox all the same
+    camera = config.cameras[0]
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        pipeline = CameraPipeline(config, camera,
+                                  source=CameraReader(stream_source(config, camera)),
+                                  client=supervisor.vlm, sink=supervisor.sink, executor=executor)
+        image = np.full((360, 640, 3), 90, dtype=np.uint8)
+        now = time.time()
+        for index, missing in enumerate((1, 2)):
+            frame = CapturedFrame("scaffold", index, now + index, time.monotonic(), 640, 360,
+                                  image)
+            await pipeline.handle_verdict(helmet_verdict(missing, now + index), frame)
+    stored = supervisor.outbox.head()
     topics = [m.topic for m in stored]
     # Snapshot before its event (retained, so the first one was replaced by the second).
     last_event = len(topics) - 1 - topics[::-1].index("monitor/events")
@@ -66,5 +71,7 @@ async def test_alert_start_and_update_carry_evidence(tmp_path: Path) -> None:
     # The retained snapshot is coalesced: the latest frame only.
     [snapshot] = [m for m in stored if m.topic.endswith("/snapshot")]
     assert snapshot.payload == Path(events[1]["snapshot"]["path"]).read_bytes()
-    assert daemon.metrics.events.labels("no_helmet", "update")._value.get() == 1
-    daemon.outbox.close()
+    assert supervisor.metrics.events.labels("no_helmet", "update")._value.get() == 1
+    assert [m.topic for m in stored if m.topic.endswith("/verdict")] == [
+        "monitor/scaffold/verdict"]  # retained: the latest verdict only
+    supervisor.outbox.close()

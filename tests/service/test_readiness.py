@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from monitor.config import config_from_mapping
-from monitor.service.supervisor import VERDICT_OVERDUE_MIN_S, Daemon
+from monitor.service.supervisor import VERDICT_OVERDUE_MIN_S, Supervisor
 from monitor.sim.broker import MosquittoBroker
 from tests.support.processes import SimProcess
 
@@ -31,14 +31,14 @@ async def test_readiness_reports_no_verdict_while_the_model_hangs(
         "cameras": [{"id": "yard", "url": str(scene_clips["quiet"]), "loop": True,
                      "interval_s": 0.5}],
     }, source="test")
-    daemon = Daemon(config)
+    supervisor = Supervisor(config)
     shutdown = asyncio.Event()
-    running = asyncio.create_task(daemon.run(shutdown))
+    running = asyncio.create_task(supervisor.run(shutdown))
     started = time.monotonic()
     try:
         reasons: tuple[str, ...] = ()
         while time.monotonic() - started < VERDICT_OVERDUE_MIN_S + 15:
-            reasons = daemon.readiness().reasons
+            reasons = supervisor.readiness().reasons
             if any("no verdict for" in reason for reason in reasons):
                 break
             await asyncio.sleep(0.2)

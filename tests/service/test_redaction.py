@@ -22,7 +22,7 @@ from monitor.alerts.outbox import Outbox
 from monitor.alerts.publisher import MqttPublisher
 from monitor.config import MqttConfig, config_from_mapping
 from monitor.redaction import REDACTED, Redactor, register_secrets
-from monitor.service.supervisor import Daemon
+from monitor.service.supervisor import Supervisor
 from monitor.sim.broker import MosquittoBroker, free_port
 from monitor.sim.scenes import PRESETS, render_frame
 from monitor.tools.cli import main
@@ -103,9 +103,9 @@ async def test_readyz_and_mqtt_never_show_a_key_the_server_echoes(
         "cameras": [{"id": "yard", "url": str(scene_clips["fire"]), "loop": True,
                      "interval_s": 0.5}],
     }, source="test")
-    daemon = Daemon(config)
+    supervisor = Supervisor(config)
     shutdown = asyncio.Event()
-    running = asyncio.create_task(daemon.run(shutdown))
+    running = asyncio.create_task(supervisor.run(shutdown))
 
     def readyz() -> dict[str, object]:
         try:

@@ -1,0 +1,429 @@
+"""One camera's pipeline: next frame, model, verdict, events. One frame at a time.
+
+The flow of one turn (:meth:`CameraPipeline.step`; :meth:`CameraPipeline.run` repeats it)::
+
+    next frame     the sampler says a frame is due (interval, freshness, confirm-now) and the
+                   change gate lets it through (or the unchanged scene keeps its last verdict)
+    analyse        take a model slot (waits its turn on an endpoint), then the camera's
+                   freshest frame: too old is dropped (``stale_dropped``), else encoded on the
+                   executor and sent; a retry takes a slot and the freshest frame again
+    verdict        published, fed to the hazard tracker; its events go out, each with its
+                   evidence image first
+    confirm-now    a positive still unconfirmed makes the next frame due soon
+
+Everything the pipeline talks to is injected and typed by the small protocols below: the frame
+source (the camera reader), the model client, the sink (publisher, evidence store and metrics,
+wired by the :class:`~monitor.service.supervisor.Supervisor`), the clock and the executor for
+CPU work (thumbnails, JPEG). The model client never calls back into the pipeline, and the
+pipeline tells the reader only what the sampler decided (``mark_taken``,
+``want_next_frame_at``). The constructor does no I/O; the supervisor starts the reader and
+runs :meth:`CameraPipeline.run` as the task ``camera[<id>].sampler``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol, TypeVar
+
+from monitor.alerts.evidence import boxes_for
+from monitor.alerts.payloads import Box, SnapshotRef
+from monitor.alerts.tracker import AlertEvent, EventType, HazardTracker, TrackerSettings
+from monitor.config import CameraConfig, MonitorConfig
+from monitor.ingest.changegate import ChangeGate, thumbnail_size
+from monitor.ingest.sampling import IntervalSampler
+from monitor.model.answer import Hazard, Verdict, truncate
+from monitor.model.client import (
+    Analysis,
+    VlmAnswerError,
+    VlmCameraBusyError,
+    VlmError,
+    VlmRequestRejectedError,
+    VlmStaleFrameError,
+    VlmUnavailableError,
+)
+from monitor.model.imaging import (
+    EncodedImage,
+    ImageBudgetError,
+    RegionOfInterest,
+    encode_for_model,
+    smart_resize,
+)
+from monitor.pixels import BgrImage, GreyImage
+
+logger = logging.getLogger(__name__)
+
+FRAME_WAIT_S = 1.0
+"""Longest sleep waiting for a new frame (the loop re-checks stopping after it)."""
+
+_T = TypeVar("_T")
+
+# --- What the pipeline uses of its neighbours. ---------------------------------------------------
+
+
+class Frame(Protocol):
+    """A decoded frame (:class:`monitor.capture.CapturedFrame`); the conversions are CPU work."""
+
+    @property
+    def sequence(self) -> int: ...
+    @property
+    def captured_at(self) -> float:
+        """Wall clock, epoch seconds."""
+    @property
+    def captured_monotonic(self) -> float: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    def to_jpeg(self, width: int, height: int, quality: int) -> bytes: ...
+    def to_bgr(self, width: int | None = None, height: int | None = None) -> BgrImage: ...
+    def grey_thumbnail(self, width: int, height: int) -> GreyImage: ...
+
+
+class SourceStatus(Protocol):
+    """What the sampler needs to know of the stream (:class:`monitor.capture.StreamStatus`)."""
+
+    @property
+    def decode(self) -> str | None: ...
+    @property
+    def gop_s(self) -> float | None: ...
+    @property
+    def fps(self) -> float | None: ...
+
+
+class FrameSource(Protocol):
+    """The camera reader's side that the pipeline uses (:class:`monitor.capture.CameraReader`)."""
+
+    @property
+    def status(self) -> SourceStatus: ...
+    def latest(self) -> Frame | None:
+        """The newest frame (``None`` before the first)."""
+    def notify_next(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback`` once, from the reader's thread, when the next frame arrives."""
+    def mark_taken(self, sequence: int) -> None: ...
+    def want_next_frame_at(self, at: float) -> None: ...
+
+
+class ModelSlot(Protocol):
+    """A place on a model endpoint for one attempt (:class:`monitor.model.client.ModelSlot`)."""
+
+    def check_age(self, captured_at: float, *, now: float) -> None:
+        """Raise :class:`VlmStaleFrameError` for a frame too old to send."""
+    async def analyse(self, image: EncodedImage, *, captured_at: float | None = None,
+                      context: str = "", hazards: Sequence[Hazard] | None = None) -> Analysis:
+        """Send the image; a failure worth retrying ends the slot's block quietly."""
+
+
+class ModelRequest(Protocol):
+    """One camera's request through its retries (:class:`monitor.model.client.ModelRequest`)."""
+
+    def slot(self) -> AbstractAsyncContextManager[ModelSlot]: ...
+
+
+class ModelClient(Protocol):
+    """The model client (:class:`monitor.model.client.VlmClient`)."""
+
+    def request(self, camera_id: str) -> AbstractAsyncContextManager[ModelRequest]: ...
+
+
+class PipelineSink(Protocol):
+    """Where a pipeline's results and counts go (:class:`monitor.service.sink.AlertSink`)."""
+
+    def sampled(self, camera_id: str) -> None:
+        """A frame was taken for analysis."""
+    def unchanged(self, camera_id: str) -> None:
+        """The change gate kept the last verdict."""
+    def failed(self, camera_id: str, endpoint: str, outcome: str) -> None:
+        """A frame was not analysed (``outcome``: the metric's label)."""
+    def verdict(self, verdict: Verdict) -> None:
+        """A verdict arrived (counted and published)."""
+    async def evidence(self, event: AlertEvent, frame: Frame,
+                       boxes: Sequence[Box]) -> SnapshotRef | None:
+        """The event's evidence image saved and published; ``None`` when there is none."""
+    def event(self, event: AlertEvent, *, verdict: Verdict | None = None,
+              boxes: Sequence[Box] = (), snapshot: SnapshotRef | None = None) -> None:
+        """An alert event to publish."""
+
+
+class Clock(Protocol):
+    """Monotonic time for intervals, wall time for capture ages and events."""
+
+    def monotonic(self) -> float: ...
+    def time(self) -> float: ...
+
+
+class SystemClock:
+    """The process's clocks."""
+
+    def monotonic(self) -> float:
+        """:func:`time.monotonic`."""
+        return time.monotonic()
+
+    def time(self) -> float:
+        """:func:`time.time`."""
+        return time.time()
+
+
+# --- The pipeline. -------------------------------------------------------------------------------
+
+
+class CameraPipeline:
+    """One camera from sampled frame to published events (see the module docstring)."""
+
+    def __init__(self, config: MonitorConfig, camera: CameraConfig, *, source: FrameSource,
+                 client: ModelClient, sink: PipelineSink, executor: Executor,
+                 clock: Clock | None = None, stopping: asyncio.Event | None = None) -> None:
+        defaults = config.defaults
+        self.camera = camera
+        self.camera_id = camera.id
+        self.interval_s = config.camera_interval_s(camera)
+        self.tracker = HazardTracker(camera.id, [Hazard(h) for h in config.camera_hazards(camera)],
+                                     TrackerSettings.from_config(defaults))
+        gate_on = camera.change_gate if camera.change_gate is not None else defaults.change_gate
+        self._gate = ChangeGate(max_verdict_age_s=defaults.max_verdict_age_s,
+                                area_threshold=defaults.change_threshold) if gate_on else None
+        self._sampler = IntervalSampler(self.interval_s)
+        self._roi = RegionOfInterest(tuple(camera.roi)) if camera.roi else None
+        self._confirm_min_gap_s = defaults.confirm_min_gap_s
+        self._vlm = config.vlm
+        self._source, self._client, self._sink = source, client, sink
+        self._executor = executor
+        self._clock = clock or SystemClock()
+        self._stopping = stopping or asyncio.Event()
+        self.last_error: str | None = None
+        """Why the last frame was not analysed (``None`` once one is)."""
+        self.judged_at: float | None = None
+        """Monotonic time the scene was last judged: a verdict arrived or the change gate kept
+        the last one. ``None`` before the first."""
+        self._last_positive = False
+        """The last verdict reported a hazard: confirm now, and never skip it as unchanged."""
+        self._sent_sequence: int | None = None
+        """The frame last sent to the model, when newer than the one sampled."""
+
+    async def run(self) -> None:
+        """Turn after turn until the stopping event is set."""
+        while not self._stopping.is_set():
+            await self.step()
+
+    async def step(self) -> Verdict | None:
+        """One turn: the next frame, its verdict, the events (see the module docstring); the
+        verdict, or ``None`` after a wait, a skip or a failure."""
+        frame = await self.next_frame()
+        if frame is None:
+            return None
+        analysed = await self.analyse(frame)
+        if analysed is None:
+            return None
+        verdict, sent = analysed
+        self.judged_at = self._clock.monotonic()
+        await self.handle_verdict(verdict, sent)
+        self._confirm_now(verdict)
+        return verdict
+
+    async def next_frame(self) -> Frame | None:
+        """Sampling: the newest frame once its interval is due and the change gate lets it
+        through; ``None`` after a wait or when the unchanged scene keeps its last verdict."""
+        frame = self._source.latest()
+        now = self._clock.monotonic()
+        decision = self._sampler.decide(
+            now, frame.sequence if frame else None,
+            newest_age_s=now - frame.captured_monotonic if frame else None,
+            frame_gap_s=_frame_gap_s(self._source.status))
+        if frame is not None and decision.take and frame.sequence == self._sent_sequence:
+            # Already sent (it was the freshest when a slot came): wait for a newer one.
+            decision = dataclasses.replace(decision, take=False, needs_frame=True)
+        if not decision.take or frame is None:
+            if decision.needs_frame:
+                await self._wait_for_frame(frame.sequence if frame else None)
+            else:
+                await self._pause(decision.wait_s)
+            return None
+        self._sampler.taken(now, frame.sequence)
+        self._source.mark_taken(frame.sequence)
+        self._source.want_next_frame_at(self._sampler.next_due or 0.0)
+        self._sink.sampled(self.camera_id)
+        logger.debug("camera %s: sampled frame %d (age %.2f s)", self.camera_id, frame.sequence,
+                     now - frame.captured_monotonic)
+        if self._gate is not None and not await self._gate_passes(frame, now):
+            return None
+        return frame
+
+    async def _gate_passes(self, frame: Frame, now: float) -> bool:
+        """The change gate: whether the scene changed enough to be worth the model."""
+        assert self._gate is not None  # noqa: S101 - checked by the caller
+        size = thumbnail_size(frame.width, frame.height)
+        thumbnail = await self._run(frame.grey_thumbnail, *size)
+        # Positive answers and raised alerts are always re-checked on a fresh frame, so
+        # confirming and clearing never rest on a reused verdict.
+        alert_on = any(self.tracker.is_active(h) for h in self.tracker.watched)
+        if not self._last_positive and not alert_on:
+            gate = self._gate.check(thumbnail, now)
+            if not gate.analyse:
+                self.judged_at = now  # the last verdict still describes the scene
+                self._sink.unchanged(self.camera_id)
+                logger.debug("camera %s: scene %s; last verdict stands", self.camera_id,
+                             gate.reason)
+                return False
+        self._gate.analysed(thumbnail, now)
+        return True
+
+    async def analyse(self, sampled: Frame) -> tuple[Verdict, Frame] | None:
+        """The model's verdict and the frame it is about (the camera's freshest when the slot
+        came: ``sampled`` or a newer one), or ``None`` when it failed (logged on change,
+        counted always)."""
+        try:
+            analysis, sent = await self._ask_model(sampled)
+        except (VlmError, ImageBudgetError) as exc:
+            self._failed(exc)
+            return None
+        verdict = analysis.verdict(self.camera_id, sent.captured_at)
+        if self._roi is not None:
+            # Boxes are in the cropped region's pixels; the evidence image is the whole frame.
+            left, top, _, _ = self._roi.box(sent.width, sent.height)
+            verdict = dataclasses.replace(verdict, answer=verdict.answer.shifted(left, top))
+        if self.last_error is not None:
+            logger.info("camera %s: analysis works again", self.camera_id)
+            self.last_error = None
+        logger.debug("camera %s: verdict in %.2f s (frame age %.2f s): %s", self.camera_id,
+                     verdict.latency_s, verdict.analysed_at - verdict.captured_at,
+                     verdict.answer.model_dump_json())
+        return verdict, sent
+
+    async def _ask_model(self, sampled: Frame) -> tuple[Analysis, Frame]:
+        """Slot first, then the freshest frame, encoded and sent; again on a retry."""
+        async with self._client.request(self.camera_id) as request:
+            while True:
+                # A failure worth retrying ends this block quietly; the next slot backs off.
+                async with request.slot() as slot:
+                    frame = self._source.latest() or sampled
+                    if frame.sequence != sampled.sequence:
+                        self._sent_sequence = frame.sequence
+                        self._source.mark_taken(frame.sequence)
+                    slot.check_age(frame.captured_at, now=self._clock.time())
+                    image = await self._run(self._encode, frame)
+                    analysis = await slot.analyse(image, captured_at=frame.captured_at,
+                                                  context=self.camera.context,
+                                                  hazards=self.tracker.watched)
+                    return analysis, frame
+
+    def _failed(self, exc: VlmError | ImageBudgetError) -> None:
+        endpoint = exc.endpoint if isinstance(exc, VlmError) and exc.endpoint else "none"
+        self._sink.failed(self.camera_id, endpoint, _outcome(exc))
+        if isinstance(exc, VlmAnswerError) and exc.raw_text:
+            logger.debug("camera %s: the model's whole answer: %r", self.camera_id,
+                         truncate(exc.raw_text, 2000))
+        if str(exc) != self.last_error:
+            logger.warning("camera %s: frame not analysed: %s", self.camera_id, exc)
+        self.last_error = str(exc)
+
+    async def handle_verdict(self, verdict: Verdict, frame: Frame | None = None) -> None:
+        """Tracking and publishing: the verdict, then the events it causes, each with its
+        evidence image of ``frame`` (saved and published before the event)."""
+        self._sink.verdict(verdict)
+        for event in self.tracker.update(verdict.answer, verdict.captured_at):
+            logger.info("camera %s: %s %s (event %s, %s): %s", self.camera_id,
+                        event.hazard.value, EVENT_WORDS[event.type], event.event_id,
+                        f"{event.missing_helmets} without hard hat"
+                        if event.missing_helmets else f"revision {event.revision}",
+                        event.detail or "-")
+            boxes = boxes_for(verdict.answer, event.hazard) \
+                if event.type is not EventType.END else []
+            snapshot = None
+            if frame is not None and event.type is not EventType.END:
+                snapshot = await self._sink.evidence(event, frame, boxes)
+            self._sink.event(event, verdict=verdict, boxes=boxes, snapshot=snapshot)
+
+    def _confirm_now(self, verdict: Verdict) -> None:
+        """Confirm-now: after a positive verdict the next new frame is analysed as soon as
+        it exists (at least ``confirm_min_gap_s`` after the previous sample)."""
+        watched = self.tracker.watched
+        self._last_positive = any(verdict.answer.is_positive(h) for h in watched)
+        # Only a positive still waiting for confirmation is worth hurrying: once the alert is
+        # raised, re-checking at the normal interval keeps it (and clears it) just as well,
+        # at a fraction of the GPU time.
+        if any(verdict.answer.is_positive(h) and not self.tracker.is_active(h) for h in watched):
+            self._sampler.expedite(self._confirm_min_gap_s)
+            self._source.want_next_frame_at(self._sampler.next_due or 0.0)
+
+    def _encode(self, frame: Frame) -> EncodedImage:
+        """The frame at the model's size as JPEG (on the executor; never the loop).
+
+        Without a region of interest, scaling is one swscale pass from the decoder's format
+        straight to the budgeted size, compressed without a detour through BGR
+        (:meth:`~monitor.capture.CapturedFrame.to_jpeg`); with one, the region is cropped from
+        the full-size frame first, then resized.
+        """
+        vlm = self._vlm
+        if self._roi is None:
+            height, width = smart_resize(frame.height, frame.width, min_pixels=vlm.min_pixels,
+                                         max_pixels=vlm.max_pixels)
+            return EncodedImage(jpeg=frame.to_jpeg(width, height, vlm.jpeg_quality),
+                                width=width, height=height, source_width=frame.width,
+                                source_height=frame.height)
+        image = self._roi.crop(frame.to_bgr())
+        return encode_for_model(image, max_pixels=vlm.max_pixels,
+                                min_pixels=vlm.min_pixels, jpeg_quality=vlm.jpeg_quality)
+
+    async def _run(self, work: Callable[..., _T], *args: object) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
+
+    async def _wait_for_frame(self, after: int | None) -> None:
+        """Sleep until the source stores a frame newer than ``after`` (or 1 s passes)."""
+        loop = asyncio.get_running_loop()
+        arrived: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:  # runs in the reader thread
+            # The loop may close between the reader taking this callback and calling it.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve, arrived)
+
+        self._source.notify_next(wake)
+        latest = self._source.latest()
+        try:
+            if latest is None or latest.sequence == after:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(arrived, timeout=FRAME_WAIT_S)
+        finally:
+            self._source.notify_next(None)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+
+EVENT_WORDS = {EventType.START: "RAISED", EventType.UPDATE: "updated",
+               EventType.END: "cleared"}
+"""How the log lines name each event type."""
+
+
+def _frame_gap_s(status: SourceStatus) -> float | None:
+    """How often a camera's reader delivers a new frame, once measured."""
+    if status.decode == "keyframes" and status.gop_s:
+        return status.gop_s
+    return 1.0 / status.fps if status.fps else None
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _outcome(exc: Exception) -> str:
+    """The metric label of a failed analysis."""
+    if isinstance(exc, VlmUnavailableError):
+        return "unavailable"
+    if isinstance(exc, VlmRequestRejectedError):
+        return "rejected"
+    if isinstance(exc, VlmAnswerError):
+        return "invalid_answer"
+    if isinstance(exc, VlmStaleFrameError):
+        return "stale_dropped"
+    if isinstance(exc, VlmCameraBusyError):
+        return "busy"
+    return "image_error"

@@ -1,0 +1,89 @@
+"""Where the camera pipelines' results go: MQTT, the evidence store, the metrics.
+
+:class:`AlertSink` implements :class:`~monitor.service.pipeline.PipelineSink` over the
+:class:`~monitor.alerts.publisher.MqttPublisher` (retained verdict, events and their ``ON``/
+``OFF``, the retained snapshot), the :class:`~monitor.alerts.evidence.SnapshotStore` (evidence
+JPEGs, written on the executor) and :class:`~monitor.service.telemetry.Metrics`. One sink serves
+every camera. Another destination for alerts (a notification channel, a clip recorder) is added
+here, next to ``event``: the pipelines do not change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from concurrent.futures import Executor
+
+from monitor.alerts.evidence import SnapshotError, SnapshotStore
+from monitor.alerts.payloads import Box, SnapshotRef, iso_time
+from monitor.alerts.publisher import MqttPublisher
+from monitor.alerts.tracker import AlertEvent
+from monitor.model.answer import Verdict
+from monitor.service.pipeline import Frame
+from monitor.service.telemetry import Metrics
+
+logger = logging.getLogger(__name__)
+
+
+class AlertSink:
+    """Publishes, stores and counts what the pipelines produce (see the module docstring)."""
+
+    def __init__(self, publisher: MqttPublisher, snapshots: SnapshotStore | None,
+                 metrics: Metrics, executor: Executor) -> None:
+        self._publisher = publisher
+        self._snapshots = snapshots
+        self._metrics = metrics
+        self._executor = executor
+
+    def sampled(self, camera_id: str) -> None:
+        """A frame was taken for analysis."""
+        self._metrics.frames_sampled.labels(camera_id).inc()
+
+    def unchanged(self, camera_id: str) -> None:
+        """The change gate kept the last verdict."""
+        self._metrics.change_gate_skips.labels(camera_id).inc()
+
+    def failed(self, camera_id: str, endpoint: str, outcome: str) -> None:
+        """A frame was not analysed."""
+        self._metrics.vlm_requests.labels(endpoint, outcome).inc()
+
+    def verdict(self, verdict: Verdict) -> None:
+        """Count the request and its cost, and publish the retained verdict."""
+        metrics = self._metrics
+        metrics.vlm_requests.labels(verdict.endpoint, "ok").inc()
+        metrics.vlm_latency.labels(verdict.endpoint).observe(verdict.latency_s)
+        metrics.frame_age.observe(verdict.analysed_at - verdict.captured_at)
+        if verdict.prompt_tokens is not None:
+            metrics.tokens.labels("prompt").inc(verdict.prompt_tokens)
+        if verdict.completion_tokens is not None:
+            metrics.tokens.labels("completion").inc(verdict.completion_tokens)
+        self._publisher.publish_verdict(verdict)
+
+    async def evidence(self, event: AlertEvent, frame: Frame,
+                       boxes: Sequence[Box]) -> SnapshotRef | None:
+        """The event's frame as a JPEG with its boxes drawn (file + retained MQTT topic);
+        ``None`` when disabled or when it cannot be written (logged: the alert matters more)."""
+        store = self._snapshots
+        if store is None:
+            return None
+        path = store.path_for(event.camera_id, event.hazard, event.event_id, event.revision,
+                              event.at)
+        caption = (f"{event.hazard.value.upper()} {event.camera_id} "
+                   f"{iso_time(event.at)}" + (f" missing hard hats: {event.missing_helmets}"
+                                              if event.missing_helmets else ""))
+        try:
+            # Drawing, JPEG and the write are blocking: the executor, never the loop.
+            jpeg = await asyncio.get_running_loop().run_in_executor(
+                self._executor, lambda: store.save(frame.to_bgr(), boxes, caption, path))
+        except SnapshotError as exc:
+            logger.warning("camera %s: evidence image not saved: %s", event.camera_id, exc)
+            return None
+        topic = self._publisher.publish_snapshot(event.camera_id, event.hazard, jpeg)
+        return store.reference(path, topic)
+
+    def event(self, event: AlertEvent, *, verdict: Verdict | None = None,
+              boxes: Sequence[Box] = (), snapshot: SnapshotRef | None = None) -> None:
+        """Publish an alert event (counted by the publisher's ``on_event``, like the ends it
+        adds itself for alerts a previous run left open)."""
+        self._publisher.publish_event(event, verdict=verdict, boxes=boxes, snapshot=snapshot)

@@ -1,0 +1,425 @@
+"""One camera's pipeline through its public interface, with injected fakes of what it talks to:
+a frame source holding real decoded-frame objects, a model client with slots, a recording
+sink, a clock the test moves. Each test drives :meth:`CameraPipeline.step` and checks what came
+out: which frame was sent and when, what was published, counted and logged."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+from typing import Any, Self
+
+import cv2
+import numpy as np
+import pytest
+
+from monitor.alerts.payloads import Box, SnapshotRef
+from monitor.alerts.tracker import AlertEvent
+from monitor.capture import CapturedFrame
+from monitor.config import MonitorConfig, config_from_mapping
+from monitor.model.answer import Hazard, SafetyAnswer, Verdict
+from monitor.model.client import (
+    Analysis,
+    VlmCameraBusyError,
+    VlmUnavailableError,
+    check_frame_age,
+)
+from monitor.model.imaging import EncodedImage
+from monitor.service.pipeline import CameraPipeline, Frame
+
+T0 = 1_700_000_000.0
+"""Wall-clock start of every test (epoch seconds)."""
+
+
+class FakeClock:
+    """Both clocks, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return T0 + self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class FakeStatus:
+    decode: str | None = "all"
+    gop_s: float | None = None
+    fps: float | None = 10.0
+
+
+class FakeSource:
+    """The reader's mailbox: the newest frame, plus what the pipeline told it."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.status = FakeStatus()
+        self.frame: CapturedFrame | None = None
+        self.taken: list[int] = []
+        self.wanted_at: list[float] = []
+        self.waiter: Callable[[], None] | None = None
+
+    def put(self, grey: int = 90, *, age_s: float = 0.0) -> CapturedFrame:
+        sequence = self.frame.sequence + 1 if self.frame else 1
+        image = np.full((360, 640, 3), grey, dtype=np.uint8)
+        self.frame = CapturedFrame("yard", sequence, self.clock.time() - age_s,
+                                   self.clock.monotonic() - age_s, 640, 360, image)
+        return self.frame
+
+    def latest(self) -> CapturedFrame | None:
+        return self.frame
+
+    def notify_next(self, callback: Callable[[], None] | None) -> None:
+        self.waiter = callback
+
+    def mark_taken(self, sequence: int) -> None:
+        self.taken.append(sequence)
+
+    def want_next_frame_at(self, at: float) -> None:
+        self.wanted_at.append(at)
+
+
+def answer(*, fire: bool) -> SafetyAnswer:
+    return SafetyAnswer.model_validate({
+        "fire": {"answer": "yes" if fire else "no", "description": "flames" if fire else ""},
+        "smoke": {"answer": "no"}, "helmet": {"status": "no_person"}})
+
+
+class Retry(Exception):  # noqa: N818 - a signal between the fakes, not an error
+    """What the fake slot raises for a failure worth retrying (ends its block quietly)."""
+
+
+class FakeSlot:
+    def __init__(self, client: FakeClient) -> None:
+        self.client = client
+
+    async def __aenter__(self) -> Self:
+        await self.client.on_slot(self.client)
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> bool:
+        return isinstance(exc, Retry)
+
+    def check_age(self, captured_at: float, *, now: float) -> None:
+        check_frame_age(captured_at, now=now, limit_s=self.client.max_frame_age_s)
+
+    async def analyse(self, image: EncodedImage, *, captured_at: float | None = None,
+                      context: str = "", hazards: Sequence[Hazard] | None = None) -> Analysis:
+        self.client.sent.append((image, captured_at, context, tuple(hazards or ())))
+        if self.client.fail_next:
+            self.client.fail_next -= 1
+            raise Retry
+        return Analysis(answer=self.client.answers.pop(0), raw_text="{}", latency_s=0.5,
+                        prompt_tokens=900, completion_tokens=40, endpoint="gpu-1", image=image,
+                        captured_at=captured_at, finish_reason="stop", model="qwen",
+                        analysed_at=self.client.clock.time() + 0.5)
+
+
+class FakeRequest:
+    def __init__(self, client: FakeClient) -> None:
+        self.client = client
+
+    async def __aenter__(self) -> Self:
+        if self.client.refuse is not None:
+            raise self.client.refuse
+        self.client.requests += 1
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        return None
+
+    def slot(self) -> FakeSlot:
+        self.client.slots += 1
+        return FakeSlot(self.client)
+
+
+async def _no_wait(client: FakeClient) -> None:
+    return None
+
+
+class FakeClient:
+    """Slots handed out at once (``on_slot`` may make time pass, or frames arrive, first)."""
+
+    def __init__(self, clock: FakeClock, max_frame_age_s: float = 6.0) -> None:
+        self.clock = clock
+        self.max_frame_age_s = max_frame_age_s
+        self.answers: list[SafetyAnswer] = []
+        self.sent: list[tuple[EncodedImage, float | None, str, tuple[Hazard, ...]]] = []
+        self.requests = 0
+        self.slots = 0
+        self.fail_next = 0
+        self.refuse: Exception | None = None
+        self.on_slot: Callable[[FakeClient], Any] = _no_wait
+
+    def request(self, camera_id: str) -> FakeRequest:
+        assert camera_id == "yard"
+        return FakeRequest(self)
+
+
+class RecordingSink:
+    """Everything the pipeline produced, in order."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, Any]] = []
+
+    def sampled(self, camera_id: str) -> None:
+        self.log.append(("sampled", camera_id))
+
+    def unchanged(self, camera_id: str) -> None:
+        self.log.append(("unchanged", camera_id))
+
+    def failed(self, camera_id: str, endpoint: str, outcome: str) -> None:
+        self.log.append(("failed", (endpoint, outcome)))
+
+    def verdict(self, verdict: Verdict) -> None:
+        self.log.append(("verdict", verdict))
+
+    async def evidence(self, event: AlertEvent, frame: Frame,
+                       boxes: Sequence[Box]) -> SnapshotRef | None:
+        self.log.append(("evidence", (event.event_id, frame.sequence)))
+        return SnapshotRef(path=f"/snap/{event.event_id}.jpg", url=None, topic=None)
+
+    def event(self, event: AlertEvent, *, verdict: Verdict | None = None,
+              boxes: Sequence[Box] = (), snapshot: SnapshotRef | None = None) -> None:
+        self.log.append(("event", (event.type.value, event.hazard.value, snapshot)))
+
+    def kinds(self) -> list[str]:
+        return [kind for kind, _ in self.log]
+
+
+def settings(**defaults: Any) -> MonitorConfig:
+    return config_from_mapping({
+        "defaults": {"interval_s": 2, "confirm_frames": 2, "confirm_min_gap_s": 0.5,
+                     "hazards": ["fire"], **defaults},
+        "vlm": {"max_pixels": 256 * 28 * 28},
+        "cameras": [{"id": "yard", "url": "rtsp://cam/yard", "context": "A loading yard."}],
+    }, source="test")
+
+
+class Rig:
+    def __init__(self, config: MonitorConfig | None = None, **client: Any) -> None:
+        self.config = config or settings()
+        self.clock = FakeClock()
+        self.source = FakeSource(self.clock)
+        self.client = FakeClient(self.clock, **client)
+        self.sink = RecordingSink()
+        self.executor = ThreadPoolExecutor(max_workers=1)
+        self.pipeline = CameraPipeline(self.config, self.config.cameras[0], source=self.source,
+                                       client=self.client, sink=self.sink,
+                                       executor=self.executor, clock=self.clock)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+
+
+@pytest.fixture
+def rig() -> Any:
+    made: list[Rig] = []
+
+    def make(config: MonitorConfig | None = None, **client: Any) -> Rig:
+        made.append(Rig(config, **client))
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.close()
+
+
+def sent_grey(image: EncodedImage) -> float:
+    """The mean grey level of a sent JPEG: tells which fake frame it was."""
+    decoded = cv2.imdecode(np.frombuffer(image.jpeg, np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert decoded is not None
+    return float(decoded.mean())
+
+
+# --- Slot first, then the freshest frame. -------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_the_frame_sent_is_the_freshest_once_the_slot_is_taken(rig: Any) -> None:
+    r = rig()
+    r.source.put(grey=40)
+    r.client.answers = [answer(fire=False)]
+
+    async def newer_frame_arrives_while_waiting(client: FakeClient) -> None:
+        r.clock.advance(1.0)
+        r.source.put(grey=200)
+
+    r.client.on_slot = newer_frame_arrives_while_waiting
+    verdict = await r.pipeline.step()
+    assert verdict is not None
+    [(image, captured_at, context, hazards)] = r.client.sent
+    assert sent_grey(image) == pytest.approx(200, abs=3)  # frame 2, not the sampled frame 1
+    assert captured_at == verdict.captured_at == T0 + 101.0
+    assert (image.source_width, image.source_height) == (640, 360)
+    assert image.width * image.height <= 256 * 28 * 28
+    assert (context, hazards) == ("A loading yard.", (Hazard.FIRE,))
+    assert r.source.taken == [1, 2]  # both used: neither is counted as overwritten
+    assert r.sink.kinds() == ["sampled", "verdict"]
+    # Frame 2 was already judged: the next tick waits for a frame newer than it.
+    r.clock.advance(2.0)
+    waiting = asyncio.create_task(r.pipeline.step())
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    assert r.source.waiter is not None
+    r.source.put(grey=90)
+    r.source.waiter()
+    assert await waiting is None  # woken by the new frame; it is taken on the next turn
+    r.client.on_slot = _no_wait
+    r.client.answers = [answer(fire=False)]
+    assert await r.pipeline.step() is not None
+    assert r.source.taken == [1, 2, 3]
+
+
+@pytest.mark.asyncio
+async def test_a_frame_stale_when_the_slot_comes_is_dropped_not_sent(
+        rig: Any, caplog: pytest.LogCaptureFixture) -> None:
+    r = rig(max_frame_age_s=3.0)
+    r.source.put()
+
+    async def slow_queue(client: FakeClient) -> None:
+        r.clock.advance(4.0)  # no newer frame arrived meanwhile
+
+    r.client.on_slot = slow_queue
+    with caplog.at_level(logging.WARNING, "monitor.service.pipeline"):
+        assert await r.pipeline.step() is None
+        r.clock.advance(2.0)
+        r.source.put(grey=200)  # a changed scene: sampled, and again stale at its turn
+        assert await r.pipeline.step() is None
+    assert r.client.sent == []
+    assert r.sink.log.count(("failed", ("none", "stale_dropped"))) == 2
+    stale = [m for m in caplog.messages if "max_frame_age_s (3 s)" in m]
+    assert len(stale) == 1, caplog.messages  # logged on change, counted always
+    assert stale[0].startswith("camera yard: frame not analysed: frame dropped, not sent")
+    assert r.pipeline.last_error is not None
+
+
+@pytest.mark.asyncio
+async def test_a_retry_takes_a_slot_again_and_the_freshest_frame_again(rig: Any) -> None:
+    r = rig(max_frame_age_s=3.0)
+    r.source.put(grey=40)
+    r.client.fail_next = 1
+    r.client.answers = [answer(fire=False)]
+    slots_seen = 0
+
+    async def backoff_then_a_new_frame(client: FakeClient) -> None:
+        nonlocal slots_seen
+        slots_seen += 1
+        if slots_seen == 2:  # the retry: the first frame went stale while backing off
+            r.clock.advance(5.0)
+            r.source.put(grey=200)
+
+    r.client.on_slot = backoff_then_a_new_frame
+    verdict = await r.pipeline.step()
+    assert verdict is not None
+    assert (r.client.requests, r.client.slots) == (1, 2)
+    assert [round(sent_grey(image)) // 10 for image, *_ in r.client.sent] == [4, 20]
+    assert verdict.captured_at == T0 + 105.0
+    assert r.sink.kinds() == ["sampled", "verdict"]
+
+
+# --- Sampling, gate, failures. ------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_an_unchanged_scene_keeps_its_verdict_without_a_request(rig: Any) -> None:
+    r = rig()
+    r.source.put(grey=90)
+    r.client.answers = [answer(fire=False)]
+    assert await r.pipeline.step() is not None
+    assert r.pipeline.judged_at == 100.0
+    r.clock.advance(2.0)
+    r.source.put(grey=90)  # the same picture again
+    assert await r.pipeline.step() is None
+    assert r.client.requests == 1
+    assert r.sink.kinds() == ["sampled", "verdict", "sampled", "unchanged"]
+    assert r.pipeline.judged_at == 102.0  # the last verdict still describes the scene
+    # Not due yet: nothing is sampled (the step only waits out the rest of the interval).
+    r.source.put(grey=200)
+    r.clock.advance(1.99)
+    assert await r.pipeline.step() is None
+    assert r.sink.kinds().count("sampled") == 2
+
+
+@pytest.mark.asyncio
+async def test_a_failure_is_logged_once_counted_always_and_its_end_said(
+        rig: Any, caplog: pytest.LogCaptureFixture) -> None:
+    r = rig(settings(change_gate=False))
+    r.client.refuse = VlmUnavailableError("gpu-1: HTTP 503: overloaded", endpoint="gpu-1")
+    with caplog.at_level(logging.INFO, "monitor.service.pipeline"):
+        for _ in range(2):
+            r.source.put()
+            assert await r.pipeline.step() is None
+            r.clock.advance(2.0)
+        r.client.refuse = VlmCameraBusyError("camera yard already has a model request")
+        r.source.put()
+        assert await r.pipeline.step() is None
+        r.clock.advance(2.0)
+        r.client.refuse = None
+        r.client.answers = [answer(fire=False)]
+        r.source.put()
+        assert await r.pipeline.step() is not None
+    assert [v for k, v in r.sink.log if k == "failed"] == [
+        ("gpu-1", "unavailable"), ("gpu-1", "unavailable"), ("none", "busy")]
+    warnings = [m for m in caplog.messages if "frame not analysed" in m]
+    assert warnings == ["camera yard: frame not analysed: gpu-1: HTTP 503: overloaded",
+                        ("camera yard: frame not analysed: camera yard already has a model "
+                         "request")]
+    assert "camera yard: analysis works again" in caplog.messages
+    assert r.pipeline.last_error is None
+
+
+# --- Verdicts, events, confirm-now. -------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_positive_confirms_now_and_raises_an_alert_with_evidence_first(
+        rig: Any, caplog: pytest.LogCaptureFixture) -> None:
+    r = rig()
+    r.client.answers = [answer(fire=True), answer(fire=True), answer(fire=True)]
+    r.source.put(grey=90)
+    with caplog.at_level(logging.INFO, "monitor.service.pipeline"):
+        assert await r.pipeline.step() is not None
+        # Confirm-now: the next frame is wanted confirm_min_gap_s after the sample, not 2 s.
+        assert r.source.wanted_at == [102.0, 100.5]
+        r.clock.advance(0.5)
+        r.source.put(grey=90)  # unchanged, but a positive is never skipped as unchanged
+        assert await r.pipeline.step() is not None
+    assert r.sink.kinds() == ["sampled", "verdict", "sampled", "verdict", "evidence", "event"]
+    event_id, frame_sequence = r.sink.log[4][1]
+    assert frame_sequence == 2  # the evidence is the frame that confirmed it
+    assert r.sink.log[5][1] == ("start", "fire", SnapshotRef(path=f"/snap/{event_id}.jpg"))
+    assert any(m.startswith(f"camera yard: fire RAISED (event {event_id}, revision 0)")
+               for m in caplog.messages), caplog.messages
+    # Raised: later checks keep the normal interval (no hurry to confirm what is confirmed).
+    assert r.source.wanted_at[-1] == 102.5
+    assert r.pipeline.tracker.is_active(Hazard.FIRE)
+
+
+@pytest.mark.asyncio
+async def test_boxes_of_a_region_of_interest_are_moved_into_the_frame(rig: Any) -> None:
+    config = config_from_mapping({
+        "defaults": {"hazards": ["no_helmet"], "change_gate": False},
+        "cameras": [{"id": "yard", "url": "rtsp://cam/yard", "roi": [[0.5, 0.5], [1.0, 1.0]]}],
+    }, source="test")
+    r = rig(config)
+    r.source.put()
+    r.client.answers = [SafetyAnswer.model_validate({
+        "fire": {"answer": "no"}, "smoke": {"answer": "no"},
+        "helmet": {"status": "some_missing", "missing_count": 1,
+                   "boxes": [{"bbox_2d": [10, 20, 30, 40], "label": "no_helmet"}]}})]
+    verdict = await r.pipeline.step()
+    assert verdict is not None
+    [(image, *_)] = r.client.sent
+    assert (image.source_width, image.source_height) == (320, 180)  # only the region is sent
+    assert tuple(verdict.answer.helmet.boxes[0].bbox_2d) == (330, 200, 350, 220)
