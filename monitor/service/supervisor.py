@@ -33,6 +33,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -88,6 +89,50 @@ class _Camera:
     status_published_at: float = 0.0
     online_since: float | None = None
     """Monotonic time the stream last came online (``None`` while it is not)."""
+
+    async def supervise(self, stopping: asyncio.Event, rng: random.Random) -> None:
+        """Run the pipeline; a bug in it is logged and the pipeline restarted with backoff,
+        so one camera's failure never takes the others down."""
+        failures = 0
+        while not stopping.is_set():
+            started = time.monotonic()
+            try:
+                await self.pipeline.run()
+            except Exception:
+                if time.monotonic() - started > CAMERA_RESTART_CAP_S:
+                    failures = 0  # it ran fine for a while: start the backoff afresh
+                delay = backoff_s(failures, rng, base_s=1.0, cap_s=CAMERA_RESTART_CAP_S)
+                failures += 1
+                logger.exception("camera %s: pipeline failed; restarting in %.1f s",
+                                 self.config.id, delay)
+                await _pause(stopping, delay)
+            else:
+                return
+
+    async def stop(self) -> None:
+        """Stop the reader and the pipeline task (within deadlines)."""
+        self.reader.stop()
+        if self.task is not None:
+            self.task.cancel("camera removed")
+            await asyncio.wait({self.task}, timeout=SAMPLER_GRACE_S)
+        if not await asyncio.to_thread(self.reader.join, READER_JOIN_S):
+            logger.warning("camera %s: reader still blocked in the stream; leaving it",
+                           self.config.id)
+
+    def observe_status(self, now: float, heartbeat_s: float) -> StreamStatus | None:
+        """The reader's status (first checked for a stall) when it is worth publishing: it
+        changed, or ``heartbeat_s`` passed since the last one; else ``None``."""
+        status = self.reader.check(now)
+        if not status.online:
+            self.online_since = None
+        elif self.online_since is None:
+            self.online_since = now
+        signature = status.signature()
+        if signature == self.status_signature and now - self.status_published_at < heartbeat_s:
+            return None
+        self.status_signature = signature
+        self.status_published_at = now
+        return status
 
 
 def stream_source(config: MonitorConfig, camera: CameraConfig) -> StreamSource:
@@ -148,19 +193,6 @@ class Supervisor:
         self._rng = random.Random()
         self._group: asyncio.TaskGroup | None = None
 
-    def _live_snapshot(self) -> LiveSnapshot:
-        cameras = tuple(
-            CameraSnapshot(camera_id=c.config.id, online=c.reader.status.online,
-                           frames_read=c.reader.status.frames_read,
-                           frames_dropped=c.reader.status.frames_dropped,
-                           reconnects=c.reader.status.reconnects)
-            for c in self._cameras.values()
-        )
-        return LiveSnapshot(cameras=cameras, broker_connected=self.publisher.connected,
-                            mqtt_queue_depth=self.publisher.pending,
-                            mqtt_refused=self.publisher.refused,
-                            outbox_depth=self.outbox.depth)
-
     def readiness(self) -> Readiness:
         """Ready while the pipeline runs; the reasons list what is degraded or not running."""
         reasons = []
@@ -174,15 +206,7 @@ class Supervisor:
         if self.publisher.refused:
             reasons.append(f"mqtt: the broker refused {self.publisher.refused} message(s), "
                            f"last {self.publisher.last_refusal}; check its ACL")
-        reasons.extend(f"camera {c.config.id}: offline ({c.reader.status.last_error or '-'})"
-                       for c in self._cameras.values() if not c.reader.status.online)
-        reasons.extend(f"camera {c.config.id}: analysis failing: {c.pipeline.last_error}"
-                       for c in self._cameras.values() if c.pipeline.last_error)
-        now = time.monotonic()
-        for camera in self._cameras.values():
-            overdue = verdict_overdue_s(camera, now)
-            if overdue is not None:
-                reasons.append(f"camera {camera.config.id}: no verdict for {overdue:.0f} s")
+        reasons.extend(camera_reasons(list(self._cameras.values()), time.monotonic()))
         # Outages of cameras, broker or model are reported but do not make us "not ready":
         # the pipeline itself runs and recovers on its own.
         return Readiness(ready=ready, reasons=tuple(reasons))
@@ -204,38 +228,13 @@ class Supervisor:
         for hazard in camera.pipeline.tracker.watched:
             self.publisher.set_hazard_state(camera_id, hazard, on=False)
         camera.reader.start()
-        camera.task = self._group.create_task(self._supervise_camera(camera),
+        camera.task = self._group.create_task(camera.supervise(self._stopping, self._rng),
                                               name=f"camera[{camera_id}].sampler")
 
     async def _stop_camera(self, camera: _Camera) -> None:
         """Stop one camera without touching the others."""
         self._cameras.pop(camera.config.id, None)
-        camera.reader.stop()
-        if camera.task is not None:
-            camera.task.cancel("camera removed")
-            await asyncio.wait({camera.task}, timeout=SAMPLER_GRACE_S)
-        if not await asyncio.to_thread(camera.reader.join, READER_JOIN_S):
-            logger.warning("camera %s: reader still blocked in the stream; leaving it",
-                           camera.config.id)
-
-    async def _supervise_camera(self, camera: _Camera) -> None:
-        """Run a camera's pipeline; a bug in it is logged and the pipeline restarted with
-        backoff, so one camera's failure never takes the others down."""
-        failures = 0
-        while not self._stopping.is_set():
-            started = time.monotonic()
-            try:
-                await camera.pipeline.run()
-            except Exception:
-                if time.monotonic() - started > CAMERA_RESTART_CAP_S:
-                    failures = 0  # it ran fine for a while: start the backoff afresh
-                delay = backoff_s(failures, self._rng, base_s=1.0, cap_s=CAMERA_RESTART_CAP_S)
-                failures += 1
-                logger.exception("camera %s: pipeline failed; restarting in %.1f s",
-                                 camera.config.id, delay)
-                await self._pause(delay)
-            else:
-                return
+        await camera.stop()
 
     async def run(self, shutdown: asyncio.Event,
                   reload_requests: asyncio.Queue[MonitorConfig] | None = None) -> None:
@@ -369,14 +368,6 @@ class Supervisor:
         self.notifier.close()
         logger.info("monitor stopped")
 
-    def _status_line(self) -> str:
-        cameras = list(self._cameras.values())
-        online = sum(1 for c in cameras if c.reader.status.online)
-        broker = "connected" if self.publisher.connected else "NOT connected"
-        failing = sum(1 for c in cameras if c.pipeline.last_error)
-        line = f"{online}/{len(cameras)} cameras online; broker {broker}"
-        return line + (f"; analysis failing on {failing} camera(s)" if failing else "")
-
     async def _watch(self, publisher_task: asyncio.Task[None]) -> None:
         """Liveness: ping systemd's watchdog only while the loop is responsive and every
         internal task is alive (outages of cameras, broker or model are not failures);
@@ -412,10 +403,6 @@ class Supervisor:
             # This sleep returning on time is itself the proof the loop is responsive.
             await asyncio.sleep(period)
 
-    async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-
     async def _publish_statuses(self) -> None:
         """Camera status on ``<prefix>/<camera>/status`` (retained): on every change, and
         every ``status_heartbeat_s`` anyway. Also where a stalled stream is noticed: the
@@ -424,21 +411,16 @@ class Supervisor:
             heartbeat = self.config.defaults.status_heartbeat_s
             now = time.monotonic()
             for camera in list(self._cameras.values()):
-                status = camera.reader.check(now)
-                if not status.online:
-                    camera.online_since = None
-                elif camera.online_since is None:
-                    camera.online_since = now
-                signature = status.signature()
-                if signature != camera.status_signature \
-                        or now - camera.status_published_at >= heartbeat:
-                    camera.status_signature = signature
-                    camera.status_published_at = now
-                    self._send_status(status)
-            await self._pause(STATUS_POLL_S)
+                status = camera.observe_status(now, heartbeat)
+                if status is not None:
+                    self.publisher.publish_status(status_payload(status, time.time()))
+            await _pause(self._stopping, STATUS_POLL_S)
 
-    def _send_status(self, status: StreamStatus) -> None:
-        self.publisher.publish_status(status_payload(status, time.time()))
+    def _status_line(self) -> str:
+        return status_line(list(self._cameras.values()), self.publisher.connected)
+
+    def _live_snapshot(self) -> LiveSnapshot:
+        return live_snapshot(list(self._cameras.values()), self.publisher, self.outbox)
 
     def _count_event(self, hazard: str, kind: str) -> None:
         self.metrics.events.labels(hazard, kind).inc()
@@ -461,6 +443,41 @@ def status_payload(status: StreamStatus, at: float) -> StatusPayload:
     )
 
 
+def live_snapshot(cameras: Sequence[_Camera], publisher: MqttPublisher,
+                  outbox: Outbox) -> LiveSnapshot:
+    """What a ``/metrics`` scrape reads of the running cameras, broker and outbox."""
+    return LiveSnapshot(
+        cameras=tuple(CameraSnapshot(camera_id=c.config.id, online=c.reader.status.online,
+                                     frames_read=c.reader.status.frames_read,
+                                     frames_dropped=c.reader.status.frames_dropped,
+                                     reconnects=c.reader.status.reconnects)
+                      for c in cameras),
+        broker_connected=publisher.connected, mqtt_queue_depth=publisher.pending,
+        mqtt_refused=publisher.refused, outbox_depth=outbox.depth)
+
+
+def camera_reasons(cameras: Sequence[_Camera], now: float) -> list[str]:
+    """Readiness reasons of the cameras: offline, analysis failing, no verdict for N s."""
+    reasons = [f"camera {c.config.id}: offline ({c.reader.status.last_error or '-'})"
+               for c in cameras if not c.reader.status.online]
+    reasons.extend(f"camera {c.config.id}: analysis failing: {c.pipeline.last_error}"
+                   for c in cameras if c.pipeline.last_error)
+    for camera in cameras:
+        overdue = verdict_overdue_s(camera, now)
+        if overdue is not None:
+            reasons.append(f"camera {camera.config.id}: no verdict for {overdue:.0f} s")
+    return reasons
+
+
+def status_line(cameras: Sequence[_Camera], broker_connected: bool) -> str:
+    """systemd's STATUS= line: cameras online, the broker, failing analyses."""
+    online = sum(1 for c in cameras if c.reader.status.online)
+    broker = "connected" if broker_connected else "NOT connected"
+    failing = sum(1 for c in cameras if c.pipeline.last_error)
+    line = f"{online}/{len(cameras)} cameras online; broker {broker}"
+    return line + (f"; analysis failing on {failing} camera(s)" if failing else "")
+
+
 def verdict_overdue_s(camera: _Camera, now: float) -> float | None:
     """Seconds since an online camera's scene was last judged, when that is overdue (see
     :data:`VERDICT_OVERDUE_INTERVALS`), else ``None``. Counted from the later of the last
@@ -472,3 +489,9 @@ def verdict_overdue_s(camera: _Camera, now: float) -> float | None:
     quiet = now - since
     limit = max(VERDICT_OVERDUE_MIN_S, VERDICT_OVERDUE_INTERVALS * camera.pipeline.interval_s)
     return quiet if quiet > limit else None
+
+
+async def _pause(stopping: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds``, or less when ``stopping`` is set meanwhile."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), timeout=seconds)
