@@ -131,6 +131,9 @@ OPENCV_RETRIEVE_FRACTION = 0.25
 
 SHARED_DECODER_KEYS = 16
 """Stream set-ups (H.264 parameter sets) whose idle keyframe decoders are kept for sharing."""
+DECODER_WAIT_S = 1.0
+"""Longest wait for a shared keyframe decoder before decoding with one of the camera's own
+(96 cameras' keyframes at once on 2 cores: about 0.6 s of decoding for two decoders)."""
 PARAMETER_SETS_MAX_BYTES = 4096
 """How far into an Annex B keyframe its parameter sets are looked for."""
 MMAP_THRESHOLD_BYTES = 256 * 1024
@@ -596,32 +599,34 @@ class KeyframeDecoderPool:
     The most recently used idle decoder is taken first, so one decoder does nearly all the
     work and its frame pool holds the cameras' pictures; another is created only when all
     are busy, up to ``per_key`` (by default one per core: decoding is CPU work), and then a
-    camera waits for one to come free. Without that bound, the cameras' first keyframes
-    (all sent at once on PLAY) made a decoder each: a peak of 9.5 MB per camera at 48
-    cameras against 4.9 MB steady. A decode that fails or gives no picture leaves nothing
-    behind for the next camera: the decoder is dropped or flushed. At most ``keys`` set-ups
+    camera waits for one to come free: in turn, a decoder is handed straight to the camera
+    that waited longest (no herd of threads woken for one decoder). Without that bound, the
+    cameras' first keyframes (all sent at once on PLAY) made a decoder each: a peak of 9.5
+    MB per camera at 48 cameras against 4.9 MB steady. A camera that waited ``wait_s`` (a
+    machine so loaded that a few decoding threads get too small a share of the CPU) decodes
+    with a decoder of its own, not kept. A decode that fails or gives no picture leaves
+    nothing behind for the next camera: the decoder is dropped or flushed. At most ``keys`` set-ups
     are remembered (the least recently used are forgotten).
     """
 
     def __init__(self, create: Callable[[bytes], Any], *, keys: int = SHARED_DECODER_KEYS,
-                 per_key: int | None = None) -> None:
+                 per_key: int | None = None, wait_s: float = DECODER_WAIT_S) -> None:
         self._create = create
         self._keys = keys
         self._per_key = per_key or os.cpu_count() or 1
-        self._lock = threading.Condition()
+        self._wait_s = wait_s
+        self._lock = threading.Lock()
         self._idle: dict[bytes, list[Any]] = {}
         """Insertion order is recency of use (a used key is re-inserted at the end)."""
         self._busy: dict[bytes, int] = {}
+        """Decoders in use per key (a decoder handed straight to a waiter stays counted)."""
+        self._waiting: dict[bytes, deque[_Waiter]] = {}
 
     def decode(self, key: bytes, packet: Any) -> list[Any]:
         """Decode ``packet`` with an idle decoder for ``key``, a new one while fewer than
-        ``per_key`` exist, else the first one to come free (waiting for it)."""
-        with self._lock:
-            while not self._idle.get(key) and self._busy.get(key, 0) >= self._per_key:
-                self._lock.wait()
-            idle = self._idle.get(key)
-            decoder = idle.pop() if idle else None
-            self._busy[key] = self._busy.get(key, 0) + 1
+        ``per_key`` exist, else the next one to come free: cameras wait in turn, for at most
+        ``wait_s``, then decode with a decoder of their own that is not kept."""
+        decoder, shared = self._acquire(key)
         try:
             if decoder is None:
                 decoder = self._create(key)
@@ -632,23 +637,65 @@ class KeyframeDecoderPool:
             decoder = None  # a decoder that failed is not handed to another camera
             raise
         finally:
-            with self._lock:
-                self._busy[key] -= 1
-                if not self._busy[key]:
-                    del self._busy[key]
-                if decoder is not None:
-                    idle = self._idle.pop(key, [])
-                    self._idle[key] = idle
-                    idle.append(decoder)
-                    while len(self._idle) > self._keys:
-                        del self._idle[next(iter(self._idle))]
-                self._lock.notify_all()
+            if shared:
+                self._release(key, decoder)
         return pictures
+
+    def _acquire(self, key: bytes) -> tuple[Any, bool]:
+        """A decoder for ``key`` (``None``: create one) and whether it belongs to the pool."""
+        with self._lock:
+            idle = self._idle.get(key)
+            if idle and not self._waiting.get(key):
+                self._busy[key] = self._busy.get(key, 0) + 1
+                return idle.pop(), True
+            if self._busy.get(key, 0) < self._per_key:
+                self._busy[key] = self._busy.get(key, 0) + 1
+                return None, True
+            waiter = _Waiter()
+            self._waiting.setdefault(key, deque()).append(waiter)
+        waiter.ready.wait(self._wait_s)
+        with self._lock:
+            if waiter.ready.is_set():
+                return waiter.decoder, True  # handed over (None: make a new one in its place)
+            queue = self._waiting[key]
+            queue.remove(waiter)
+            if not queue:
+                del self._waiting[key]
+        return None, False  # all busy for too long (an overloaded machine): decode apart
+
+    def _release(self, key: bytes, decoder: Any) -> None:
+        """Hand ``decoder`` (``None``: it failed) to the first waiting camera, or keep it."""
+        with self._lock:
+            queue = self._waiting.get(key)
+            if queue:
+                waiter = queue.popleft()
+                if not queue:
+                    del self._waiting[key]
+                waiter.decoder = decoder
+                waiter.ready.set()
+                return
+            self._busy[key] -= 1
+            if not self._busy[key]:
+                del self._busy[key]
+            if decoder is not None:
+                idle = self._idle.pop(key, [])
+                self._idle[key] = idle
+                idle.append(decoder)
+                while len(self._idle) > self._keys:
+                    del self._idle[next(iter(self._idle))]
 
     def idle(self) -> int:
         """How many idle decoders are kept (all keys)."""
         with self._lock:
             return sum(len(decoders) for decoders in self._idle.values())
+
+
+@dataclass(slots=True)
+class _Waiter:
+    """A camera waiting for a shared decoder (handed over directly, in turn)."""
+
+    ready: threading.Event = field(default_factory=threading.Event)
+    decoder: Any = None
 
 
 @dataclass(slots=True)

@@ -107,7 +107,7 @@ def test_pool_makes_at_most_per_key_decoders_and_cameras_wait_for_one() -> None:
         created.append(Slow(key, []))
         return created[-1]
 
-    pool = KeyframeDecoderPool(create, per_key=1)
+    pool = KeyframeDecoderPool(create, per_key=1, wait_s=10)
     results: list[list[str]] = []
     threads = [threading.Thread(target=lambda n=n: results.append(pool.decode(b"a", str(n))))
                for n in range(3)]
@@ -120,6 +120,34 @@ def test_pool_makes_at_most_per_key_decoders_and_cameras_wait_for_one() -> None:
         thread.join(5)
     assert sorted(results) == [["a:0"], ["a:1"], ["a:2"]]
     assert len(created) == 1
+
+
+def test_a_camera_that_waited_too_long_decodes_with_a_decoder_of_its_own() -> None:
+    # On a machine too loaded for the shared decoders, cameras must still get pictures.
+    release = threading.Event()
+    started = threading.Event()
+    created: list[FakeDecoder] = []
+
+    class Slow(FakeDecoder):
+        def decode(self, packet: Any) -> list[str]:
+            if packet == "slow":
+                started.set()
+                release.wait(5)
+            return super().decode(packet)
+
+    def create(key: bytes) -> FakeDecoder:
+        created.append(Slow(key, []))
+        return created[-1]
+
+    pool = KeyframeDecoderPool(create, per_key=1, wait_s=0.05)
+    holder = threading.Thread(target=pool.decode, args=(b"a", "slow"))
+    holder.start()
+    assert started.wait(5)
+    assert pool.decode(b"a", "quick") == ["a:quick"]  # did not wait for the slow one
+    release.set()
+    holder.join(5)
+    assert len(created) == 2
+    assert pool.idle() == 1  # the camera's own decoder was not kept
 
 
 def _keyframes(width: int, height: int, level: int, count: int = 3) -> list[bytes]:
