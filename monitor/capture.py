@@ -131,9 +131,11 @@ OPENCV_RETRIEVE_FRACTION = 0.25
 
 SHARED_DECODER_KEYS = 16
 """Stream set-ups (H.264 parameter sets) whose idle keyframe decoders are kept for sharing."""
-DECODER_WAIT_S = 1.0
-"""Longest wait for a shared keyframe decoder before decoding with one of the camera's own
-(96 cameras' keyframes at once on 2 cores: about 0.6 s of decoding for two decoders)."""
+DECODER_WAIT_S = 0.25
+"""Longest wait for a shared keyframe decoder before decoding with one of the camera's own.
+Short: handing decoders from camera to camera is a chain of thread wake-ups, and on an
+overloaded machine (load average 20-40 here) each wake-up waits its turn for a core; threads
+decoding side by side do not. 8 cameras' keyframes at once on 2 cores take about 50 ms."""
 PARAMETER_SETS_MAX_BYTES = 4096
 """How far into an Annex B keyframe its parameter sets are looked for."""
 MMAP_THRESHOLD_BYTES = 256 * 1024
