@@ -160,20 +160,27 @@ def camera_hazards(config: MonitorConfig, camera: CameraConfig) -> list[Hazard]:
 class Supervisor:
     """One monitor process: cameras in, MQTT alerts out (see the module docstring)."""
 
-    def __init__(self, config: MonitorConfig) -> None:
+    @classmethod
+    def open(cls, config: MonitorConfig) -> Supervisor:
+        """Open the state directory (the durable outbox, locked to this process) and make the
+        supervisor; the one step of start-up that touches the disk before :meth:`run`.
+
+        Raises:
+            OutboxError: the state directory is unusable (a deployment problem: exit 78).
+        """
+        mqtt = config.mqtt
+        outbox = Outbox(config.state_dir / "outbox.sqlite3", max_messages=mqtt.queue_size,
+                        max_bytes=mqtt.outbox_max_bytes, max_age_s=mqtt.outbox_max_age_s)
+        return cls(config, outbox)
+
+    def __init__(self, config: MonitorConfig, outbox: Outbox) -> None:
+        """Wire the stages around an open ``outbox``; no I/O (see :meth:`open`)."""
         self.config = config
         # Every text this process emits (logs, /readyz, MQTT) masks the configured secrets.
         register_secrets(config.secret_values())
         self.metrics = Metrics()  # first: the publisher counts the events it stores
-        # The durable outbox, the evidence store, reconciliation with the previous run.
-        mqtt = config.mqtt
-        self.outbox = Outbox(config.state_dir / "outbox.sqlite3", max_messages=mqtt.queue_size,
-                             max_bytes=mqtt.outbox_max_bytes, max_age_s=mqtt.outbox_max_age_s)
-        self.publisher = MqttPublisher(mqtt, self.outbox, on_event=self._count_event)
-        # Alerts of cameras no longer configured are ended, their retained topics cleared,
-        # and Home Assistant discovery (if enabled) announced, before anything else is sent.
-        self.publisher.reconcile({c.id: camera_hazards(config, c)
-                                      for c in config.cameras if c.enabled})
+        self.outbox = outbox
+        self.publisher = MqttPublisher(config.mqtt, outbox, on_event=self._count_event)
         shots = config.snapshots
         self.snapshots = SnapshotStore(
             config.state_dir / "snapshots", max_count=shots.max_count,
@@ -242,6 +249,10 @@ class Supervisor:
         ``reload_requests`` are applied live (see :meth:`reload`)."""
         self._loop = asyncio.get_running_loop()
         config = self.config
+        # Alerts of cameras no longer configured are ended, their retained topics cleared,
+        # and Home Assistant discovery (if enabled) announced, before anything else is sent.
+        self.publisher.reconcile({c.id: camera_hazards(config, c)
+                                  for c in config.cameras if c.enabled})
         if config.telemetry.enabled:
             await self.health.start(config.telemetry.host, config.telemetry.port)
         try:

@@ -84,7 +84,7 @@ async def _run_until_signalled(config: MonitorConfig, path: Path) -> None:
         logger.info("SIGHUP: configuration %s loaded; applying", path)
 
     try:
-        supervisor = Supervisor(config)
+        supervisor = Supervisor.open(config)
     except OutboxError as exc:
         # The state directory is unusable: a deployment problem that restarting won't fix.
         raise StartupError(str(exc)) from exc

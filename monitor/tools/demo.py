@@ -154,7 +154,7 @@ async def run_demo(*, duration_s: float, mqtt_host: str | None, mqtt_port: int,
                                                        viewer_ready), name="demo.viewer")
             await asyncio.wait_for(viewer_ready.wait(), timeout=10)
             loop.call_later(duration_s, shutdown.set)
-            await Supervisor(config).run(shutdown)
+            await Supervisor.open(config).run(shutdown)
             await asyncio.sleep(0.5)  # let the viewer print the final "offline"
             viewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

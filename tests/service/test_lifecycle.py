@@ -179,7 +179,7 @@ def test_no_watchdog_ping_while_the_event_loop_is_blocked(
     loop = asyncio.new_event_loop()
     shutdown = asyncio.Event()
     daemon_thread = threading.Thread(
-        target=lambda: loop.run_until_complete(Supervisor(config).run(shutdown)), daemon=True)
+        target=lambda: loop.run_until_complete(Supervisor.open(config).run(shutdown)), daemon=True)
     daemon_thread.start()
     pings: list[float] = []
 

@@ -40,7 +40,7 @@ async def test_alert_start_and_update_carry_evidence(tmp_path: Path) -> None:
         "telemetry": {"enabled": False},
         "cameras": [{"id": "scaffold", "url": str(tmp_path / "unused.mp4")}],
     })
-    supervisor = Supervisor(config)  # not run: its sink stores into the outbox all the same
+    supervisor = Supervisor.open(config)  # not run: its sink stores into the outbox all the same
     camera = config.cameras[0]
     with ThreadPoolExecutor(max_workers=1) as executor:
         pipeline = CameraPipeline(config, camera,

@@ -31,7 +31,7 @@ async def test_readiness_reports_no_verdict_while_the_model_hangs(
         "cameras": [{"id": "yard", "url": str(scene_clips["quiet"]), "loop": True,
                      "interval_s": 0.5}],
     }, source="test")
-    supervisor = Supervisor(config)
+    supervisor = Supervisor.open(config)
     shutdown = asyncio.Event()
     running = asyncio.create_task(supervisor.run(shutdown))
     started = time.monotonic()

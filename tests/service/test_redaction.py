@@ -103,7 +103,7 @@ async def test_readyz_and_mqtt_never_show_a_key_the_server_echoes(
         "cameras": [{"id": "yard", "url": str(scene_clips["fire"]), "loop": True,
                      "interval_s": 0.5}],
     }, source="test")
-    supervisor = Supervisor(config)
+    supervisor = Supervisor.open(config)
     shutdown = asyncio.Event()
     running = asyncio.create_task(supervisor.run(shutdown))
 
