@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from monitor.alerts.payloads import Box, SnapshotRef
-from monitor.model.answer import Hazard, SafetyAnswer
+from monitor.model.answer import Answer, Hazard
 from monitor.pixels import BgrImage
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class SnapshotError(Exception):
     """The evidence image could not be written (path and reason)."""
 
 
-def boxes_for(answer: SafetyAnswer, hazard: Hazard) -> list[Box]:
+def boxes_for(answer: Answer, hazard: Hazard) -> list[Box]:
     """The boxes the model gave for ``hazard`` (any ``bbox_2d`` object in its section)."""
     section = answer.model_dump(mode="json").get(_SECTION[hazard])
     return [Box(label=label, x1=x1, y1=y1, x2=x2, y2=y2)

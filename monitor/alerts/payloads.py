@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from monitor.alerts.discovery import BinarySensorDiscovery
 from monitor.alerts.tracker import AlertEvent, Observation
-from monitor.model.answer import Hazard, SafetyAnswer, Verdict
+from monitor.model.answer import Answer, Hazard, Verdict
 
 
 def iso_time(epoch_s: float) -> str:
@@ -32,7 +32,7 @@ class _Payload(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class VerdictRef(_Payload):
+class ObservationPayload(_Payload):
     """One verdict behind an event step."""
 
     captured_at: str = Field(description="Capture time of the analysed frame (ISO 8601 UTC).")
@@ -41,7 +41,7 @@ class VerdictRef(_Payload):
     missing_helmets: int | None = Field(description="no_helmet: people without a hard hat.")
 
     @classmethod
-    def from_observation(cls, seen: Observation) -> VerdictRef:
+    def from_observation(cls, seen: Observation) -> ObservationPayload:
         """The wire form of a tracker observation."""
         return cls(captured_at=iso_time(seen.at), positive=seen.positive, detail=seen.detail,
                    missing_helmets=seen.missing_helmets)
@@ -80,7 +80,7 @@ class EventPayload(_Payload):
     at: str = Field(description="When this step happened (capture time of its verdict).")
     detail: str = Field(description="The model's description at the start or latest update.")
     confirming_verdicts: int = Field(description="Number of verdicts behind this step.")
-    verdicts: list[VerdictRef] = Field(description="The verdicts behind this step.")
+    verdicts: list[ObservationPayload] = Field(description="The verdicts behind this step.")
     missing_helmets: int | None = Field(description="no_helmet: people without a hard hat.")
     end_reason: Literal["cleared", "timeout", "restart", "removed", "reconfigured"] | None = None
     model: str | None = Field(default=None, description="Model that gave the verdict.")
@@ -99,7 +99,7 @@ class EventPayload(_Payload):
             ended_at=iso_time(event.ended_at) if event.ended_at is not None else None,
             at=iso_time(event.at), detail=event.detail,
             confirming_verdicts=event.confirming_verdicts,
-            verdicts=[VerdictRef.from_observation(seen) for seen in event.verdicts],
+            verdicts=[ObservationPayload.from_observation(seen) for seen in event.verdicts],
             missing_helmets=event.missing_helmets,
             end_reason=event.end_reason.value if event.end_reason else None,
             model=verdict.model if verdict else None,
@@ -141,7 +141,7 @@ class VerdictPayload(_Payload):
     analysed_at: str
     latency_s: float
     model: str
-    answer: SafetyAnswer
+    answer: Answer
     prompt_tokens: int | None
     completion_tokens: int | None
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from monitor.config import DefaultsConfig
-from monitor.model.answer import Hazard, SafetyAnswer
+from monitor.model.answer import Answer, Hazard
 
 
 class EventType(StrEnum):
@@ -186,7 +186,7 @@ class HazardTracker:
         """The hazards this tracker watches."""
         return tuple(self._states)
 
-    def update(self, answer: SafetyAnswer, at: float) -> list[AlertEvent]:
+    def update(self, answer: Answer, at: float) -> list[AlertEvent]:
         """Feed one verdict (of a frame captured at ``at``) and return the events it causes."""
         events: list[AlertEvent] = []
         for hazard, state in self._states.items():
@@ -216,7 +216,7 @@ class HazardTracker:
                                           end_reason=reason))
         return events
 
-    def _observe(self, hazard: Hazard, answer: SafetyAnswer, at: float) -> Observation | None:
+    def _observe(self, hazard: Hazard, answer: Answer, at: float) -> Observation | None:
         """The verdict as a positive or negative observation, ``None`` when it is neither."""
         missing = answer.helmet.missing_count if hazard is Hazard.NO_HELMET else None
         detail = answer.detail(hazard)

@@ -2,8 +2,8 @@
 
 Two answer forms are accepted:
 
-* JSON of the flat :class:`WireAnswer` (what vLLM returns when the request carries its
-  ``json_schema`` as response format) or of the nested :class:`SafetyAnswer`, also when
+* JSON of the flat :class:`WireDecision` (what vLLM returns when the request carries its
+  ``json_schema`` as response format) or of the nested :class:`Answer`, also when
   wrapped in a code fence or surrounded by prose;
 * the seed guide's free-text format, in Chinese
   (``【火灾检测】：是 【烟雾检测】：否 【安全帽检测】：部分未佩戴``) or its English
@@ -40,7 +40,7 @@ RAW_TEXT_LOG_LIMIT = 300
 """How many characters of an unparseable answer are kept for the log line."""
 
 
-class Answer(StrEnum):
+class Decision(StrEnum):
     """A yes/no question's answer, with room for the model to say it cannot tell."""
 
     YES = "yes"
@@ -74,7 +74,7 @@ MAX_BOXES = 20
 WIRE_LOCATION_MAX = 20
 WIRE_DESCRIPTION_MAX = 60
 WIRE_MAX_BOXES = 6
-"""Limits of the form the model writes (:class:`WireAnswer`): they bound the longest legal
+"""Limits of the form the model writes (:class:`WireDecision`): they bound the longest legal
 answer (about 460 tokens in Chinese), which ``vlm.max_tokens`` must exceed - an answer cut by
 ``max_tokens`` is invalid JSON, and an invalid answer never raises an alert."""
 COORDINATE_MAX = 16384
@@ -86,7 +86,7 @@ class HazardFinding(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    answer: Answer = Field(description="yes, no, or uncertain")
+    answer: Decision = Field(description="yes, no, or uncertain")
     location: str = Field(
         default="", max_length=LOCATION_MAX,
         description="Where in the image (e.g. bottom-left); empty when no.",
@@ -101,7 +101,7 @@ class PersonBox(BaseModel):
     """A person without a hard hat, in Qwen2.5-VL's grounding form.
 
     Qwen2.5-VL grounds objects as ``{"bbox_2d": [x1, y1, x2, y2], "label": ...}`` in absolute
-    pixels of the image it was given (not 0..1000 like Qwen2-VL). :meth:`SafetyAnswer.to_frame`
+    pixels of the image it was given (not 0..1000 like Qwen2-VL). :meth:`Answer.to_frame`
     maps them to the original frame's pixels. Corners given the wrong way round are swapped.
     """
 
@@ -146,7 +146,7 @@ class HelmetFinding(BaseModel):
         return self
 
 
-class SafetyAnswer(BaseModel):
+class Answer(BaseModel):
     """The structured answer the model is asked for (its JSON Schema constrains decoding)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -167,17 +167,17 @@ class SafetyAnswer(BaseModel):
     def is_positive(self, hazard: Hazard) -> bool:
         """Whether this answer reports ``hazard`` (``uncertain`` is not positive)."""
         if hazard is Hazard.FIRE:
-            return self.fire.answer is Answer.YES
+            return self.fire.answer is Decision.YES
         if hazard is Hazard.SMOKE:
-            return self.smoke.answer is Answer.YES
+            return self.smoke.answer is Decision.YES
         return self.helmet.status in (HelmetStatus.SOME_MISSING, HelmetStatus.NONE_WORN)
 
     def is_negative(self, hazard: Hazard) -> bool:
         """Whether this answer positively rules ``hazard`` out (``uncertain`` does not)."""
         if hazard is Hazard.FIRE:
-            return self.fire.answer is Answer.NO
+            return self.fire.answer is Decision.NO
         if hazard is Hazard.SMOKE:
-            return self.smoke.answer is Answer.NO
+            return self.smoke.answer is Decision.NO
         return self.helmet.status in (HelmetStatus.ALL_WORN, HelmetStatus.NO_PERSON)
 
     def detail(self, hazard: Hazard) -> str:
@@ -191,12 +191,12 @@ class SafetyAnswer(BaseModel):
         return finding.description
 
     @property
-    def decision(self) -> tuple[Answer, Answer, HelmetStatus]:
+    def decision(self) -> tuple[Decision, Decision, HelmetStatus]:
         """What the answer decides (fire, smoke, hard hats), without the wording."""
         return (self.fire.answer, self.smoke.answer, self.helmet.status)
 
     def to_frame(self, sent_width: int, sent_height: int, frame_width: int,
-                 frame_height: int) -> SafetyAnswer:
+                 frame_height: int) -> Answer:
         """The answer with its boxes mapped from the image sent (``sent_*``, the resized
         image the model saw) to the original frame, clipped to the frame."""
         if not self.helmet.boxes:
@@ -216,7 +216,7 @@ class SafetyAnswer(BaseModel):
         helmet = self.helmet.model_copy(update={"boxes": [mapped(b) for b in self.helmet.boxes]})
         return self.model_copy(update={"helmet": helmet})
 
-    def shifted(self, dx: int, dy: int) -> SafetyAnswer:
+    def shifted(self, dx: int, dy: int) -> Answer:
         """The answer with its boxes moved by ``(dx, dy)`` pixels (a cropped region's boxes
         into the whole frame's coordinates)."""
         if not self.helmet.boxes or (dx, dy) == (0, 0):
@@ -234,16 +234,16 @@ class WireAnswer(BaseModel):
     a frame with nothing to report is ``{"fire":"no","smoke":"no","hard_hats":"all_worn"}``
     (about 15 tokens). Locations, descriptions, the count and the grounding boxes are optional
     and follow their decision (the schema keeps this order). :meth:`to_answer` turns it into
-    the nested :class:`SafetyAnswer` the rest of the monitor uses; the nested form is accepted
+    the nested :class:`Answer` the rest of the monitor uses; the nested form is accepted
     from a model too.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    fire: Answer = Field(description="Signs of fire: yes, no, or uncertain")
+    fire: Decision = Field(description="Signs of fire: yes, no, or uncertain")
     fire_location: str = Field(default="", max_length=WIRE_LOCATION_MAX)
     fire_description: str = Field(default="", max_length=WIRE_DESCRIPTION_MAX)
-    smoke: Answer = Field(description="Visible smoke: yes, no, or uncertain")
+    smoke: Decision = Field(description="Visible smoke: yes, no, or uncertain")
     smoke_location: str = Field(default="", max_length=WIRE_LOCATION_MAX)
     smoke_description: str = Field(default="", max_length=WIRE_DESCRIPTION_MAX)
     hard_hats: HelmetStatus = Field(description="Hard-hat status of the people in view")
@@ -255,9 +255,9 @@ class WireAnswer(BaseModel):
         f"(at most {WIRE_MAX_BOXES}; missing counts them all)")
     hard_hats_description: str = Field(default="", max_length=WIRE_DESCRIPTION_MAX)
 
-    def to_answer(self) -> SafetyAnswer:
+    def to_answer(self) -> Answer:
         """The nested form."""
-        return SafetyAnswer(
+        return Answer(
             fire=HazardFinding(answer=self.fire, location=self.fire_location,
                                description=self.fire_description),
             smoke=HazardFinding(answer=self.smoke, location=self.smoke_location,
@@ -267,7 +267,7 @@ class WireAnswer(BaseModel):
         )
 
     @classmethod
-    def from_answer(cls, answer: SafetyAnswer) -> WireAnswer:
+    def from_answer(cls, answer: Answer) -> WireAnswer:
         """The flat form of a nested answer, cut to the wire limits as the schema cuts what a
         model writes (used by the simulator)."""
         loc, text = WIRE_LOCATION_MAX, WIRE_DESCRIPTION_MAX
@@ -284,7 +284,7 @@ class WireAnswer(BaseModel):
 
 def answer_json_schema() -> dict[str, Any]:
     """The JSON Schema sent as ``response_format`` so the server constrains decoding to it
-    (the flat :class:`WireAnswer`)."""
+    (the flat :class:`WireDecision`)."""
     return WireAnswer.model_json_schema()
 
 
@@ -293,7 +293,7 @@ class Verdict:
     """One validated model answer about one frame of one camera."""
 
     camera_id: str
-    answer: SafetyAnswer
+    answer: Answer
     captured_at: float
     """Wall-clock time (epoch seconds) at which the frame was read from the stream."""
     analysed_at: float
@@ -326,8 +326,8 @@ _MAX_EMBEDDED_ATTEMPTS = 64
 """Bounds the scan for JSON objects inside prose (a very long answer stays cheap to reject)."""
 
 
-def parse_answer(text: str) -> SafetyAnswer:
-    """Parse a model's text into a :class:`SafetyAnswer`.
+def parse_answer(text: str) -> Answer:
+    """Parse a model's text into a :class:`Answer`.
 
     The whole text as one JSON object of the schema (what constrained decoding returns) is
     taken as it is: its strings are data, never searched for verdicts. Otherwise every verdict
@@ -346,7 +346,7 @@ def parse_answer(text: str) -> SafetyAnswer:
     whole = _validate_json_text(stripped, problems)
     if whole is not None:
         return whole
-    verdicts: list[tuple[str, SafetyAnswer]] = []
+    verdicts: list[tuple[str, Answer]] = []
     for block in _CODE_FENCE.findall(stripped):
         found = _validate_json_text(block.strip(), problems)
         if found is not None:
@@ -356,7 +356,7 @@ def parse_answer(text: str) -> SafetyAnswer:
         if found is not None:
             verdicts.append(("JSON in prose", found))
     seed = _parse_seed_text(stripped)
-    if isinstance(seed, SafetyAnswer):
+    if isinstance(seed, Answer):
         verdicts.append(("labelled fields", seed))
     elif seed.conflict or not verdicts:
         problems.insert(0, seed.reason) if seed.conflict else problems.append(seed.reason)
@@ -376,7 +376,7 @@ def _summary(problems: list[str]) -> str:
     return "; ".join(unique[:3])
 
 
-def _describe_decision(answer: SafetyAnswer) -> str:
+def _describe_decision(answer: Answer) -> str:
     fire, smoke, helmet = answer.decision
     return f"fire={fire.value} smoke={smoke.value} helmet={helmet.value}"
 
@@ -386,18 +386,18 @@ def _is_flat(data: object) -> bool:
     return isinstance(data, dict) and ("hard_hats" in data or isinstance(data.get("fire"), str))
 
 
-def _validate(data: object, problems: list[str]) -> SafetyAnswer | None:
+def _validate(data: object, problems: list[str]) -> Answer | None:
     """The flat wire form or the nested form (errors named in the form given)."""
     try:
         if _is_flat(data):
             return WireAnswer.model_validate(data).to_answer()
-        return SafetyAnswer.model_validate(data)
+        return Answer.model_validate(data)
     except ValidationError as exc:
         problems.append(f"JSON does not match the schema: {_first_validation_problem(exc)}")
         return None
 
 
-def _validate_json_text(text: str, problems: list[str]) -> SafetyAnswer | None:
+def _validate_json_text(text: str, problems: list[str]) -> Answer | None:
     """The text as one JSON object of the schema, or ``None`` (the problem appended)."""
     if not text.startswith("{"):
         return None
@@ -437,8 +437,8 @@ def _embedded_objects(text: str) -> list[dict[str, Any]]:
 
 # --- The seed's labelled text format. ----------------------------------------------------------
 
-_ZH_ANSWERS = {"是": Answer.YES, "否": Answer.NO, "不确定": Answer.UNCERTAIN,
-               "无法确定": Answer.UNCERTAIN}
+_ZH_ANSWERS = {"是": Decision.YES, "否": Decision.NO, "不确定": Decision.UNCERTAIN,
+               "无法确定": Decision.UNCERTAIN}
 _ZH_HELMET = {
     "全部正确佩戴": HelmetStatus.ALL_WORN,
     "全部佩戴": HelmetStatus.ALL_WORN,
@@ -449,7 +449,7 @@ _ZH_HELMET = {
     "不确定": HelmetStatus.UNCERTAIN,
     "无法确定": HelmetStatus.UNCERTAIN,
 }
-_EN_ANSWERS = {"yes": Answer.YES, "no": Answer.NO, "uncertain": Answer.UNCERTAIN}
+_EN_ANSWERS = {"yes": Decision.YES, "no": Decision.NO, "uncertain": Decision.UNCERTAIN}
 _EN_HELMET = {
     "all worn": HelmetStatus.ALL_WORN,
     "some missing": HelmetStatus.SOME_MISSING,
@@ -496,7 +496,7 @@ class _SeedProblem:
     """Some field was given twice with different values (never "fixed" by other forms)."""
 
 
-def _parse_seed_text(text: str) -> SafetyAnswer | _SeedProblem:
+def _parse_seed_text(text: str) -> Answer | _SeedProblem:
     """The seed's labelled fields (Chinese ``【火灾检测】：是`` or English ``[Fire]: yes``)."""
     zh = "【" in text
     fields = _FIELDS_ZH if zh else _FIELDS_EN
@@ -532,7 +532,7 @@ def _parse_seed_text(text: str) -> SafetyAnswer | _SeedProblem:
     (fire, fire_text), (smoke, smoke_text), (helmet, helmet_text) = values
     answers = _ZH_ANSWERS if zh else _EN_ANSWERS
     helmets = _ZH_HELMET if zh else _EN_HELMET
-    return SafetyAnswer(
+    return Answer(
         fire=HazardFinding(answer=answers[fire], description=fire_text[:DESCRIPTION_MAX]),
         smoke=HazardFinding(answer=answers[smoke], description=smoke_text[:DESCRIPTION_MAX]),
         helmet=HelmetFinding(status=helmets[helmet],

@@ -64,9 +64,9 @@ from monitor.backoff import backoff_s
 from monitor.config import EndpointConfig, VlmConfig
 from monitor.errors import exception_reason
 from monitor.model.answer import (
+    Answer,
     Hazard,
     InvalidAnswerError,
-    SafetyAnswer,
     Verdict,
     answer_json_schema,
     parse_answer,
@@ -148,7 +148,7 @@ class _RetryableError(Exception):
 class Analysis:
     """A parsed answer plus what the request cost and which frame and server it was."""
 
-    answer: SafetyAnswer
+    answer: Answer
     """Boxes already mapped to the original frame's pixels."""
     raw_text: str
     latency_s: float

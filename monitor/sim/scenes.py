@@ -68,7 +68,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from monitor.model.answer import Answer, HazardFinding, HelmetFinding, HelmetStatus, SafetyAnswer
+from monitor.model.answer import Answer, Decision, HazardFinding, HelmetFinding, HelmetStatus
 
 BgrImage = npt.NDArray[np.uint8]
 Rgb = tuple[int, int, int]
@@ -495,7 +495,7 @@ def write_scene(scene: Scene, path: str | Path, *, bitrate: int | None = None,
 # --- Ground truth. ------------------------------------------------------------------------------
 
 
-def expected_answer(scene: Scene, t: float, language: Language = "en") -> SafetyAnswer:
+def expected_answer(scene: Scene, t: float, language: Language = "en") -> Answer:
     """What a correct model says about the frame at time ``t`` (from the script, not pixels).
 
     Descriptions name the objects' scripted places; tests compare the answers, statuses and
@@ -527,9 +527,9 @@ def expected_answer(scene: Scene, t: float, language: Language = "en") -> Safety
         fire_text = f"flames at the {places(fires)}" if fires else ""
         smoke_text = f"smoke at the {places(smokes)}" if smokes else ""
         helmet_text = f"no hard hat: person at the {places(missing)}" if missing else ""
-    return SafetyAnswer(
-        fire=HazardFinding(answer=Answer.YES if fires else Answer.NO, description=fire_text),
-        smoke=HazardFinding(answer=Answer.YES if smokes else Answer.NO,
+    return Answer(
+        fire=HazardFinding(answer=Decision.YES if fires else Decision.NO, description=fire_text),
+        smoke=HazardFinding(answer=Decision.YES if smokes else Decision.NO,
                             description=smoke_text),
         helmet=HelmetFinding(status=status, missing_count=len(missing),
                              description=helmet_text),

@@ -19,7 +19,7 @@ not decode (400 ``Failed to load image: ...``) or a malformed body are 400
 ``BadRequestError``; ``stream: true`` is 400 too (not simulated).
 
 The answer: with ``response_format`` of type ``json_schema`` or ``json_object``, or vLLM's
-``structured_outputs`` extra, the content is the flat :class:`~monitor.model.answer.WireAnswer`
+``structured_outputs`` extra, the content is the flat :class:`~monitor.model.answer.WireDecision`
 (the schema ``monitor`` sends) as compact JSON; the legacy ``guided_json`` extra is ignored,
 as current vLLM silently ignores it (measured: shared/docs/vllm-cpu.md), so a client relying
 on it gets text here too;
@@ -89,7 +89,7 @@ import cv2
 import numpy as np
 from aiohttp import web
 
-from monitor.model.answer import SafetyAnswer, WireAnswer
+from monitor.model.answer import Answer, WireAnswer
 from monitor.model.imaging import image_tokens
 from monitor.sim.scenes import BgrImage, Language
 from monitor.sim.vision import judge, seed_text, terse
@@ -618,7 +618,7 @@ class SimServer:
         self._counts[outcome] += 1
         return response
 
-    def _content(self, chat: _ChatRequest, answer: SafetyAnswer, fault: str,
+    def _content(self, chat: _ChatRequest, answer: Answer, fault: str,
                  prose_roll: float) -> tuple[str, Outcome]:
         """The answer's text, or what a content fault puts in its place."""
         if fault == "prose":
@@ -683,7 +683,7 @@ class SimServer:
                 f"({prompt_tokens} in the messages, {chat.max_tokens or 0} in the completion). "
                 f"Please reduce the length of the messages or completion.")
             return _error_response(error), "bad_request"
-        answer: SafetyAnswer = await asyncio.to_thread(judge, image, chat.language)
+        answer: Answer = await asyncio.to_thread(judge, image, chat.language)
         content, outcome = self._content(chat, answer, fault, rolls[2])
         completion_tokens = estimate_text_tokens(content) + 1  # + <|im_end|>
         finish_reason = "stop"
@@ -741,7 +741,7 @@ def _immediate_fault(request: web.Request, fault: str) -> tuple[web.Response, Ou
     return None
 
 
-def _json_answer(answer: SafetyAnswer) -> str:
+def _json_answer(answer: Answer) -> str:
     """Compact JSON without empty or default fields (see the module docstring)."""
     return WireAnswer.from_answer(terse(answer)).model_dump_json(exclude_defaults=True)
 

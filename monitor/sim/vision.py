@@ -35,11 +35,11 @@ import numpy.typing as npt
 from monitor.model.answer import (
     MAX_BOXES,
     Answer,
+    Decision,
     HazardFinding,
     HelmetFinding,
     HelmetStatus,
     PersonBox,
-    SafetyAnswer,
 )
 from monitor.sim.scenes import (
     FLAME_RULE,
@@ -178,33 +178,33 @@ def measure(image: BgrImage) -> Measurements:
                         smoke_centre=smoke_centre, persons=tuple(persons))
 
 
-def _grade(fraction: float, yes: float, uncertain: float) -> Answer:
+def _grade(fraction: float, yes: float, uncertain: float) -> Decision:
     if fraction >= yes:
-        return Answer.YES
+        return Decision.YES
     if fraction >= uncertain:
-        return Answer.UNCERTAIN
-    return Answer.NO
+        return Decision.UNCERTAIN
+    return Decision.NO
 
 
-def _hazard(kind: str, answer: Answer, fraction: float, centre: tuple[float, float] | None,
+def _hazard(kind: str, answer: Decision, fraction: float, centre: tuple[float, float] | None,
             language: Language) -> HazardFinding:
-    if answer is Answer.NO or centre is None:
-        return HazardFinding(answer=Answer.NO, description="")
+    if answer is Decision.NO or centre is None:
+        return HazardFinding(answer=Decision.NO, description="")
     where = location(*centre, language)
     return HazardFinding(answer=answer, location=where,
                          description=_hazard_text(kind, answer, where, fraction, language))
 
 
-def _hazard_text(kind: str, answer: Answer, where: str, fraction: float,
+def _hazard_text(kind: str, answer: Decision, where: str, fraction: float,
                  language: Language) -> str:
     share = f"{fraction * 100:.1f}%"
     if language == "zh":
         noun = "明火" if kind == "fire" else "烟雾"
-        if answer is Answer.YES:
+        if answer is Decision.YES:
             text = f"画面{where}有{noun}，约占画面{share}。"
         else:
             text = f"画面{where}有少量疑似{noun}的颜色区域，无法确定。"
-    elif answer is Answer.YES:
+    elif answer is Decision.YES:
         noun = "Flames" if kind == "fire" else "Smoke"
         text = f"{noun} at the {where}, about {share} of the frame."
     else:
@@ -257,11 +257,11 @@ def _helmet(persons: tuple[Person, ...], language: Language) -> HelmetFinding:
                          boxes=boxes)
 
 
-def answer_from(measurements: Measurements, language: Language = "en") -> SafetyAnswer:
+def answer_from(measurements: Measurements, language: Language = "en") -> Answer:
     """Turn measurements into the model's answer, with descriptions in ``language``."""
     fire = _grade(measurements.flame_fraction, FIRE_YES, FIRE_UNCERTAIN)
     smoke = _grade(measurements.smoke_fraction, SMOKE_YES, SMOKE_UNCERTAIN)
-    return SafetyAnswer(
+    return Answer(
         fire=_hazard("fire", fire, measurements.flame_fraction, measurements.flame_centre,
                      language),
         smoke=_hazard("smoke", smoke, measurements.smoke_fraction, measurements.smoke_centre,
@@ -270,12 +270,12 @@ def answer_from(measurements: Measurements, language: Language = "en") -> Safety
     )
 
 
-def judge(image_bgr: BgrImage, language: Language = "en") -> SafetyAnswer:
+def judge(image_bgr: BgrImage, language: Language = "en") -> Answer:
     """The simulated model's answer about one BGR image (descriptions in ``language``)."""
     return answer_from(measure(image_bgr), language)
 
 
-_ZH_ANSWER = {Answer.YES: "是", Answer.NO: "否", Answer.UNCERTAIN: "不确定"}
+_ZH_ANSWER = {Decision.YES: "是", Decision.NO: "否", Decision.UNCERTAIN: "不确定"}
 _ZH_STATUS = {
     HelmetStatus.ALL_WORN: "全部正确佩戴", HelmetStatus.SOME_MISSING: "部分未佩戴",
     HelmetStatus.NONE_WORN: "全部未佩戴", HelmetStatus.NO_PERSON: "无人员",
@@ -295,7 +295,7 @@ _NOTHING_SEEN: dict[tuple[Language, str], str] = {
 every answer, not only the positive ones, which is most of a free-text answer's length."""
 
 
-def seed_text(answer: SafetyAnswer, language: Language) -> str:
+def seed_text(answer: Answer, language: Language) -> str:
     """The answer in the seed guide's free-text format (what the model writes without a JSON
     schema), one field per line, each with its explanation as the model writes it;
     :func:`monitor.model.answer.parse_answer` reads it back."""
@@ -331,7 +331,7 @@ def seed_text(answer: SafetyAnswer, language: Language) -> str:
     return "\n".join(lines)
 
 
-def terse(answer: SafetyAnswer) -> SafetyAnswer:
+def terse(answer: Answer) -> Answer:
     """The answer as a model following monitor's JSON instructions gives it: descriptions only
     where there is something to report (fire and smoke descriptions are already empty for
     "no"; the hard-hat one goes when everybody wears one or nobody is there)."""

@@ -26,7 +26,7 @@ import cv2
 
 from monitor.config import CameraConfig, MonitorConfig, VlmConfig
 from monitor.ingest.urls import redact_url
-from monitor.model.answer import Hazard, SafetyAnswer
+from monitor.model.answer import Answer, Hazard
 from monitor.model.client import (
     Analysis,
     VlmAnswerError,
@@ -192,7 +192,7 @@ async def analyse_sources(config: VlmConfig, sources: Sequence[str], *, context:
     return results
 
 
-def describe_answer(answer: SafetyAnswer) -> str:
+def describe_answer(answer: Answer) -> str:
     """One line: each hazard's answer, with where and what for the positive ones."""
 
     def hazard(name: str, finding: Any) -> str:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor.config import VlmConfig
-from monitor.model.answer import Answer, Hazard, HelmetStatus, SafetyAnswer
+from monitor.model.answer import Answer, Decision, Hazard, HelmetStatus
 from monitor.model.client import VlmClient
 from monitor.tools.analyze import ImageResult, analyse_bytes
 
@@ -101,7 +101,7 @@ def read_manifest(path: Path) -> list[Label]:
     return labels
 
 
-def _predicted(answer: SafetyAnswer | None, hazard: Hazard) -> str:
+def _predicted(answer: Answer | None, hazard: Hazard) -> str:
     if answer is None:
         return "failed"
     if answer.is_positive(hazard):
@@ -109,7 +109,7 @@ def _predicted(answer: SafetyAnswer | None, hazard: Hazard) -> str:
     if hazard is Hazard.NO_HELMET:
         return "uncertain" if answer.helmet.status is HelmetStatus.UNCERTAIN else "no"
     finding = answer.fire if hazard is Hazard.FIRE else answer.smoke
-    return "uncertain" if finding.answer is Answer.UNCERTAIN else "no"
+    return "uncertain" if finding.answer is Decision.UNCERTAIN else "no"
 
 
 @dataclass(slots=True)

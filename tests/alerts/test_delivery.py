@@ -19,7 +19,7 @@ from monitor.alerts.outbox import Outbox
 from monitor.alerts.publisher import MqttPublisher
 from monitor.alerts.tracker import AlertEvent, HazardTracker, TrackerSettings
 from monitor.config import MqttConfig
-from monitor.model.answer import Hazard, SafetyAnswer
+from monitor.model.answer import Answer, Hazard
 from monitor.sim.broker import MosquittoBroker, free_port
 from tests.conftest import ROOT
 from tests.support.mqtt_client import Subscriber, dedupe, retained, running, wait_until
@@ -27,8 +27,8 @@ from tests.support.processes import SimProcess, clean_env
 
 
 def answer(fire: str = "no", smoke: str = "no", helmet: str = "all_worn",
-           missing: int = 0) -> SafetyAnswer:
-    return SafetyAnswer.model_validate({
+           missing: int = 0) -> Answer:
+    return Answer.model_validate({
         "fire": {"answer": fire}, "smoke": {"answer": smoke},
         "helmet": {"status": helmet, "missing_count": missing}})
 
@@ -50,7 +50,7 @@ async def test_broker_restarts_while_three_hazards_start_and_end(tmp_path: Path)
     published: list[AlertEvent] = []
     clock = 1_700_000_000.0
 
-    def feed(camera: str, verdict: SafetyAnswer, times: int = 2) -> None:
+    def feed(camera: str, verdict: Answer, times: int = 2) -> None:
         nonlocal clock
         for _ in range(times):
             clock += 1

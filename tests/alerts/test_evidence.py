@@ -10,7 +10,7 @@ import numpy as np
 
 from monitor.alerts.evidence import SnapshotStore, boxes_for
 from monitor.alerts.payloads import Box
-from monitor.model.answer import Hazard, SafetyAnswer
+from monitor.model.answer import Answer, Hazard
 from monitor.pixels import BgrImage
 
 T0 = 1_764_200_000.0
@@ -21,7 +21,7 @@ def grey(width: int = 320, height: int = 180) -> BgrImage:
 
 
 def test_boxes_come_from_the_hazards_part_of_the_answer() -> None:
-    answer = SafetyAnswer.model_validate({
+    answer = Answer.model_validate({
         "fire": {"answer": "no"}, "smoke": {"answer": "no"},
         "helmet": {"status": "some_missing", "missing_count": 2, "boxes": [
             {"bbox_2d": [10, 20, 60, 120], "label": "no_helmet"},

@@ -18,7 +18,7 @@ from monitor.alerts.publisher import MqttPublisher
 from monitor.alerts.tracker import HazardTracker, TrackerSettings
 from monitor.capture import StreamStatus
 from monitor.config import MqttConfig
-from monitor.model.answer import Hazard, SafetyAnswer
+from monitor.model.answer import Answer, Hazard
 from monitor.service.supervisor import status_payload
 from tests.conftest import ROOT
 
@@ -244,7 +244,7 @@ def test_publisher_events_are_durable_and_its_state_is_not(tmp_path: Path) -> No
     trace = SyncAtCommit(publisher.outbox._db)
     tracker = HazardTracker("cam", [Hazard.FIRE], TrackerSettings(confirm_frames=1,
                                                                   clear_frames=1))
-    fire = SafetyAnswer.model_validate({"fire": {"answer": "yes"}, "smoke": {"answer": "no"},
+    fire = Answer.model_validate({"fire": {"answer": "yes"}, "smoke": {"answer": "no"},
                                         "helmet": {"status": "all_worn"}})
     (start,) = tracker.update(fire, 1_700_000_000.0)
     publisher.publish_event(start)

@@ -16,7 +16,7 @@ from monitor.alerts.publisher import MqttPublisher
 from monitor.alerts.tracker import HazardTracker, TrackerSettings
 from monitor.capture import StreamStatus
 from monitor.config import MqttConfig
-from monitor.model.answer import Hazard, SafetyAnswer, Verdict
+from monitor.model.answer import Answer, Hazard, Verdict
 from monitor.service.supervisor import status_payload
 from monitor.sim.broker import MosquittoBroker
 from tests.conftest import ROOT
@@ -52,8 +52,8 @@ def schema_for(topic: str) -> str | None:
     return None
 
 
-def answer(helmet: str, missing: int) -> SafetyAnswer:
-    return SafetyAnswer.model_validate({
+def answer(helmet: str, missing: int) -> Answer:
+    return Answer.model_validate({
         "fire": {"answer": "yes", "description": "flames"}, "smoke": {"answer": "no"},
         "helmet": {"status": helmet, "missing_count": missing}})
 
@@ -74,7 +74,7 @@ async def test_published_payloads_match_the_schemas(mosquitto: MosquittoBroker) 
                 "cam", "rtsp://u:***@192.0.2.1/x", online=True, width=640, height=360,
                 fps=10.0), now))
             steps = [answer("some_missing", 1), answer("some_missing", 2),
-                     SafetyAnswer.model_validate({"fire": {"answer": "no"},
+                     Answer.model_validate({"fire": {"answer": "no"},
                                                   "smoke": {"answer": "no"},
                                                   "helmet": {"status": "all_worn"}})]
             for offset, step in enumerate(steps):

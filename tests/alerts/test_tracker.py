@@ -17,20 +17,20 @@ from monitor.alerts.tracker import (
     TrackerSettings,
     UncertainMode,
 )
-from monitor.model.answer import Hazard, SafetyAnswer
+from monitor.model.answer import Answer, Hazard
 
-FIRE = SafetyAnswer.model_validate({
+FIRE = Answer.model_validate({
     "fire": {"answer": "yes", "description": "flames"}, "smoke": {"answer": "no"},
     "helmet": {"status": "all_worn"}})
-CLEAR = SafetyAnswer.model_validate({
+CLEAR = Answer.model_validate({
     "fire": {"answer": "no"}, "smoke": {"answer": "no"}, "helmet": {"status": "all_worn"}})
-UNSURE = SafetyAnswer.model_validate({
+UNSURE = Answer.model_validate({
     "fire": {"answer": "uncertain"}, "smoke": {"answer": "no"},
     "helmet": {"status": "uncertain"}})
 
 
-def no_helmet(count: int) -> SafetyAnswer:
-    return SafetyAnswer.model_validate({
+def no_helmet(count: int) -> Answer:
+    return Answer.model_validate({
         "fire": {"answer": "no"}, "smoke": {"answer": "no"},
         "helmet": {"status": "some_missing", "missing_count": count,
                    "description": f"{count} at left"}})
@@ -167,7 +167,7 @@ ANSWERS = [FIRE, CLEAR, UNSURE, no_helmet(1), no_helmet(2)]
 
 
 @st.composite
-def scenarios(draw: st.DrawFn) -> tuple[TrackerSettings, list[tuple[float, SafetyAnswer]]]:
+def scenarios(draw: st.DrawFn) -> tuple[TrackerSettings, list[tuple[float, Answer]]]:
     confirm = draw(st.integers(1, 4))
     rules = TrackerSettings(
         confirm_frames=confirm, window_frames=draw(st.one_of(st.none(), st.integers(confirm, 6))),
@@ -189,7 +189,7 @@ def scenarios(draw: st.DrawFn) -> tuple[TrackerSettings, list[tuple[float, Safet
 
 
 def run(rules: TrackerSettings,
-        verdicts: list[tuple[float, SafetyAnswer]]) -> dict[Hazard, list[tuple[int, AlertEvent]]]:
+        verdicts: list[tuple[float, Answer]]) -> dict[Hazard, list[tuple[int, AlertEvent]]]:
     counter = itertools.count()
     tracker = HazardTracker("cam", list(Hazard), rules, new_event_id=lambda: f"e{next(counter)}")
     by_hazard: dict[Hazard, list[tuple[int, AlertEvent]]] = defaultdict(list)
@@ -199,7 +199,7 @@ def run(rules: TrackerSettings,
     return by_hazard
 
 
-def counts(answer: SafetyAnswer, hazard: Hazard, rules: TrackerSettings) -> bool:
+def counts(answer: Answer, hazard: Hazard, rules: TrackerSettings) -> bool:
     return (answer.is_positive(hazard) or answer.is_negative(hazard)
             or rules.uncertain is UncertainMode.POSITIVE)
 
@@ -207,7 +207,7 @@ def counts(answer: SafetyAnswer, hazard: Hazard, rules: TrackerSettings) -> bool
 @settings(max_examples=300, deadline=None)
 @given(scenarios())
 def test_lifecycle_is_well_formed(
-        scenario: tuple[TrackerSettings, list[tuple[float, SafetyAnswer]]]) -> None:
+        scenario: tuple[TrackerSettings, list[tuple[float, Answer]]]) -> None:
     """Per hazard: start (update)* end, repeated; no end without a start; never two open
     alerts; every step of an alert shares its id, with revisions 0, 1, 2 ..."""
     rules, verdicts = scenario
@@ -240,7 +240,7 @@ def test_lifecycle_is_well_formed(
 @settings(max_examples=300, deadline=None)
 @given(scenarios())
 def test_no_flapping_faster_than_the_settings(
-        scenario: tuple[TrackerSettings, list[tuple[float, SafetyAnswer]]]) -> None:
+        scenario: tuple[TrackerSettings, list[tuple[float, Answer]]]) -> None:
     """A start needs confirm_frames positives among its window after the previous end and at
     least cooldown_s after it; an end needs clear_frames negatives in a row or clear_after_s
     without a positive."""
@@ -281,7 +281,7 @@ def test_no_flapping_faster_than_the_settings(
 @settings(max_examples=200, deadline=None)
 @given(scenarios())
 def test_uncertain_has_no_effect_when_neither(
-        scenario: tuple[TrackerSettings, list[tuple[float, SafetyAnswer]]]) -> None:
+        scenario: tuple[TrackerSettings, list[tuple[float, Answer]]]) -> None:
     """With uncertain = neither and no time-based clearing, removing the uncertain verdicts
     changes no event."""
     rules, verdicts = scenario
@@ -289,7 +289,7 @@ def test_uncertain_has_no_effect_when_neither(
                             None, rules.cooldown_s, UncertainMode.NEITHER)
     decisive = [(at, a) for at, a in verdicts if a is not UNSURE]
 
-    def steps(items: list[tuple[float, SafetyAnswer]]) -> list[tuple[str, float]]:
+    def steps(items: list[tuple[float, Answer]]) -> list[tuple[str, float]]:
         return [(e.type.value, e.at) for h, events in sorted(run(rules, items).items())
                 for _, e in events if h is Hazard.FIRE]
 

@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from monitor.config import VlmConfig
-from monitor.model.answer import Answer, Hazard, HelmetStatus
+from monitor.model.answer import Decision, Hazard, HelmetStatus
 from monitor.model.client import (
     Analysis,
     VlmAnswerError,
@@ -82,7 +82,7 @@ async def test_verdict_in_both_answer_forms(sim: SimServer, structured: bool,
     finally:
         await client.aclose()
     verdict = analysis.verdict("cam", captured)
-    assert verdict.answer.decision == (Answer.YES, Answer.NO, HelmetStatus.ALL_WORN)
+    assert verdict.answer.decision == (Decision.YES, Decision.NO, HelmetStatus.ALL_WORN)
     assert verdict.captured_at == captured
     assert verdict.endpoint == sim.base_url
     assert verdict.prompt_tokens is not None
@@ -451,7 +451,7 @@ async def test_the_slot_comes_first_then_the_freshest_frame(sim: SimServer) -> N
                     break
     finally:
         await client.aclose()
-    assert analysis.answer.fire.answer is Answer.NO  # the quiet (newer) frame's
+    assert analysis.answer.fire.answer is Decision.NO  # the quiet (newer) frame's
     assert analysis.captured_at == newest_at
     assert sim.stats["requests"] == 2
 
@@ -487,7 +487,7 @@ async def test_a_retry_takes_a_slot_again_and_sends_the_frame_freshest_then() ->
         # The retry's slot is the only one held: the hanging endpoint's was given back.
         assert f"{hanging.base_url}: in service, 0/1 in flight" in picked[1][2]
         assert analysis.captured_at == picked[1][1]
-        assert analysis.answer.fire.answer is Answer.NO
+        assert analysis.answer.fire.answer is Decision.NO
         assert good.stats["ok"] == 1  # the stale image was never sent to it
         assert hanging.stats["requests"] == 2
 

@@ -37,7 +37,7 @@ from pydantic import BaseModel
 
 from monitor.config import VlmConfig
 from monitor.model import answer as verdict_module
-from monitor.model.answer import SafetyAnswer, answer_json_schema
+from monitor.model.answer import Answer, answer_json_schema
 from monitor.model.client import VlmClient, VlmRequestRejectedError, VlmUnavailableError
 from monitor.model.imaging import EncodedImage, encode_for_model, image_tokens
 from monitor.sim.broker import MosquittoBroker, free_port
@@ -425,7 +425,7 @@ async def test_daemon_with_real_vllm(vllm_server: VllmServer, mosquitto: Mosquit
     image = EncodedImage(jpeg=b"", width=644, height=364, source_width=640, source_height=360)
     expected = await estimated_prompt_tokens(VlmConfig(base_url=vllm_server.base_url), image)
     for verdict in verdicts:
-        SafetyAnswer.model_validate(verdict["answer"])
+        Answer.model_validate(verdict["answer"])
         assert verdict["prompt_tokens"] == expected
         assert verdict["completion_tokens"] > 0
     assert "Traceback" not in log

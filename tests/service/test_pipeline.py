@@ -20,7 +20,7 @@ from monitor.alerts.payloads import Box, SnapshotRef
 from monitor.alerts.tracker import AlertEvent
 from monitor.capture import CapturedFrame
 from monitor.config import MonitorConfig, config_from_mapping
-from monitor.model.answer import Hazard, SafetyAnswer, Verdict
+from monitor.model.answer import Answer, Hazard, Verdict
 from monitor.model.client import (
     Analysis,
     VlmCameraBusyError,
@@ -87,8 +87,8 @@ class FakeSource:
         self.wanted_at.append(at)
 
 
-def answer(*, fire: bool) -> SafetyAnswer:
-    return SafetyAnswer.model_validate({
+def answer(*, fire: bool) -> Answer:
+    return Answer.model_validate({
         "fire": {"answer": "yes" if fire else "no", "description": "flames" if fire else ""},
         "smoke": {"answer": "no"}, "helmet": {"status": "no_person"}})
 
@@ -153,7 +153,7 @@ class FakeClient:
     def __init__(self, clock: FakeClock, max_frame_age_s: float = 6.0) -> None:
         self.clock = clock
         self.max_frame_age_s = max_frame_age_s
-        self.answers: list[SafetyAnswer] = []
+        self.answers: list[Answer] = []
         self.sent: list[tuple[EncodedImage, float | None, str, tuple[Hazard, ...]]] = []
         self.requests = 0
         self.slots = 0
@@ -414,7 +414,7 @@ async def test_boxes_of_a_region_of_interest_are_moved_into_the_frame(rig: Any) 
     }, source="test")
     r = rig(config)
     r.source.put()
-    r.client.answers = [SafetyAnswer.model_validate({
+    r.client.answers = [Answer.model_validate({
         "fire": {"answer": "no"}, "smoke": {"answer": "no"},
         "helmet": {"status": "some_missing", "missing_count": 1,
                    "boxes": [{"bbox_2d": [10, 20, 30, 40], "label": "no_helmet"}]}})]

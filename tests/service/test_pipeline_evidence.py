@@ -15,7 +15,7 @@ import pytest
 
 from monitor.capture import CameraReader, CapturedFrame
 from monitor.config import config_from_mapping
-from monitor.model.answer import SafetyAnswer, Verdict
+from monitor.model.answer import Answer, Verdict
 from monitor.service.pipeline import CameraPipeline
 from monitor.service.supervisor import Supervisor, stream_source
 
@@ -23,7 +23,7 @@ from monitor.service.supervisor import Supervisor, stream_source
 def helmet_verdict(missing: int, at: float) -> Verdict:
     boxes = [{"bbox_2d": [40 + 100 * i, 60, 120 + 100 * i, 300], "label": "no_helmet"}
              for i in range(missing)]
-    answer = SafetyAnswer.model_validate({
+    answer = Answer.model_validate({
         "fire": {"answer": "no"}, "smoke": {"answer": "no"},
         "helmet": {"status": "some_missing", "missing_count": missing, "boxes": boxes,
                    "description": f"{missing} without a hard hat"}})

@@ -21,7 +21,7 @@ import pytest_asyncio
 from openai import AsyncOpenAI
 
 from monitor.model.answer import (
-    Answer,
+    Decision,
     HelmetStatus,
     InvalidAnswerError,
     answer_json_schema,
@@ -126,9 +126,9 @@ async def test_json_schema_request_with_openai_client(sim: SimServer,
     assert content.startswith("{")
     assert " " not in content.split('"description"')[0]  # compact JSON
     answer = parse_answer(content)
-    assert answer.fire.answer is Answer.YES
+    assert answer.fire.answer is Decision.YES
     assert "左下方" in answer.fire.description  # Chinese prompt, Chinese description
-    assert answer.smoke.answer is Answer.NO
+    assert answer.smoke.answer is Decision.NO
     assert answer.helmet.status is HelmetStatus.ALL_WORN
     assert completion.usage is not None
     assert completion.usage.total_tokens == (completion.usage.prompt_tokens
@@ -153,7 +153,7 @@ async def test_text_request_answers_in_the_seed_format(
         assert "[Hard hats]: some missing." in content
     answer = parse_answer(content)
     assert (answer.fire.answer, answer.smoke.answer, answer.helmet.status) == (
-        Answer.NO, Answer.NO, HelmetStatus.SOME_MISSING)
+        Decision.NO, Decision.NO, HelmetStatus.SOME_MISSING)
     assert payload["choices"][0]["finish_reason"] == "stop"
     assert payload["id"].startswith("chatcmpl-")
     assert sim.stats["text_answers"] == 1
@@ -198,7 +198,7 @@ async def test_png_data_urls_are_accepted(sim: SimServer, http: aiohttp.ClientSe
     url = "data:image/png;base64," + base64.b64encode(png.tobytes()).decode("ascii")
     status, payload = await _post(http, sim, _body(url, structured=True))
     assert status == 200
-    assert parse_answer(_content(payload)).fire.answer is Answer.YES
+    assert parse_answer(_content(payload)).fire.answer is Decision.YES
 
 
 @pytest.mark.asyncio
@@ -337,7 +337,7 @@ async def test_behaviour_changes_mid_run(sim: SimServer, http: aiohttp.ClientSes
     status, payload = await _post(http, sim, body)
     assert status == 200
     assert time.monotonic() - started >= 0.3
-    assert parse_answer(_content(payload)).fire.answer is Answer.YES
+    assert parse_answer(_content(payload)).fire.answer is Decision.YES
     async with http.get(f"http://127.0.0.1:{sim.port}/sim/stats") as response:
         stats = await response.json()
     assert (stats["requests"], stats["ok"], stats["failed"]) == (4, 3, 1)

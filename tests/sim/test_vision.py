@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from monitor.model.answer import Answer, Hazard, HelmetStatus, SafetyAnswer, parse_answer
+from monitor.model.answer import Answer, Decision, Hazard, HelmetStatus, parse_answer
 from monitor.model.imaging import decode_jpeg, encode_for_model
 from monitor.sim import scenes
 from monitor.sim.scenes import (
@@ -80,7 +80,7 @@ KEY_TIMES: dict[str, tuple[float, ...]] = {
 }
 
 
-def _essentials(answer: SafetyAnswer) -> tuple[str, str, str, int]:
+def _essentials(answer: Answer) -> tuple[str, str, str, int]:
     return (answer.fire.answer.value, answer.smoke.answer.value, answer.helmet.status.value,
             answer.helmet.missing_count)
 
@@ -122,12 +122,12 @@ def test_preset_scripts() -> None:
     fire = scenes.fire()
     assert fire.duration_s == 24.0
     assert [scenes.expected_answer(fire, t).fire.answer for t in (3.9, 4.0, 13.9, 14.0)] == [
-        Answer.NO, Answer.YES, Answer.YES, Answer.NO]
+        Decision.NO, Decision.YES, Decision.YES, Decision.NO]
     assert all(scenes.expected_answer(fire, t).helmet.status is HelmetStatus.ALL_WORN
                for t in (0.0, 10.0, 23.9))
     smoke = scenes.smoke()
     assert [scenes.expected_answer(smoke, t).smoke.answer for t in (3.9, 4.0, 13.9, 14.0)] == [
-        Answer.NO, Answer.YES, Answer.YES, Answer.NO]
+        Decision.NO, Decision.YES, Decision.YES, Decision.NO]
     no_helmet = scenes.no_helmet()
     assert no_helmet.duration_s == 20.0
     assert scenes.expected_answer(no_helmet, 2.9).helmet.status is HelmetStatus.ALL_WORN
@@ -228,18 +228,18 @@ def _measurements(flame: float, smoke: float, hats: list[float]) -> Measurements
 
 
 @pytest.mark.parametrize(("flame", "expected"), [
-    (0.0, Answer.NO), (0.00029, Answer.NO), (0.0003, Answer.UNCERTAIN),
-    (0.00149, Answer.UNCERTAIN), (0.0015, Answer.YES),
+    (0.0, Decision.NO), (0.00029, Decision.NO), (0.0003, Decision.UNCERTAIN),
+    (0.00149, Decision.UNCERTAIN), (0.0015, Decision.YES),
 ])
-def test_fire_thresholds(flame: float, expected: Answer) -> None:
+def test_fire_thresholds(flame: float, expected: Decision) -> None:
     assert answer_from(_measurements(flame, 0.0, [])).fire.answer is expected
 
 
 @pytest.mark.parametrize(("smoke", "expected"), [
-    (0.0049, Answer.NO), (0.005, Answer.UNCERTAIN), (0.0199, Answer.UNCERTAIN),
-    (0.02, Answer.YES),
+    (0.0049, Decision.NO), (0.005, Decision.UNCERTAIN), (0.0199, Decision.UNCERTAIN),
+    (0.02, Decision.YES),
 ])
-def test_smoke_thresholds(smoke: float, expected: Answer) -> None:
+def test_smoke_thresholds(smoke: float, expected: Decision) -> None:
     assert answer_from(_measurements(0.0, smoke, [])).smoke.answer is expected
 
 
