@@ -241,9 +241,9 @@ def _client_bare(urls: list[str], interval: float, warmup: float, duration: floa
 
 def _client_monitor(  # noqa: PLR0915 - one closure-heavy function keeps the mode readable
         urls: list[str], interval: float, warmup: float, duration: float) -> dict[str, Any]:
-    from monitor.capture import CameraReader, StreamSource  # noqa: PLC0415
     from monitor.config import DefaultsConfig, VlmConfig  # noqa: PLC0415
     from monitor.ingest.changegate import ChangeGate, thumbnail_size  # noqa: PLC0415
+    from monitor.ingest.reader import CameraReader, StreamSource  # noqa: PLC0415
     from monitor.ingest.sampling import IntervalSampler  # noqa: PLC0415
     from monitor.model.imaging import EncodedImage, smart_resize  # noqa: PLC0415
 
@@ -587,8 +587,8 @@ def jpeg_difference(clip: Path, *, keyframes: int = 8) -> str:
     import numpy as np  # noqa: PLC0415
     import simplejpeg  # noqa: PLC0415
 
-    from monitor.capture import CapturedFrame, _keyframe_decoder  # noqa: PLC0415
     from monitor.config import VlmConfig  # noqa: PLC0415
+    from monitor.ingest.reader import CapturedFrame, _keyframe_decoder  # noqa: PLC0415
     from monitor.model.imaging import smart_resize  # noqa: PLC0415
 
     vlm = VlmConfig()

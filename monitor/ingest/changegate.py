@@ -1,6 +1,6 @@
 """The change gate: skip the model when the scene has not changed since the last analysis.
 
-Pure: it takes tiny grey thumbnails (:meth:`monitor.capture.CapturedFrame.grey_thumbnail`)
+Pure: it takes tiny grey thumbnails (:meth:`monitor.ingest.reader.CapturedFrame.grey_thumbnail`)
 and ``now``, and returns decisions. A thumbnail of 64 pixels across averages hundreds of source
 pixels into each of its own, so sensor noise and compression artefacts vanish while a person
 walking in, smoke, flames or a change of light still move many thumbnail pixels by more than a

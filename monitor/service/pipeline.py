@@ -68,7 +68,7 @@ _T = TypeVar("_T")
 
 
 class Frame(Protocol):
-    """A decoded frame (:class:`monitor.capture.CapturedFrame`); the conversions are CPU work."""
+    """A decoded frame (:class:`monitor.ingest.reader.CapturedFrame`); conversions are CPU work."""
 
     @property
     def sequence(self) -> int: ...
@@ -87,7 +87,7 @@ class Frame(Protocol):
 
 
 class SourceStatus(Protocol):
-    """What the sampler needs to know of the stream (:class:`monitor.capture.StreamStatus`)."""
+    """What the sampler needs of the stream (:class:`monitor.ingest.reader.StreamStatus`)."""
 
     @property
     def decode(self) -> str | None: ...
@@ -98,7 +98,7 @@ class SourceStatus(Protocol):
 
 
 class FrameSource(Protocol):
-    """The camera reader's side that the pipeline uses (:class:`monitor.capture.CameraReader`)."""
+    """The reader's side that the pipeline uses (:class:`monitor.ingest.reader.CameraReader`)."""
 
     @property
     def status(self) -> SourceStatus: ...
@@ -356,7 +356,7 @@ class CameraPipeline:
 
         Without a region of interest, scaling is one swscale pass from the decoder's format
         straight to the budgeted size, compressed without a detour through BGR
-        (:meth:`~monitor.capture.CapturedFrame.to_jpeg`); with one, the region is cropped from
+        (:meth:`~monitor.ingest.reader.CapturedFrame.to_jpeg`); with one, the region is cropped from
         the full-size frame first, then resized.
         """
         vlm = self._vlm

@@ -43,8 +43,8 @@ from monitor.alerts.payloads import StatusPayload, iso_time
 from monitor.alerts.publisher import MqttPublisher
 from monitor.alerts.tracker import EndReason
 from monitor.backoff import backoff_s
-from monitor.capture import CameraReader, StreamSource, StreamStatus
 from monitor.config import CameraConfig, MonitorConfig
+from monitor.ingest.reader import CameraReader, StreamSource, StreamStatus
 from monitor.ingest.urls import redact_url, with_credentials
 from monitor.model.answer import Hazard
 from monitor.model.client import VlmClient

@@ -251,9 +251,9 @@ def find_camera(config: MonitorConfig, camera_id: str) -> CameraConfig:
 
 
 async def grab_frame(config: MonitorConfig, camera: CameraConfig) -> Any:
-    """One decoded frame from ``camera`` (via :mod:`monitor.capture`, as the daemon reads it),
+    """One decoded frame from ``camera`` (via :mod:`monitor.ingest.reader`, as the daemon reads it),
     within the camera's open and read deadlines."""
-    from monitor.capture import CameraReader  # noqa: PLC0415 - PyAV only when probing
+    from monitor.ingest.reader import CameraReader  # noqa: PLC0415 - PyAV only when probing
     from monitor.service.supervisor import stream_source  # noqa: PLC0415
 
     reader = CameraReader(stream_source(config, camera))

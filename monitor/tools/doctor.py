@@ -21,9 +21,9 @@ import openai
 from openai import AsyncOpenAI
 
 from monitor.alerts.publisher import AckingClient
-from monitor.capture import CameraReader
 from monitor.config import ConfigError, MonitorConfig, load_config
 from monitor.errors import exception_reason
+from monitor.ingest.reader import CameraReader
 from monitor.ingest.urls import redact_url
 from monitor.service.supervisor import stream_source
 

@@ -49,12 +49,12 @@ def test_redacts_exception_text_too() -> None:
 
 
 def test_json_formatter_emits_one_object_per_line() -> None:
-    record = logging.LogRecord("monitor.capture", logging.INFO, __file__, 1,
+    record = logging.LogRecord("monitor.ingest.reader", logging.INFO, __file__, 1,
                                "camera %s: online", ("gate-1",), None)
     entry = json.loads(JsonFormatter().format(record))
     assert entry["message"] == "camera gate-1: online"
     assert entry["level"] == "INFO"
-    assert entry["logger"] == "monitor.capture"
+    assert entry["logger"] == "monitor.ingest.reader"
     assert entry["time"].endswith("+00:00")
 
 

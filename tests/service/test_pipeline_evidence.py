@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from monitor.capture import CameraReader, CapturedFrame
 from monitor.config import config_from_mapping
+from monitor.ingest.reader import CameraReader, CapturedFrame
 from monitor.model.answer import Answer, Verdict
 from monitor.service.pipeline import CameraPipeline
 from monitor.service.supervisor import Supervisor, stream_source

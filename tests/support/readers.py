@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from monitor.capture import CameraReader
+from monitor.ingest.reader import CameraReader
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> float:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.capture import NOT_VIDEO, CameraReader, StreamSource, video_refusal
+from monitor.ingest.reader import NOT_VIDEO, CameraReader, StreamSource, video_refusal
 from monitor.tools.cli import main
 from tests.support.http_camera import HttpCamera, _Handler
 from tests.support.readers import running, wait_until

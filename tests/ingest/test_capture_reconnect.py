@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.capture import CameraReader, RtspClient, StreamSource
+from monitor.ingest.reader import CameraReader, RtspClient, StreamSource
 from monitor.sim.scenes import PRESETS, write_scene
 from tests.support.readers import running, wait_until
 from tests.support.rtsp import RtspServer, rtsp_server_available
@@ -84,7 +84,7 @@ def test_a_camera_that_hangs_after_a_reconnect_is_offline_within_its_derived_tim
 
 def test_a_source_that_gives_one_frame_and_ends_is_reopened_less_and_less_often(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="monitor.capture")
+    caplog.set_level(logging.WARNING, logger="monitor.ingest.reader")
     scene = dataclasses.replace(PRESETS["quiet"](fps=FPS, gop=5), duration_s=0.1)
     one_frame = write_scene(scene, tmp_path / "one-frame.mp4")
     reader = CameraReader(StreamSource("cam", str(one_frame)), rng=random.Random(1))
@@ -119,7 +119,7 @@ def test_a_camera_back_after_a_short_outage_is_read_again_within_5_s(clip: Path)
 @pytest.mark.rtsp
 def test_the_log_gives_the_frame_rate_of_a_camera_that_comes_online(
         clip: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="monitor.capture")
+    caplog.set_level(logging.INFO, logger="monitor.ingest.reader")
     with RtspServer({"cam": clip}, shared=True) as server, \
             running(reader_for(server.url("cam"))) as reader:
         wait_until(lambda: reader.status.fps is not None, 10, "the frame rate measured")

@@ -13,7 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor.capture import (
+from monitor.config import ConfigError, config_from_mapping
+from monitor.ingest.changegate import ChangeGate, changed_fraction, thumbnail_size
+from monitor.ingest.reader import (
     STALL_MIN_S,
     CameraReader,
     StreamMeter,
@@ -23,8 +25,6 @@ from monitor.capture import (
     picture_timeout_s,
     stall_timeout_s,
 )
-from monitor.config import ConfigError, config_from_mapping
-from monitor.ingest.changegate import ChangeGate, changed_fraction, thumbnail_size
 from monitor.ingest.sampling import IntervalSampler
 from monitor.ingest.urls import redact_url, with_credentials
 from monitor.model.imaging import ROI_FILL, RegionOfInterest, smart_resize

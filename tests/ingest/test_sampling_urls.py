@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from monitor.capture import BACKOFF_CAP_S, backoff_ceiling_s, backoff_delay
+from monitor.ingest.reader import BACKOFF_CAP_S, backoff_ceiling_s, backoff_delay
 from monitor.ingest.sampling import IntervalSampler
 from monitor.ingest.urls import redact_url, url_password, with_credentials
 

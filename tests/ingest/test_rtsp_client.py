@@ -1,4 +1,4 @@
-"""The built-in RTSP/RTP receiver (``monitor.rtsp``): depacketizing, SDP, authentication, and
+"""The built-in RTSP/RTP receiver (``monitor.ingest.rtsp``): depacketizing, SDP, authentication, and
 the protocol's edges against a scripted RTSP server on a real socket.
 
 The main path (a real GStreamer RTSP server sending real H.264) is tested in
@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from monitor.capture import CameraReader, StreamSource
-from monitor.rtsp import (
+from monitor.ingest.reader import CameraReader, StreamSource
+from monitor.ingest.rtsp import (
     H265,
     START_CODE,
     Depacketizer,

@@ -12,7 +12,7 @@ import av.error
 import numpy as np
 import pytest
 
-from monitor.capture import (
+from monitor.ingest.reader import (
     KeyframeDecoderPool,
     _annex_b_decoder,
     h264_parameter_sets,

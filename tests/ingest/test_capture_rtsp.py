@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import pytest
 
-from monitor.capture import CameraReader, DecodeMode, RtspClient, StreamSource, StreamStatus
+from monitor.ingest.reader import CameraReader, DecodeMode, RtspClient, StreamSource, StreamStatus
 from monitor.ingest.sampling import IntervalSampler
 from monitor.ingest.urls import with_credentials
 from monitor.sim.scenes import PRESETS, write_scene
@@ -367,4 +367,4 @@ def test_h265_camera_is_read_by_the_builtin_receiver(tmp_path: Path,
                        for earlier, later in itertools.pairwise(times))
         finally:
             stopped(reader)
-    assert "FFmpeg instead" not in caplog.text  # read by monitor.rtsp, not handed over
+    assert "FFmpeg instead" not in caplog.text  # read by monitor.ingest.rtsp, not handed over

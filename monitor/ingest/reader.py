@@ -67,15 +67,15 @@ import simplejpeg
 from av.video.reformatter import VideoReformatter
 
 from monitor.errors import exception_reason
-from monitor.ingest.urls import REDACTED, redact_url, url_password
-from monitor.pixels import BgrImage, GreyImage
-from monitor.rtsp import (
+from monitor.ingest.rtsp import (
     START_CODE,
     RtspError,
     RtspSession,
     RtspUnauthorizedError,
     RtspUnsupportedError,
 )
+from monitor.ingest.urls import REDACTED, redact_url, url_password
+from monitor.pixels import BgrImage, GreyImage
 
 logger = logging.getLogger(__name__)
 
@@ -485,7 +485,7 @@ class StreamSource:
     interval_s: float = 2.0
     """The camera's sampling interval (``decode = "auto"`` compares the GOP with it)."""
     rtsp_client: RtspClient = "builtin"
-    """pyav backend, ``rtsp://`` over TCP: the lean built-in receiver (:mod:`monitor.rtsp`)
+    """pyav backend, ``rtsp://`` over TCP: the lean built-in receiver (:mod:`monitor.ingest.rtsp`)
     or FFmpeg's demuxer. The built-in one hands over to FFmpeg by itself for streams it does
     not handle (not H.264 or H.265, redirects ...)."""
 
@@ -794,7 +794,7 @@ class CameraReader:
         self._builtin_rtsp = (
             source.backend == "pyav" and source.rtsp_client == "builtin"
             and source.transport == "tcp" and source.url.lower().startswith("rtsp://"))
-        """Read with :mod:`monitor.rtsp` (until the camera turns out to need FFmpeg)."""
+        """Read with :mod:`monitor.ingest.rtsp` (until the camera turns out to need FFmpeg)."""
         self._status = StreamStatus(camera_id=source.camera_id, url=source.redacted_url,
                                     backend=source.backend)
         self._thread = threading.Thread(
@@ -944,7 +944,7 @@ class CameraReader:
             return self._read_builtin()
         return self._read_pyav()
 
-    # --- Built-in RTSP receiver (monitor.rtsp) + PyAV's decoder. ---
+    # --- Built-in RTSP receiver (monitor.ingest.rtsp) + PyAV's decoder. ---
 
     def _read_builtin(self) -> bool:
         self._meter.reset_connection()
