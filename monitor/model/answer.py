@@ -166,19 +166,21 @@ class Answer(BaseModel):
 
     def is_positive(self, hazard: Hazard) -> bool:
         """Whether this answer reports ``hazard`` (``uncertain`` is not positive)."""
-        if hazard is Hazard.FIRE:
-            return self.fire.answer is Decision.YES
-        if hazard is Hazard.SMOKE:
-            return self.smoke.answer is Decision.YES
-        return self.helmet.status in (HelmetStatus.SOME_MISSING, HelmetStatus.NONE_WORN)
+        return self._says(hazard, Decision.YES,
+                          (HelmetStatus.SOME_MISSING, HelmetStatus.NONE_WORN))
 
     def is_negative(self, hazard: Hazard) -> bool:
         """Whether this answer positively rules ``hazard`` out (``uncertain`` does not)."""
-        if hazard is Hazard.FIRE:
-            return self.fire.answer is Decision.NO
-        if hazard is Hazard.SMOKE:
-            return self.smoke.answer is Decision.NO
-        return self.helmet.status in (HelmetStatus.ALL_WORN, HelmetStatus.NO_PERSON)
+        return self._says(hazard, Decision.NO, (HelmetStatus.ALL_WORN, HelmetStatus.NO_PERSON))
+
+    def _says(self, hazard: Hazard, decision: Decision,
+              helmet: tuple[HelmetStatus, ...]) -> bool:
+        """Fire and smoke: their decision is ``decision``; hard hats: the status is one of
+        ``helmet``."""
+        if hazard is Hazard.NO_HELMET:
+            return self.helmet.status in helmet
+        finding = self.fire if hazard is Hazard.FIRE else self.smoke
+        return finding.answer is decision
 
     def detail(self, hazard: Hazard) -> str:
         """The model's description for ``hazard`` (with its location when it gave one)."""
