@@ -243,9 +243,11 @@ def _client_monitor(  # noqa: PLR0915 - one closure-heavy function keeps the mod
         urls: list[str], interval: float, warmup: float, duration: float) -> dict[str, Any]:
     from monitor.config import DefaultsConfig, VlmConfig  # noqa: PLC0415
     from monitor.ingest.changegate import ChangeGate, thumbnail_size  # noqa: PLC0415
-    from monitor.ingest.reader import CameraReader, StreamSource  # noqa: PLC0415
+    from monitor.ingest.reader import CameraReader  # noqa: PLC0415
     from monitor.ingest.sampling import IntervalSampler  # noqa: PLC0415
+    from monitor.ingest.source import StreamSource  # noqa: PLC0415
     from monitor.model.imaging import EncodedImage, smart_resize  # noqa: PLC0415
+    from monitor.service.pipeline import frame_jpeg  # noqa: PLC0415
 
     # One function on purpose: the imports above stay local to this mode.
     vlm = VlmConfig()
@@ -264,8 +266,8 @@ def _client_monitor(  # noqa: PLR0915 - one closure-heavy function keeps the mod
     def encode(frame: Any) -> int:
         height, width = smart_resize(frame.height, frame.width, min_pixels=vlm.min_pixels,
                                      max_pixels=vlm.max_pixels)
-        # The daemon's Daemon._encode for a camera without a region of interest.
-        image = EncodedImage(jpeg=frame.to_jpeg(width, height, vlm.jpeg_quality), width=width,
+        # The pipeline's _encode for a camera without a region of interest.
+        image = EncodedImage(jpeg=frame_jpeg(frame, width, height, vlm.jpeg_quality), width=width,
                              height=height, source_width=frame.width,
                              source_height=frame.height)
         return len(image.data_url)
@@ -588,8 +590,10 @@ def jpeg_difference(clip: Path, *, keyframes: int = 8) -> str:
     import simplejpeg  # noqa: PLC0415
 
     from monitor.config import VlmConfig  # noqa: PLC0415
-    from monitor.ingest.reader import CapturedFrame, _keyframe_decoder  # noqa: PLC0415
+    from monitor.ingest.decoders import keyframe_decoder  # noqa: PLC0415
+    from monitor.ingest.frame import CapturedFrame  # noqa: PLC0415
     from monitor.model.imaging import smart_resize  # noqa: PLC0415
+    from monitor.service.pipeline import frame_jpeg  # noqa: PLC0415
 
     vlm = VlmConfig()
 
@@ -599,12 +603,12 @@ def jpeg_difference(clip: Path, *, keyframes: int = 8) -> str:
         frame = CapturedFrame(camera_id="q", sequence=0, captured_at=0.0,
                               captured_monotonic=0.0, width=picture.width,
                               height=picture.height, _frame=picture)
-        jpeg = frame.to_jpeg(width, height, quality)
+        jpeg = frame_jpeg(frame, width, height, quality)
         return simplejpeg.decode_jpeg(jpeg, colorspace="GRAY").astype(np.int16)
 
     with av.open(str(clip)) as container:
         stream = container.streams.video[0]
-        ours = _keyframe_decoder(stream.codec_context)
+        ours = keyframe_decoder(stream.codec_context)
         exact: Any = av.CodecContext.create(stream.codec_context.name, "r")
         exact.extradata = stream.codec_context.extradata
         exact.options = {"flags": "+low_delay"}

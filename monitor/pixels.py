@@ -13,3 +13,5 @@ BgrImage = npt.NDArray[np.uint8]
 """Height x width x 3, OpenCV's channel order (blue, green, red)."""
 GreyImage = npt.NDArray[np.uint8]
 """Height x width, one luma channel."""
+YuvPlanes = tuple[GreyImage, GreyImage, GreyImage]
+"""Full-range 4:2:0 planes: luma (height x width), then blue and red chroma (half each way)."""

@@ -35,8 +35,10 @@ import socket
 import struct
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
+
+from pydantic import SecretStr
 
 USER_AGENT = "monitor"
 RECV_BATCH_BYTES = 128 * 1024
@@ -124,7 +126,7 @@ class RtspUrl:
     request_url: str
     """The URL without user information (requests never carry the password)."""
     username: str | None
-    password: str | None
+    password: str | None = field(repr=False)
 
     @classmethod
     def parse(cls, url: str) -> RtspUrl:
@@ -491,14 +493,20 @@ class RtspSession:
     """One RTSP session reading an H.264 or H.265 track over TCP; iterate
     :meth:`access_units`.
 
+    ``username`` and ``password``, when given, replace credentials in ``url``.
     ``with RtspSession(url, ...) as session:`` connects (OPTIONS, DESCRIBE, SETUP, PLAY) and
     closes (TEARDOWN, best effort). All blocking calls end within ``open_timeout_s`` while
     setting up and within ``read_timeout_s`` of silence while streaming.
     """
 
     def __init__(self, url: str, *, open_timeout_s: float = 10.0, read_timeout_s: float = 10.0,
-                 keyframes_only: bool = True) -> None:
+                 keyframes_only: bool = True, username: str | None = None,
+                 password: SecretStr | None = None) -> None:
         self.url = RtspUrl.parse(url)
+        if username is not None:
+            # Typed credentials of the caller win over any in the URL.
+            self.url = replace(self.url, username=username,
+                               password=password.get_secret_value() if password else None)
         self.open_timeout_s = open_timeout_s
         self.read_timeout_s = read_timeout_s
         self.depacketizer = Depacketizer(keyframes_only=keyframes_only)

@@ -1,30 +1,11 @@
-"""Stream URLs with credentials: inject them only when opening, redact them everywhere else."""
+"""Stream URLs with credentials: put in only by the call that opens the stream.
+
+Texts are masked by the one redactor, :func:`monitor.redaction.redact`.
+"""
 
 from __future__ import annotations
 
 from urllib.parse import quote, urlsplit, urlunsplit
-
-REDACTED = "***"
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (the user name is kept: it helps support).
-
-    Safe on anything: strings that are not URLs come back unchanged.
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    netloc = f"{parts.username or ''}:{REDACTED}@{host}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def with_credentials(url: str, username: str | None, password: str | None) -> str:
@@ -45,11 +26,3 @@ def with_credentials(url: str, username: str | None, password: str | None) -> st
     if parts.port is not None:
         netloc += f":{parts.port}"
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def url_password(url: str) -> str | None:
-    """The password embedded in ``url``, if any (so it can be scrubbed from error texts)."""
-    try:
-        return urlsplit(url).password
-    except ValueError:
-        return None

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import simplejpeg
 
 from monitor.config import roi_problem
-from monitor.pixels import BgrImage
+from monitor.pixels import BgrImage, YuvPlanes
 
 PATCH_GRID = 28
 """Qwen2.5-VL: 14-pixel patches, 2x2 merged into one token."""
@@ -128,6 +129,22 @@ def encode_for_model(
         raise ImageBudgetError(f"JPEG encoding failed for a {target_w}x{target_h} image")
     return EncodedImage(jpeg=buffer.tobytes(), width=target_w, height=target_h,
                         source_width=source_w, source_height=source_h)
+
+
+def encode_yuv_jpeg(planes: YuvPlanes, quality: int) -> bytes:
+    """Full-range 4:2:0 planes as JPEG bytes: libjpeg-turbo compresses the Y, U and V planes
+    as they are, reading their rows where they lie (no contiguous copies), with no colour
+    conversion at all. CPU work: off the loop."""
+    luma, blue, red = planes
+    return bytes(simplejpeg.encode_jpeg_yuv_planes(luma, blue, red, quality=quality))
+
+
+def encode_bgr_jpeg(image: BgrImage, quality: int) -> bytes:
+    """A BGR image as JPEG bytes (``ValueError`` if OpenCV cannot encode it)."""
+    ok, buffer = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError(f"JPEG encoding failed for a {image.shape[1]}x{image.shape[0]} frame")
+    return bytes(buffer.tobytes())
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,10 +52,12 @@ from monitor.model.imaging import (
     EncodedImage,
     ImageBudgetError,
     RegionOfInterest,
+    encode_bgr_jpeg,
     encode_for_model,
+    encode_yuv_jpeg,
     smart_resize,
 )
-from monitor.pixels import BgrImage, GreyImage
+from monitor.pixels import BgrImage, GreyImage, YuvPlanes
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ class Frame(Protocol):
     def width(self) -> int: ...
     @property
     def height(self) -> int: ...
-    def to_jpeg(self, width: int, height: int, quality: int) -> bytes: ...
+    def yuv_planes(self, width: int, height: int) -> YuvPlanes | None: ...
     def to_bgr(self, width: int | None = None, height: int | None = None) -> BgrImage: ...
     def grey_thumbnail(self, width: int, height: int) -> GreyImage: ...
 
@@ -356,14 +358,14 @@ class CameraPipeline:
 
         Without a region of interest, scaling is one swscale pass from the decoder's format
         straight to the budgeted size, compressed without a detour through BGR
-        (:meth:`~monitor.ingest.reader.CapturedFrame.to_jpeg`); with one, the region is cropped from
-        the full-size frame first, then resized.
+        (:func:`frame_jpeg`); with one, the region is cropped from the full-size frame first,
+        then resized.
         """
         vlm = self._vlm
         if self._roi is None:
             height, width = smart_resize(frame.height, frame.width, min_pixels=vlm.min_pixels,
                                          max_pixels=vlm.max_pixels)
-            return EncodedImage(jpeg=frame.to_jpeg(width, height, vlm.jpeg_quality),
+            return EncodedImage(jpeg=frame_jpeg(frame, width, height, vlm.jpeg_quality),
                                 width=width, height=height, source_width=frame.width,
                                 source_height=frame.height)
         image = self._roi.crop(frame.to_bgr())
@@ -400,6 +402,15 @@ class CameraPipeline:
 EVENT_WORDS = {EventType.START: "RAISED", EventType.UPDATE: "updated",
                EventType.END: "cleared"}
 """How the log lines name each event type."""
+
+
+def frame_jpeg(frame: Frame, width: int, height: int, quality: int) -> bytes:
+    """``frame`` scaled to ``width`` x ``height`` as JPEG: from its 4:2:0 planes where it has
+    them (no colour conversion; ingest scales, the model encodes), else from BGR."""
+    planes = frame.yuv_planes(width, height)
+    if planes is not None:
+        return encode_yuv_jpeg(planes, quality)
+    return encode_bgr_jpeg(frame.to_bgr(width, height), quality)
 
 
 def _frame_gap_s(status: SourceStatus) -> float | None:

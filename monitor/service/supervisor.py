@@ -44,11 +44,11 @@ from monitor.alerts.publisher import MqttPublisher
 from monitor.alerts.tracker import EndReason
 from monitor.backoff import backoff_s
 from monitor.config import CameraConfig, MonitorConfig
-from monitor.ingest.reader import CameraReader, StreamSource, StreamStatus
-from monitor.ingest.urls import redact_url, with_credentials
+from monitor.ingest.reader import CameraReader
+from monitor.ingest.source import StreamStatus, stream_source
 from monitor.model.answer import Hazard
 from monitor.model.client import VlmClient
-from monitor.redaction import register_secrets
+from monitor.redaction import redact, register_secrets
 from monitor.service.pipeline import EVENT_WORDS, CameraPipeline
 from monitor.service.reload import plan_reload
 from monitor.service.sink import AlertSink
@@ -133,23 +133,6 @@ class _Camera:
         self.status_signature = signature
         self.status_published_at = now
         return status
-
-
-def stream_source(config: MonitorConfig, camera: CameraConfig) -> StreamSource:
-    """How to open ``camera``'s stream (credentials injected here, and only here)."""
-    password = camera.password.get_secret_value() if camera.password else None
-    defaults = config.defaults
-    return StreamSource(
-        camera_id=camera.id,
-        url=with_credentials(camera.url, camera.username, password),
-        transport=camera.transport, loop=camera.loop,
-        open_timeout_s=defaults.open_timeout_s,
-        read_timeout_s=defaults.read_timeout_s,
-        backend=camera.backend or defaults.backend,
-        rtsp_client=camera.rtsp_client or defaults.rtsp_client,
-        decode=camera.decode or defaults.decode,
-        interval_s=config.camera_interval_s(camera),
-    )
 
 
 def camera_hazards(config: MonitorConfig, camera: CameraConfig) -> list[Hazard]:
@@ -271,7 +254,7 @@ class Supervisor:
                 self._started = True
                 logger.info("monitor started: %d camera(s), model %s at %s, broker %s:%d",
                             len(self._cameras), config.vlm.model,
-                            redact_url(config.vlm.base_url), config.mqtt.host,
+                            redact(config.vlm.base_url), config.mqtt.host,
                             config.mqtt.port)
                 watch = group.create_task(self._watch(publisher_task), name="supervisor.watch")
                 self.notifier.ready(self._status_line())

@@ -25,7 +25,6 @@ import aiohttp
 import cv2
 
 from monitor.config import CameraConfig, MonitorConfig, VlmConfig
-from monitor.ingest.urls import redact_url
 from monitor.model.answer import Answer, Hazard
 from monitor.model.client import (
     Analysis,
@@ -36,6 +35,7 @@ from monitor.model.client import (
     VlmUnavailableError,
 )
 from monitor.model.imaging import ImageBudgetError, decode_jpeg, encode_for_model
+from monitor.redaction import redact
 
 EX_OK = 0
 EX_FAILED = 1
@@ -107,7 +107,7 @@ async def read_image(spec: str, session: aiohttp.ClientSession | None = None) ->
             raise ImageInputError("-: standard input is empty (pipe an image into it)")
         return data
     if spec.startswith(("http://", "https://")):
-        shown = redact_url(spec)
+        shown = redact(spec)
         owned = session is None
         session = session or aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S))
@@ -254,7 +254,7 @@ async def grab_frame(config: MonitorConfig, camera: CameraConfig) -> Any:
     """One decoded frame from ``camera`` (via :mod:`monitor.ingest.reader`, as the daemon reads it),
     within the camera's open and read deadlines."""
     from monitor.ingest.reader import CameraReader  # noqa: PLC0415 - PyAV only when probing
-    from monitor.service.supervisor import stream_source  # noqa: PLC0415
+    from monitor.ingest.source import stream_source  # noqa: PLC0415
 
     reader = CameraReader(stream_source(config, camera))
     deadline = time.monotonic() + config.defaults.open_timeout_s + config.defaults.read_timeout_s

@@ -24,8 +24,8 @@ from monitor.alerts.publisher import AckingClient
 from monitor.config import ConfigError, MonitorConfig, load_config
 from monitor.errors import exception_reason
 from monitor.ingest.reader import CameraReader
-from monitor.ingest.urls import redact_url
-from monitor.service.supervisor import stream_source
+from monitor.ingest.source import stream_source
+from monitor.redaction import redact
 
 BROKER_TIMEOUT_S = 5.0
 MODEL_TIMEOUT_S = 10.0
@@ -105,7 +105,7 @@ async def check_broker(config: MonitorConfig) -> CheckResult:
 async def check_model(config: MonitorConfig) -> CheckResult:
     """The model server answers ``/v1/models`` and serves the configured name."""
     vlm = config.vlm
-    where = redact_url(vlm.base_url)
+    where = redact(vlm.base_url)
     client = AsyncOpenAI(base_url=vlm.base_url, api_key=vlm.api_key.get_secret_value(),
                          timeout=MODEL_TIMEOUT_S, max_retries=0)
     try:

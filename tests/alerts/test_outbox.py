@@ -17,7 +17,7 @@ from monitor.alerts.outbox import OpenAlert, Outbox, OutboxError, Outgoing
 from monitor.alerts.publisher import MqttPublisher
 from monitor.alerts.tracker import HazardTracker, TrackerSettings
 from monitor.config import MqttConfig
-from monitor.ingest.reader import StreamStatus
+from monitor.ingest.source import StreamStatus
 from monitor.model.answer import Answer, Hazard
 from monitor.service.supervisor import status_payload
 from tests.conftest import ROOT

@@ -15,7 +15,7 @@ from monitor.alerts.payloads import Box, SnapshotRef, schema_models, schema_text
 from monitor.alerts.publisher import MqttPublisher
 from monitor.alerts.tracker import HazardTracker, TrackerSettings
 from monitor.config import MqttConfig
-from monitor.ingest.reader import StreamStatus
+from monitor.ingest.source import StreamStatus
 from monitor.model.answer import Answer, Hazard, Verdict
 from monitor.service.supervisor import status_payload
 from monitor.sim.broker import MosquittoBroker

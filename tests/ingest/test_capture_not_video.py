@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from monitor.ingest.reader import NOT_VIDEO, CameraReader, StreamSource, video_refusal
+from monitor.ingest.decode import video_refusal
+from monitor.ingest.reader import CameraReader
+from monitor.ingest.source import NOT_VIDEO, StreamSource
 from monitor.tools.cli import main
 from tests.support.http_camera import HttpCamera, _Handler
 from tests.support.readers import running, wait_until

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor.ingest.reader import CameraReader, RtspClient, StreamSource
+from monitor.ingest.reader import CameraReader
+from monitor.ingest.source import RtspClient, StreamSource
 from monitor.sim.scenes import PRESETS, write_scene
 from tests.support.readers import running, wait_until
 from tests.support.rtsp import RtspServer, rtsp_server_available

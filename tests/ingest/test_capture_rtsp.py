@@ -22,8 +22,9 @@ from urllib.parse import quote
 
 import pytest
 
-from monitor.ingest.reader import CameraReader, DecodeMode, RtspClient, StreamSource, StreamStatus
+from monitor.ingest.reader import CameraReader
 from monitor.ingest.sampling import IntervalSampler
+from monitor.ingest.source import DecodeMode, RtspClient, StreamSource, StreamStatus
 from monitor.ingest.urls import with_credentials
 from monitor.sim.scenes import PRESETS, write_scene
 from tests.support.readers import stopped, wait_until

@@ -23,7 +23,8 @@ import cv2
 import numpy as np
 import pytest
 
-from monitor.ingest.reader import CameraReader, StreamSource
+from monitor.ingest.reader import CameraReader
+from monitor.ingest.source import StreamSource
 from monitor.pixels import BgrImage
 from monitor.sim.scenes import PRESETS, render_frame, write_scene
 from tests.support.http_camera import HttpCamera, LiveHls, MjpegStream, read_vod_playlist

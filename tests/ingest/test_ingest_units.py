@@ -12,22 +12,24 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import SecretStr
 
 from monitor.config import ConfigError, config_from_mapping
 from monitor.ingest.changegate import ChangeGate, changed_fraction, thumbnail_size
-from monitor.ingest.reader import (
+from monitor.ingest.decode import (
     STALL_MIN_S,
-    CameraReader,
     StreamMeter,
-    StreamSource,
     choose_decode,
     keyframe_needed,
     picture_timeout_s,
     stall_timeout_s,
 )
+from monitor.ingest.reader import CameraReader
 from monitor.ingest.sampling import IntervalSampler
-from monitor.ingest.urls import redact_url, with_credentials
+from monitor.ingest.source import StreamSource, stream_source
+from monitor.ingest.urls import with_credentials
 from monitor.model.imaging import ROI_FILL, RegionOfInterest, smart_resize
+from monitor.redaction import redact
 
 # --- Stream meter, stall timeout, decode mode. ---------------------------------------------------
 
@@ -314,7 +316,34 @@ def test_errors_never_show_the_password(make_error: Any) -> None:
     assert "s3cr" not in text
     assert PASSWORD not in repr(reader.status)
     assert reader.status.url == "rtsp://viewer:***@10.0.0.5:554/ch1"
-    assert redact_url(url) == reader.status.url
+    assert redact(url) == reader.status.url
+
+
+@pytest.mark.parametrize("url", [
+    with_credentials("rtsp://10.0.0.5:554/ch1", "viewer", PASSWORD),  # written into the URL
+    "rtsp://10.0.0.5:554/ch1",  # given apart (below)
+])
+def test_a_source_never_shows_its_password(url: str) -> None:
+    typed = "://" in url and "@" not in url
+    source = StreamSource("c", url, username="viewer" if typed else None,
+                          password=SecretStr(PASSWORD) if typed else None)
+    assert source.url == "rtsp://10.0.0.5:554/ch1"  # the URL holds no credentials
+    assert (source.username, source.password_text) == ("viewer", PASSWORD)
+    for text in (repr(source), str(source), source.redacted_url):
+        assert "s3cr" not in text
+    assert source.redacted_url == "rtsp://viewer:***@10.0.0.5:554/ch1"
+    # Only the opening call builds the URL with them, percent-encoded.
+    assert source.opening_url() == "rtsp://viewer:s3cr%3Aet%40%2Fx@10.0.0.5:554/ch1"
+
+
+def test_configured_credentials_replace_those_in_the_url() -> None:
+    config = config_from_mapping({"cameras": [{
+        "id": "c", "url": "rtsp://old:gone@10.0.0.5/ch1", "username": "viewer",
+        "password": PASSWORD}]})
+    source = stream_source(config, config.cameras[0])
+    assert source.url == "rtsp://10.0.0.5/ch1"
+    assert (source.username, source.password_text) == ("viewer", PASSWORD)
+    assert "gone" not in source.opening_url()
 
 
 def test_unauthorized_error_is_named_clearly() -> None:

@@ -12,9 +12,9 @@ import av.error
 import numpy as np
 import pytest
 
-from monitor.ingest.reader import (
+from monitor.ingest.decoders import (
     KeyframeDecoderPool,
-    _annex_b_decoder,
+    annex_b_decoder,
     h264_parameter_sets,
 )
 
@@ -168,19 +168,19 @@ def _keyframes(width: int, height: int, level: int, count: int = 3) -> list[byte
 
 def test_a_keyframe_without_parameter_sets_is_not_decoded_with_another_cameras() -> None:
     # A shared decoder would decode it with the last SPS and PPS it saw, whoever sent them.
-    other = _annex_b_decoder("h264", keyframes_only=True)
+    other = annex_b_decoder("h264", keyframes_only=True)
     (picture,) = other.decode(av.Packet(_keyframes(96, 64, 30, count=1)[0]))
     assert picture.width == 96
     keyframe = _keyframes(96, 64, 220, count=1)[0]
     bare = keyframe[len(h264_parameter_sets(keyframe)):]
-    assert _annex_b_decoder("h264", keyframes_only=True).decode(av.Packet(bare)) == []
+    assert annex_b_decoder("h264", keyframes_only=True).decode(av.Packet(bare)) == []
 
 
 def test_cameras_sharing_decoders_get_their_own_pictures() -> None:
     bright = _keyframes(64, 48, 220)
     dark = _keyframes(96, 64, 30)
-    first = _annex_b_decoder("h264", keyframes_only=True)
-    second = _annex_b_decoder("h264", keyframes_only=True)
+    first = annex_b_decoder("h264", keyframes_only=True)
+    second = annex_b_decoder("h264", keyframes_only=True)
     for key_a, key_b in zip(bright, dark, strict=True):
         (picture_a,) = first.decode(av.Packet(key_a))
         (picture_b,) = second.decode(av.Packet(key_b))

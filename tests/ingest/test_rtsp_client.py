@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from monitor.ingest.reader import CameraReader, StreamSource
+from monitor.ingest.reader import CameraReader
 from monitor.ingest.rtsp import (
     H265,
     START_CODE,
@@ -32,6 +32,7 @@ from monitor.ingest.rtsp import (
     parse_challenges,
     parse_sdp,
 )
+from monitor.ingest.source import StreamSource
 from tests.support.readers import running, wait_until
 
 SPS = bytes([0x67, 0x42, 0xC0, 0x1E, 0xDA, 0x02, 0x80, 0xBF])

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import itertools
 import random
+from urllib.parse import urlsplit
 
 import pytest
 
-from monitor.ingest.reader import BACKOFF_CAP_S, backoff_ceiling_s, backoff_delay
+from monitor.ingest.decode import BACKOFF_CAP_S, backoff_ceiling_s, backoff_delay
 from monitor.ingest.sampling import IntervalSampler
-from monitor.ingest.urls import redact_url, url_password, with_credentials
+from monitor.ingest.urls import with_credentials
+from monitor.redaction import redact
 
 
 def test_samples_newest_frame_once_per_interval() -> None:
@@ -87,12 +89,12 @@ def test_backoff_stays_short_in_the_first_minute_of_an_outage_then_grows() -> No
     ],
 )
 def test_redact_url(url: str, expected: str) -> None:
-    assert redact_url(url) == expected
+    assert redact(url) == expected
 
 
 def test_with_credentials_encodes_and_redacts() -> None:
     url = with_credentials("rtsp://10.0.0.5:554/ch1", "ad min", "p@ss:word/1")
     assert url == "rtsp://ad%20min:p%40ss%3Aword%2F1@10.0.0.5:554/ch1"
-    assert url_password(url) == "p%40ss%3Aword%2F1"
-    assert "p%40ss" not in redact_url(url)
+    assert urlsplit(url).password == "p%40ss%3Aword%2F1"
+    assert "p%40ss" not in redact(url)
     assert with_credentials("rtsp://h/x", None, "pw") == "rtsp://h/x"

@@ -19,7 +19,7 @@ import pytest
 from monitor.alerts.payloads import Box, SnapshotRef
 from monitor.alerts.tracker import AlertEvent
 from monitor.config import MonitorConfig, config_from_mapping
-from monitor.ingest.reader import CapturedFrame
+from monitor.ingest.frame import CapturedFrame
 from monitor.model.answer import Answer, Hazard, Verdict
 from monitor.model.client import (
     Analysis,

@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 
 from monitor.config import config_from_mapping
-from monitor.ingest.reader import CameraReader, CapturedFrame
+from monitor.ingest.frame import CapturedFrame
+from monitor.ingest.reader import CameraReader
+from monitor.ingest.source import stream_source
 from monitor.model.answer import Answer, Verdict
 from monitor.service.pipeline import CameraPipeline
-from monitor.service.supervisor import Supervisor, stream_source
+from monitor.service.supervisor import Supervisor
 
 
 def helmet_verdict(missing: int, at: float) -> Verdict:
