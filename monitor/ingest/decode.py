@@ -12,6 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
+from monitor.backoff import full_jitter_s
 from monitor.ingest.source import NOT_VIDEO, DecodeChoice, DecodeMode
 
 BACKOFF_BASE_S = 1.0
@@ -214,9 +215,9 @@ def backoff_ceiling_s(attempt: int, outage_s: float) -> float:
 
 def backoff_delay(attempt: int, outage_s: float, rng: random.Random) -> float:
     """Seconds to wait before reconnect attempt ``attempt`` of an outage ``outage_s`` old:
-    50-100 % of :func:`backoff_ceiling_s` (jitter, so that cameras that failed together do
-    not retry in step, while the lower half keeps a flapping camera from retrying in a loop)."""
-    return backoff_ceiling_s(attempt, outage_s) * rng.uniform(0.5, 1.0)
+    full jitter under :func:`backoff_ceiling_s` (:func:`monitor.backoff.full_jitter_s`, the
+    process's one backoff rule), so that cameras that failed together do not retry in step."""
+    return full_jitter_s(backoff_ceiling_s(attempt, outage_s), rng)
 
 
 Step = Literal["decode", "skip", "overdue"]

@@ -51,10 +51,16 @@ def test_interval_must_be_positive() -> None:
 def test_backoff_grows_with_jitter_and_is_capped() -> None:
     rng = random.Random(3)
     delays = [backoff_delay(attempt, 600.0, rng) for attempt in range(12)]
-    assert 0.5 <= delays[0] <= 1.0
-    assert 2.0 <= delays[2] <= 4.0
-    assert all(delay <= BACKOFF_CAP_S for delay in delays)
-    assert delays[-1] >= BACKOFF_CAP_S / 2
+    # Full jitter (monitor.backoff): anywhere from 0 to the ceiling, which doubles to the cap.
+    assert all(0.0 <= delay <= backoff_ceiling_s(attempt, 600.0)
+               for attempt, delay in enumerate(delays))
+    assert [backoff_ceiling_s(attempt, 600.0) for attempt in (0, 2, 11)] == \
+        [1.0, 4.0, BACKOFF_CAP_S]
+    # The draws use the whole range, half the ceiling on average.
+    capped = [backoff_delay(30, 600.0, rng) for _ in range(2000)]
+    assert min(capped) < BACKOFF_CAP_S / 10
+    assert max(capped) > BACKOFF_CAP_S * 0.9
+    assert abs(sum(capped) / len(capped) - BACKOFF_CAP_S / 2) < BACKOFF_CAP_S * 0.05
 
 
 def test_backoff_stays_short_in_the_first_minute_of_an_outage_then_grows() -> None:
@@ -75,8 +81,12 @@ def test_backoff_stays_short_in_the_first_minute_of_an_outage_then_grows() -> No
         attempt += 1
     gaps = [(earlier, later - earlier) for earlier, later in itertools.pairwise(tries)]
     assert max(gap for start, gap in gaps if start < 60.0) <= 4.0
-    assert 15 <= sum(start < 60.0 for start in tries) <= 30
-    assert min(gap for start, gap in gaps[-10:]) >= BACKOFF_CAP_S / 2  # an hour in: 15-30 s
+    # Full jitter: half the 4 s ceiling on average, about 30 tries in the first minute.
+    assert 20 <= sum(start < 60.0 for start in tries) <= 60
+    # An hour in: tried about every 15 s on average (0-30 s each), not every few seconds.
+    late = [gap for _start, gap in gaps[-40:]]
+    assert BACKOFF_CAP_S / 3 <= sum(late) / len(late) <= BACKOFF_CAP_S * 2 / 3
+    assert max(late) <= BACKOFF_CAP_S
 
 
 @pytest.mark.parametrize(
