@@ -474,19 +474,193 @@ class Depacketizer:
         return unit
 
 
-# --- The connection. ---------------------------------------------------------------------------
+# --- Pure parts: RTSP messages (responses, requests, authorization, setup answers). ------------
 
 
 @dataclass(slots=True)
-class _Response:
+class RtspResponse:
+    """One RTSP message from the camera; ``status`` 0 for a request of the camera's own."""
+
     status: int
     reason: str
     headers: dict[str, list[str]]
+    """By lower-case name, every value in the order they came."""
     body: bytes
 
     def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (any case), or ``None``."""
         values = self.headers.get(name.lower())
         return values[0] if values else None
+
+
+def skip_interleaved(buffer: bytes | bytearray, start: int, end: int) -> int:
+    """Where ``buffer[start:end]`` goes on after the complete interleaved packets (``$``)
+    in front of it."""
+    while end - start >= 4 and buffer[start] == 0x24:
+        length = (buffer[start + 2] << 8) | buffer[start + 3]
+        if end - start < 4 + length:
+            break
+        start += 4 + length
+    return start
+
+
+def parse_head(head: bytes) -> tuple[int, str, dict[str, list[str]]]:
+    """Status, reason and headers of a message head (up to, not including, the blank line).
+    A request of the camera (ANNOUNCE ...) gives status 0 and its request line as reason."""
+    lines = head.decode("utf-8", "replace").split("\r\n")
+    status_line = lines[0].split(" ", 2)
+    request = lines[0].endswith(" RTSP/1.0")  # the camera asks something (ANNOUNCE ...)
+    if not request and (len(status_line) < 2 or not status_line[0].startswith("RTSP/")
+                        or not status_line[1].isdigit()):
+        raise RtspError(f"the camera's answer is not RTSP: {lines[0][:80]!r}")
+    headers: dict[str, list[str]] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers.setdefault(name.strip().lower(), []).append(value.strip())
+    if request:
+        # Requests from the camera are skipped (status 0): nothing here needs them.
+        return 0, lines[0], headers
+    return int(status_line[1]), status_line[2] if len(status_line) > 2 else "", headers
+
+
+def content_length(headers: dict[str, list[str]]) -> int:
+    """The body's length by ``Content-Length`` (0 when absent or not a number)."""
+    length_text = (headers.get("content-length") or ["0"])[0]
+    return int(length_text) if length_text.isdigit() else 0
+
+
+def parse_message(buffer: bytes | bytearray, start: int, end: int,
+                  ) -> tuple[RtspResponse | None, int]:
+    """The RTSP message at ``buffer[start]`` (after :func:`skip_interleaved`) if it is all
+    there, and where the unread data then starts; ``(None, start)`` while it is not."""
+    if end - start >= 4 and buffer[start] == 0x24:
+        return None, start  # an interleaved packet not all there yet
+    head_end = buffer.find(b"\r\n\r\n", start, end)
+    if head_end < 0:
+        if end - start > MAX_HEADER_BYTES:
+            raise RtspError("the camera's answer is not RTSP (no header end)")
+        return None, start
+    status, reason, headers = parse_head(bytes(buffer[start:head_end]))
+    length = content_length(headers)
+    body_start = head_end + 4
+    if end - body_start < length:
+        if length > MAX_HEADER_BYTES:
+            raise RtspError("the camera's answer body is too large")
+        return None, start
+    body = bytes(buffer[body_start:body_start + length])
+    return RtspResponse(status, reason, headers, body), body_start + length
+
+
+def take_response(buffer: bytes | bytearray, start: int, end: int,
+                  ) -> tuple[RtspResponse | None, int]:
+    """:func:`skip_interleaved`, then :func:`parse_message`."""
+    return parse_message(buffer, skip_interleaved(buffer, start, end), end)
+
+
+_MESSAGE_STARTS = (b"RTSP", b"ANNO", b"GET_", b"OPTI", b"SET_", b"REDI", b"TEAR")
+
+
+def is_message_start(data: bytes) -> bool:
+    """Whether four bytes can begin an RTSP message (an answer or a camera's request)."""
+    return data in _MESSAGE_STARTS
+
+
+def encode_request(method: str, uri: str, *, cseq: int, session: str | None,
+                   headers: dict[str, str]) -> bytes:
+    """An RTSP request on the wire: request line, CSeq, User-Agent, Session, ``headers``."""
+    lines = [f"{method} {uri} RTSP/1.0", f"CSeq: {cseq}", f"User-Agent: {USER_AGENT}"]
+    if session is not None:
+        lines.append(f"Session: {session}")
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+Challenge = tuple[str, dict[str, str]]
+"""An authentication challenge: ``"digest"`` or ``"basic"`` and its parameters."""
+
+
+def choose_challenge(values: list[str]) -> Challenge:
+    """Of a 401's ``WWW-Authenticate`` values, the one to answer: Digest before Basic."""
+    challenges = parse_challenges(values)
+    if "digest" in challenges:
+        return "digest", challenges["digest"]
+    if "basic" in challenges:
+        return "basic", challenges["basic"]
+    raise RtspUnsupportedError("the camera asks for an unknown authentication")
+
+
+def authorization(challenge: Challenge, *, username: str, password: str | None, method: str,
+                  uri: str, nonce_count: int, cnonce: str) -> str:
+    """The ``Authorization`` value answering ``challenge`` (``nonce_count`` and ``cnonce``
+    are used by Digest only)."""
+    scheme, params = challenge
+    if scheme == "basic":
+        token = base64.b64encode(f"{username}:{password or ''}".encode()).decode()
+        return f"Basic {token}"
+    return digest_response(username=username, password=password or "", method=method,
+                           uri=uri, challenge=params, nonce_count=nonce_count, cnonce=cnonce)
+
+
+def check_response(method: str, response: RtspResponse) -> None:
+    """Raise the error an answer other than 200 means (a 401 here: the credentials)."""
+    if response.status == 401:
+        raise RtspUnauthorizedError(
+            "unauthorized: the camera refused the credentials (401); check the "
+            "camera's username and password")
+    if 300 <= response.status < 400:
+        raise RtspUnsupportedError(f"{method} redirected ({response.status})")
+    if response.status == 461 or (method == "SETUP" and response.status == 400):
+        raise RtspUnsupportedError(f"SETUP over TCP refused ({response.status} "
+                                   f"{response.reason})")
+    if response.status != 200:
+        raise RtspError(f"{method} failed: {response.status} {response.reason}")
+
+
+def keepalive_method(public: str | None) -> str:
+    """The keep-alive request, by the OPTIONS answer's ``Public`` header."""
+    return "GET_PARAMETER" if "GET_PARAMETER" in (public or "").upper() else "OPTIONS"
+
+
+def described_track(response: RtspResponse, request_url: str) -> tuple[str, VideoTrack]:
+    """A DESCRIBE answer's base URL (``Content-Base``, ``Content-Location`` or the request's)
+    and its video track."""
+    base = (response.header("content-base") or response.header("content-location")
+            or request_url)
+    return base, parse_sdp(response.body.decode("utf-8", "replace"), base)
+
+
+def parse_session(value: str | None) -> tuple[str, float | None]:
+    """A SETUP answer's ``Session`` header: the session id and its timeout (``None`` when
+    not given or 0)."""
+    if not value:
+        raise RtspError("the camera's SETUP answer carries no session")
+    session, _, params = value.partition(";")
+    match = re.search(r"timeout\s*=\s*(\d+)", params)
+    timeout_s = float(match.group(1)) if match and int(match.group(1)) > 0 else None
+    return session.strip(), timeout_s
+
+
+def interleaved_channel(transport: str | None) -> int | None:
+    """A SETUP answer's ``Transport`` header: the RTP channel (``None`` when not named);
+    ``RtspUnsupportedError`` unless it is TCP."""
+    transport = transport or ""
+    if "TCP" not in transport.upper():
+        raise RtspUnsupportedError(f"the camera refused TCP interleaving ({transport})")
+    match = re.search(r"interleaved=(\d+)", transport)
+    return int(match.group(1)) if match else None
+
+
+def read_batching(now: float, *, idle_until: float, next_keepalive: float,
+                  ) -> tuple[float, int]:
+    """How long the next read may wait, and for how many bytes: prompt 200 ms batches,
+    or one long lazy read while no frame is wanted (never past a keep-alive)."""
+    idle_s = min(idle_until - now, IDLE_WAIT_MAX_S, next_keepalive - now)
+    if idle_s > RECV_BATCH_WAIT_S:
+        return idle_s, BUFFER_BYTES // 2
+    return RECV_BATCH_WAIT_S, RECV_BATCH_BYTES
+
+
+# --- The connection. ---------------------------------------------------------------------------
 
 
 class RtspSession:
@@ -554,32 +728,20 @@ class RtspSession:
         sock = self._require_socket()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         options = self._request("OPTIONS", self.url.request_url, deadline)
-        public = (options.header("public") or "").upper()
-        if "GET_PARAMETER" in public:
-            self._keepalive_method = "GET_PARAMETER"
+        self._keepalive_method = keepalive_method(options.header("public"))
         described = self._request("DESCRIBE", self.url.request_url, deadline,
                                   {"Accept": "application/sdp"})
-        base = (described.header("content-base") or described.header("content-location")
-                or self.url.request_url)
-        track = parse_sdp(described.body.decode("utf-8", "replace"), base)
+        base, track = described_track(described, self.url.request_url)
         self.depacketizer.syntax = track.syntax
         self.depacketizer.set_parameter_sets(track.parameter_sets)
         setup = self._request("SETUP", track.control_url, deadline,
                               {"Transport": "RTP/AVP/TCP;unicast;interleaved=0-1"})
-        session = setup.header("session")
-        if not session:
-            raise RtspError("the camera's SETUP answer carries no session")
-        self._session, _, params = session.partition(";")
-        self._session = self._session.strip()
-        match = re.search(r"timeout\s*=\s*(\d+)", params)
-        if match and int(match.group(1)) > 0:
-            self._session_timeout_s = float(match.group(1))
-        transport = setup.header("transport") or ""
-        if "TCP" not in transport.upper():
-            raise RtspUnsupportedError(f"the camera refused TCP interleaving ({transport})")
-        match = re.search(r"interleaved=(\d+)", transport)
-        if match:
-            self._rtp_channel = int(match.group(1))
+        self._session, timeout_s = parse_session(setup.header("session"))
+        if timeout_s is not None:
+            self._session_timeout_s = timeout_s
+        channel = interleaved_channel(setup.header("transport"))  # after the session is kept
+        if channel is not None:
+            self._rtp_channel = channel
         self._request("PLAY", base, deadline, {"Range": "npt=0.000-"})
         self.track = track
         return track
@@ -600,28 +762,19 @@ class RtspSession:
     def _authorization(self, method: str, uri: str) -> dict[str, str]:
         if self._challenge is None or self.url.username is None:
             return {}
-        scheme, params = self._challenge
-        if scheme == "basic":
-            token = base64.b64encode(
-                f"{self.url.username}:{self.url.password or ''}".encode()).decode()
-            return {"Authorization": f"Basic {token}"}
-        self._nonce_count += 1
-        return {"Authorization": digest_response(
-            username=self.url.username, password=self.url.password or "", method=method,
-            uri=uri, challenge=params, nonce_count=self._nonce_count,
-            cnonce=os.urandom(8).hex())}
+        if self._challenge[0] != "basic":
+            self._nonce_count += 1
+        return {"Authorization": authorization(
+            self._challenge, username=self.url.username, password=self.url.password,
+            method=method, uri=uri, nonce_count=self._nonce_count, cnonce=os.urandom(8).hex())}
 
     def _encode(self, method: str, uri: str, headers: dict[str, str]) -> bytes:
         self._cseq += 1
-        lines = [f"{method} {uri} RTSP/1.0", f"CSeq: {self._cseq}", f"User-Agent: {USER_AGENT}"]
-        if self._session is not None:
-            lines.append(f"Session: {self._session}")
-        all_headers = {**headers, **self._authorization(method, uri)}
-        lines += [f"{name}: {value}" for name, value in all_headers.items()]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+        return encode_request(method, uri, cseq=self._cseq, session=self._session,
+                              headers={**headers, **self._authorization(method, uri)})
 
     def _request(self, method: str, uri: str, deadline: float,
-                 headers: dict[str, str] | None = None) -> _Response:
+                 headers: dict[str, str] | None = None) -> RtspResponse:
         for attempt in range(2):
             sock = self._require_socket()
             sock.settimeout(max(0.01, deadline - time.monotonic()))
@@ -632,25 +785,9 @@ class RtspSession:
                 raise RtspTimeoutError(f"no answer to {method} within the open timeout "
                                        f"({self.open_timeout_s:g} s)") from exc
             if response.status == 401 and attempt == 0 and self.url.username is not None:
-                challenges = parse_challenges(response.headers.get("www-authenticate", []))
-                if "digest" in challenges:
-                    self._challenge = ("digest", challenges["digest"])
-                elif "basic" in challenges:
-                    self._challenge = ("basic", challenges["basic"])
-                else:
-                    raise RtspUnsupportedError("the camera asks for an unknown authentication")
+                self._challenge = choose_challenge(response.headers.get("www-authenticate", []))
                 continue
-            if response.status == 401:
-                raise RtspUnauthorizedError(
-                    "unauthorized: the camera refused the credentials (401); check the "
-                    "camera's username and password")
-            if 300 <= response.status < 400:
-                raise RtspUnsupportedError(f"{method} redirected ({response.status})")
-            if response.status == 461 or (method == "SETUP" and response.status == 400):
-                raise RtspUnsupportedError(f"SETUP over TCP refused ({response.status} "
-                                           f"{response.reason})")
-            if response.status != 200:
-                raise RtspError(f"{method} failed: {response.status} {response.reason}")
+            check_response(method, response)
             return response
         raise RtspUnauthorizedError("unauthorized")  # not reached: the loop returns or raises
 
@@ -674,7 +811,7 @@ class RtspSession:
         self._end += count
         return count
 
-    def _read_response(self, deadline: float) -> _Response:
+    def _read_response(self, deadline: float) -> RtspResponse:
         """Read one RTSP response, skipping interleaved data in front of it."""
         while True:
             response = self._take_response()
@@ -687,43 +824,12 @@ class RtspSession:
             if not self._fill():
                 raise RtspError("the camera closed the connection")
 
-    def _take_response(self) -> _Response | None:
+    def _take_response(self) -> RtspResponse | None:
         """Parse one response from the buffer if it is all there (interleaved data skipped)."""
-        buffer = self._buffer
-        while self._end - self._start >= 4 and buffer[self._start] == 0x24:
-            length = (buffer[self._start + 2] << 8) | buffer[self._start + 3]
-            if self._end - self._start < 4 + length:
-                return None
-            self._start += 4 + length
-        head_end = buffer.find(b"\r\n\r\n", self._start, self._end)
-        if head_end < 0:
-            if self._end - self._start > MAX_HEADER_BYTES:
-                raise RtspError("the camera's answer is not RTSP (no header end)")
-            return None
-        head = bytes(buffer[self._start:head_end]).decode("utf-8", "replace").split("\r\n")
-        status_line = head[0].split(" ", 2)
-        request = head[0].endswith(" RTSP/1.0")  # the camera asks something (ANNOUNCE ...)
-        if not request and (len(status_line) < 2 or not status_line[0].startswith("RTSP/")
-                            or not status_line[1].isdigit()):
-            raise RtspError(f"the camera's answer is not RTSP: {head[0][:80]!r}")
-        headers: dict[str, list[str]] = {}
-        for line in head[1:]:
-            name, _, value = line.partition(":")
-            headers.setdefault(name.strip().lower(), []).append(value.strip())
-        length_text = (headers.get("content-length") or ["0"])[0]
-        length = int(length_text) if length_text.isdigit() else 0
-        body_start = head_end + 4
-        if self._end - body_start < length:
-            if length > MAX_HEADER_BYTES:
-                raise RtspError("the camera's answer body is too large")
-            return None
-        body = bytes(buffer[body_start:body_start + length])
-        self._start = body_start + length
-        if request:
-            # Requests from the camera are skipped (status 0): nothing here needs them.
-            return _Response(0, head[0], headers, body)
-        return _Response(int(status_line[1]), status_line[2] if len(status_line) > 2 else "",
-                         headers, body)
+        # In two steps, so that the skipped data stays skipped when the message is not RTSP.
+        self._start = skip_interleaved(self._buffer, self._start, self._end)
+        response, self._start = parse_message(self._buffer, self._start, self._end)
+        return response
 
     # --- Streaming. ---
 
@@ -734,14 +840,6 @@ class RtspSession:
         micro = int((wait_s - seconds) * 1_000_000)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", seconds, micro))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, low_water)
-
-    def _batching(self, now: float, next_keepalive: float) -> tuple[float, int]:
-        """How long the next read may wait, and for how many bytes: prompt 200 ms batches,
-        or one long lazy read while no frame is wanted (never past a keep-alive)."""
-        idle_s = min(self.idle_until - now, IDLE_WAIT_MAX_S, next_keepalive - now)
-        if idle_s > RECV_BATCH_WAIT_S:
-            return idle_s, BUFFER_BYTES // 2
-        return RECV_BATCH_WAIT_S, RECV_BATCH_BYTES
 
     def access_units(self) -> Iterator[AccessUnit]:
         """The stream's frames as they complete. Raises :class:`RtspTimeoutError` after
@@ -787,7 +885,8 @@ class RtspSession:
             if now >= next_keepalive:
                 sock.sendall(self._encode(self._keepalive_method, self.url.request_url, {}))
                 next_keepalive = now + keepalive_every
-            wanted = self._batching(now, next_keepalive)
+            wanted = read_batching(now, idle_until=self.idle_until,
+                                   next_keepalive=next_keepalive)
             if wanted != batching:
                 batching = wanted
                 self._batch_reads(sock, *batching)
@@ -803,8 +902,7 @@ class RtspSession:
         self._start = start
         if self._take_response() is not None:
             return self._start
-        if bytes(self._buffer[start:start + 4]) in (b"RTSP", b"ANNO", b"GET_", b"OPTI",
-                                                    b"SET_", b"REDI", b"TEAR"):
+        if is_message_start(bytes(self._buffer[start:start + 4])):
             return None
         return self._resync(start, end)
 
