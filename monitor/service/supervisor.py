@@ -191,11 +191,7 @@ class Supervisor:
         if self._stopping.is_set():
             reasons.append("shutting down")
         ready = not reasons
-        if not self.publisher.connected:
-            reasons.append(f"mqtt: not connected ({self.publisher.last_error or 'connecting'})")
-        if self.publisher.refused:
-            reasons.append(f"mqtt: the broker refused {self.publisher.refused} message(s), "
-                           f"last {self.publisher.last_refusal}; check its ACL")
+        reasons.extend(broker_reasons(self.publisher))
         reasons.extend(camera_reasons(list(self._cameras.values()), time.monotonic()))
         # Outages of cameras, broker or model are reported but do not make us "not ready":
         # the pipeline itself runs and recovers on its own.
@@ -376,16 +372,7 @@ class Supervisor:
                                  "the camera", camera.config.id)
                     await self._stop_camera(camera)
                     self._start_camera(self._build_camera(self.config, camera.config))
-            # clear_after_s must also end alerts of cameras that deliver no verdicts now
-            # (offline stream, model down): the tracker only sees time when asked.
-            now = time.time()
-            for camera in self._cameras.values():
-                for event in camera.pipeline.tracker.expire(now):
-                    logger.info("camera %s: %s %s (event %s): no positive verdict for %.0f s",
-                                camera.config.id, event.hazard.value,
-                                EVENT_WORDS[event.type], event.event_id,
-                                now - event.started_at)
-                    self.publisher.publish_event(event)
+            expire_alerts(list(self._cameras.values()), self.publisher, time.time())
             tasks_alive = not publisher_task.done() and all(
                 c.task is not None and not c.task.done() for c in self._cameras.values())
             if tasks_alive:
@@ -421,6 +408,29 @@ class Supervisor:
 
     def _count_in_flight(self, endpoint: str, in_flight: int) -> None:
         self.metrics.vlm_in_flight.labels(endpoint).set(in_flight)
+
+
+def broker_reasons(publisher: MqttPublisher) -> list[str]:
+    """Readiness reasons of the broker connection: not connected, messages refused."""
+    reasons = []
+    if not publisher.connected:
+        reasons.append(f"mqtt: not connected ({publisher.last_error or 'connecting'})")
+    if publisher.refused:
+        reasons.append(f"mqtt: the broker refused {publisher.refused} message(s), "
+                       f"last {publisher.last_refusal}; check its ACL")
+    return reasons
+
+
+def expire_alerts(cameras: Sequence[_Camera], publisher: MqttPublisher, now: float) -> None:
+    """End the alerts whose ``clear_after_s`` passed without a positive verdict: also those
+    of cameras that deliver no verdicts now (offline stream, model down), since the tracker
+    only sees time when asked."""
+    for camera in cameras:
+        for event in camera.pipeline.tracker.expire(now):
+            logger.info("camera %s: %s %s (event %s): no positive verdict for %.0f s",
+                        camera.config.id, event.hazard.value, EVENT_WORDS[event.type],
+                        event.event_id, now - event.started_at)
+            publisher.publish_event(event)
 
 
 def status_payload(status: StreamStatus, at: float) -> StatusPayload:
