@@ -39,7 +39,6 @@ import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 import aiomqtt
@@ -48,7 +47,6 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from monitor.alerts.discovery import discovery_messages
 from monitor.alerts.outbox import OpenAlert, Outbox, OutboxError, Outgoing
 from monitor.alerts.payloads import (
     Box,
@@ -57,9 +55,9 @@ from monitor.alerts.payloads import (
     StatusPayload,
     Topics,
     VerdictPayload,
-    iso_time,
 )
-from monitor.alerts.tracker import AlertEvent, EndReason, EventType
+from monitor.alerts.retained import RetainedState
+from monitor.alerts.tracker import AlertEvent, EventType
 from monitor.backoff import backoff_s
 from monitor.config import MqttConfig
 from monitor.model.answer import Hazard, Verdict
@@ -137,6 +135,8 @@ class MqttPublisher:
         self.outbox = outbox if outbox is not None else Outbox(
             None, max_messages=config.queue_size, max_bytes=config.outbox_max_bytes,
             max_age_s=config.outbox_max_age_s)
+        self.retained_state = RetainedState(config, self.topics, self.outbox, self.publish,
+                                            self._publish_event_payload)
         self._wakeup = asyncio.Event()
         self._closing = asyncio.Event()
         self._retained: dict[str, bytes] = {}
@@ -210,30 +210,9 @@ class MqttPublisher:
             self._on_event(hazard.value, payload.type)
 
     def set_hazard_state(self, camera_id: str, hazard: Hazard, *, on: bool) -> None:
-        """Store the retained ``ON``/``OFF`` of one camera's hazard.
-
-        ``OFF`` outside an event is the daemon saying "no alert is raised" (at start, after a
-        camera restart): alerts this daemon left open for that camera and hazard, e.g. when it
-        was killed, are ended first (``end_reason: restart``) so no subscriber waits forever.
-        """
-        if not on:
-            for alert in self.outbox.open_alerts():
-                if alert.camera == camera_id and alert.hazard == hazard.value:
-                    self._end_open_alert(alert, EndReason.RESTART)
-        self.publish(self.topics.hazard(camera_id, hazard), "ON" if on else "OFF", retain=True,
-                     owner=(camera_id, hazard.value))
-
-    def _end_open_alert(self, alert: OpenAlert, reason: EndReason) -> None:
-        last = EventPayload.model_validate_json(alert.payload)
-        now = iso_time(datetime.now(UTC).timestamp())
-        logger.warning("camera %s: %s alert (event %s) was still raised by a previous run; "
-                       "ending it (%s)", alert.camera, alert.hazard, alert.event_id,
-                       reason.value)
-        self._publish_event_payload(last.model_copy(update={
-            "type": EventType.END.value, "revision": last.revision + 1, "ended_at": now,
-            "at": now, "confirming_verdicts": 0, "verdicts": [], "end_reason": reason.value,
-            "model": None, "latency_s": None, "boxes": [], "snapshot": None,
-        }))
+        """Store the retained ``ON``/``OFF`` of one camera's hazard; ``OFF`` ends alerts a
+        previous run left open for it first (:meth:`RetainedState.set_hazard_state`)."""
+        self.retained_state.set_hazard_state(camera_id, hazard, on=on)
 
     def publish_snapshot(self, camera_id: str, hazard: Hazard, jpeg: bytes) -> str | None:
         """Store the retained evidence JPEG, if enabled; returns its topic."""
@@ -255,39 +234,9 @@ class MqttPublisher:
                      retain=True, owner=(verdict.camera_id, None))
 
     def reconcile(self, cameras: Mapping[str, Sequence[Hazard]]) -> None:
-        """Reconcile what a previous run left with the configured ``cameras`` (id → hazards).
-
-        Called at start; idempotent, so a configuration reload may call it again with the new
-        cameras.
-
-        Alerts of cameras or hazards no longer configured are ended (``removed``); their
-        retained topics, and Home Assistant entities no longer wanted, are cleared (an empty
-        retained message deletes a retained message; for discovery it removes the entity);
-        discovery configs of the configured ones are published when enabled.
-        """
-        for alert in self.outbox.open_alerts():
-            if alert.hazard not in {h.value for h in cameras.get(alert.camera, ())}:
-                self._end_open_alert(alert, EndReason.REMOVED)
-        wanted: set[str] = set()
-        announce: list[tuple[str, Hazard, str, bytes]] = []
-        for camera_id, hazards in cameras.items():
-            wanted |= {self.topics.status(camera_id), self.topics.verdict(camera_id)}
-            for hazard in hazards:
-                wanted |= {self.topics.hazard(camera_id, hazard),
-                           self.topics.snapshot(camera_id, hazard)}
-                if self._config.discovery:
-                    for topic, payload in discovery_messages(self._config, camera_id, hazard):
-                        wanted.add(topic)
-                        announce.append((camera_id, hazard, topic, payload))
-        stale = [topic for topic, _, _ in self.outbox.owned_topics() if topic not in wanted]
-        for topic in stale:
-            self.publish(topic, b"", retain=True)
-        if stale:
-            logger.info("mqtt: cleared %d retained topic(s) of cameras or hazards no longer "
-                        "configured", len(stale))
-            self.outbox.disown(stale)
-        for camera_id, hazard, topic, payload in announce:
-            self.publish(topic, payload, retain=True, owner=(camera_id, hazard.value))
+        """Reconcile what a previous run left with the configured ``cameras`` (id → hazards):
+        see :meth:`RetainedState.reconcile`; idempotent."""
+        self.retained_state.reconcile(cameras)
 
     @property
     def pending(self) -> int:
@@ -302,45 +251,13 @@ class MqttPublisher:
 
     # --- the connection ---
 
-    def _client(self) -> AckingClient:
-        config = self._config
-        tls = None
-        if config.uses_tls:
-            tls = aiomqtt.TLSParameters(
-                ca_certs=str(config.ca_file) if config.ca_file else None,
-                certfile=str(config.cert_file) if config.cert_file else None,
-                keyfile=str(config.key_file) if config.key_file else None,
-            )
-        return AckingClient(
-            hostname=config.host, port=config.port, username=config.username,
-            password=config.password.get_secret_value() if config.password else None,
-            identifier=config.client_id, keepalive=config.keepalive_s,
-            protocol=(aiomqtt.ProtocolVersion.V5 if config.protocol == "5"
-                      else aiomqtt.ProtocolVersion.V311),
-            tls_params=tls, tls_insecure=config.tls_insecure if tls else None,
-            timeout=PUBLISH_TIMEOUT_S,
-            will=aiomqtt.Will(self.topics.availability, b"offline", qos=1, retain=True),
-        )
-
-    def _describe(self, exc: aiomqtt.MqttError) -> str:
-        """A log line for a connection failure that says what to fix (never the password)."""
-        # Only a refused CONNECT says something about credentials (a publish error's code is
-        # paho's own numbering, where 4 means "not connected").
-        code = exc.rc if isinstance(exc, MqttConnectError) else None
-        value = getattr(code, "value", code)
-        if isinstance(value, int) and value in _AUTH_CODES:
-            who = f"user {self._config.username!r}" if self._config.username else "anonymous"
-            return (f"the broker refused the credentials ({who}): {exc}; check mqtt.username "
-                    f"and mqtt.password (and the broker's password_file/ACL)")
-        return str(exc)
-
     async def run(self) -> None:
         """Connect, send the outbox, reconnect on failure; returns after ``close()``."""
         where = f"{self._config.host}:{self._config.port}"
         attempt = 0
         while True:
             self.connect_attempts += 1
-            client = self._client()
+            client = mqtt_client(self._config, self.topics)
             try:
                 async with client:
                     attempt = 0
@@ -369,7 +286,7 @@ class MqttPublisher:
                     return
             except aiomqtt.MqttError as exc:
                 self.connected = False
-                self.last_error = self._describe(exc)
+                self.last_error = describe_failure(self._config, exc)
                 consume_disconnect_error(client)
                 if self._closing.is_set():
                     logger.warning("mqtt: broker %s unreachable at shutdown (%s); %d message(s) "
@@ -395,13 +312,7 @@ class MqttPublisher:
             if not batch:
                 if self._closing.is_set():
                     return
-                closing = asyncio.ensure_future(self._closing.wait())
-                wakeup = asyncio.ensure_future(self._wakeup.wait())
-                try:
-                    await asyncio.wait({closing, wakeup}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    closing.cancel()
-                    wakeup.cancel()
+                await wait_either(self._closing, self._wakeup)
                 continue
             for message in batch:
                 refusal = await client.deliver(message.topic, message.payload,
@@ -461,3 +372,48 @@ def consume_disconnect_error(client: aiomqtt.Client) -> None:
     if isinstance(disconnected, asyncio.Future) and disconnected.done() \
             and not disconnected.cancelled():
         disconnected.exception()
+
+
+def mqtt_client(config: MqttConfig, topics: Topics) -> AckingClient:
+    """The client for one connection attempt, its will ``offline`` on the availability topic."""
+    tls = None
+    if config.uses_tls:
+        tls = aiomqtt.TLSParameters(
+            ca_certs=str(config.ca_file) if config.ca_file else None,
+            certfile=str(config.cert_file) if config.cert_file else None,
+            keyfile=str(config.key_file) if config.key_file else None,
+        )
+    return AckingClient(
+        hostname=config.host, port=config.port, username=config.username,
+        password=config.password.get_secret_value() if config.password else None,
+        identifier=config.client_id, keepalive=config.keepalive_s,
+        protocol=(aiomqtt.ProtocolVersion.V5 if config.protocol == "5"
+                  else aiomqtt.ProtocolVersion.V311),
+        tls_params=tls, tls_insecure=config.tls_insecure if tls else None,
+        timeout=PUBLISH_TIMEOUT_S,
+        will=aiomqtt.Will(topics.availability, b"offline", qos=1, retain=True),
+    )
+
+
+def describe_failure(config: MqttConfig, exc: aiomqtt.MqttError) -> str:
+    """A log line for a connection failure that says what to fix (never the password)."""
+    # Only a refused CONNECT says something about credentials (a publish error's code is
+    # paho's own numbering, where 4 means "not connected").
+    code = exc.rc if isinstance(exc, MqttConnectError) else None
+    value = getattr(code, "value", code)
+    if isinstance(value, int) and value in _AUTH_CODES:
+        who = f"user {config.username!r}" if config.username else "anonymous"
+        return (f"the broker refused the credentials ({who}): {exc}; check mqtt.username "
+                f"and mqtt.password (and the broker's password_file/ACL)")
+    return str(exc)
+
+
+async def wait_either(first: asyncio.Event, second: asyncio.Event) -> None:
+    """Wait until ``first`` or ``second`` is set."""
+    one = asyncio.ensure_future(first.wait())
+    two = asyncio.ensure_future(second.wait())
+    try:
+        await asyncio.wait({one, two}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        one.cancel()
+        two.cancel()
