@@ -241,6 +241,7 @@ def _client_bare(urls: list[str], interval: float, warmup: float, duration: floa
 
 def _client_monitor(  # noqa: PLR0915 - one closure-heavy function keeps the mode readable
         urls: list[str], interval: float, warmup: float, duration: float) -> dict[str, Any]:
+    from monitor import heap  # noqa: PLC0415
     from monitor.config import DefaultsConfig, VlmConfig  # noqa: PLC0415
     from monitor.ingest.changegate import ChangeGate, thumbnail_size  # noqa: PLC0415
     from monitor.ingest.reader import CameraReader  # noqa: PLC0415
@@ -250,6 +251,7 @@ def _client_monitor(  # noqa: PLR0915 - one closure-heavy function keeps the mod
     from monitor.service.pipeline import frame_jpeg  # noqa: PLC0415
 
     # One function on purpose: the imports above stay local to this mode.
+    heap.limit_arenas()  # as the daemon's supervisor does before its threads start
     vlm = VlmConfig()
     defaults = DefaultsConfig(interval_s=interval)
     readers = [CameraReader(StreamSource(

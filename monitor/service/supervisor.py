@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from monitor import heap
 from monitor.alerts.evidence import SnapshotStore
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.payloads import StatusPayload, iso_time
@@ -228,6 +229,8 @@ class Supervisor:
         ``reload_requests`` are applied live (see :meth:`reload`)."""
         self._loop = asyncio.get_running_loop()
         config = self.config
+        # Before the reader and encoder threads exist: arenas made earlier stay.
+        heap.limit_arenas()
         # Alerts of cameras no longer configured are ended, their retained topics cleared,
         # and Home Assistant discovery (if enabled) announced, before anything else is sent.
         self.publisher.reconcile({c.id: camera_hazards(config, c)
@@ -365,6 +368,7 @@ class Supervisor:
         interval = self.notifier.watchdog_interval_s() or 5.0
         period = min(interval, 5.0)
         last_status = ""
+        next_trim = time.monotonic() + heap.TRIM_INTERVAL_S
         while True:
             for camera in list(self._cameras.values()):
                 if not camera.reader.is_alive() and not self._stopping.is_set():
@@ -381,6 +385,10 @@ class Supervisor:
             if status != last_status:
                 self.notifier.status(status)
                 last_status = status
+            if time.monotonic() >= next_trim:
+                # In a thread: the trim walks every heap arena for a few milliseconds.
+                await asyncio.to_thread(heap.release_free_memory)
+                next_trim = time.monotonic() + heap.TRIM_INTERVAL_S
             # This sleep returning on time is itself the proof the loop is responsive.
             await asyncio.sleep(period)
 
