@@ -203,6 +203,41 @@ class Subscriber:
                     self.events += 1
 
 
+THREAD_STACK_BYTES = 8 * 1024 * 1024
+"""The size of a thread's stack mapping (glibc's default from ``ulimit -s``)."""
+ARENA_ALIGN_BYTES = 64 * 1024 * 1024
+"""glibc maps each thread arena's heap at a multiple of its largest size (64 MiB)."""
+MEMORY_KINDS = ("main heap", "thread arenas", "thread stacks", "other anonymous", "files")
+
+
+def memory_by_kind(pid: int) -> dict[str, int]:
+    """The daemon's resident KiB by kind of mapping (``/proc/<pid>/smaps``): glibc's main heap,
+    its thread arenas, thread stacks, other anonymous memory (Python's object arenas, large
+    blocks, FFmpeg's buffers) and file mappings. Where RSS growth lives says what grows."""
+    kinds = dict.fromkeys(MEMORY_KINDS, 0)
+    kind = "files"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        fields = line.split()
+        if not fields[0].endswith(":"):
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            name = fields[5] if len(fields) > 5 else ""
+            if name == "[heap]":
+                kind = "main heap"
+            elif name.startswith("["):
+                kind = "thread stacks" if name == "[stack]" else "files"
+            elif name:
+                kind = "files"
+            elif end - start == THREAD_STACK_BYTES:
+                kind = "thread stacks"
+            elif start % ARENA_ALIGN_BYTES == 0 and end - start <= ARENA_ALIGN_BYTES:
+                kind = "thread arenas"
+            else:
+                kind = "other anonymous"
+        elif fields[0] == "Rss:":
+            kinds[kind] += int(fields[1])
+    return kinds
+
+
 def growth(start: float, end: float) -> float:
     """Relative growth from ``start`` to ``end``."""
     return (end - start) / start if start else 0.0
@@ -277,8 +312,8 @@ async def soak(args: argparse.Namespace, workdir: Path) -> bool:
         started = time.monotonic()
         print(f"daemon pid {daemon.pid}; log {log_path}", flush=True)
         print(HEADER, flush=True)
-        samples = await watch(args, daemon, started, f"http://127.0.0.1:{metrics_port}/metrics",
-                              subscriber)
+        samples, maps = await watch(args, daemon, started,
+                                    f"http://127.0.0.1:{metrics_port}/metrics", subscriber)
         code = await asyncio.to_thread(stop, daemon)
     finally:
         if daemon is not None:
@@ -288,17 +323,20 @@ async def soak(args: argparse.Namespace, workdir: Path) -> bool:
             await listen
         await asyncio.to_thread(stop, sim)
         await asyncio.to_thread(broker.stop)
-    return report(args, samples, code, log_path, subscriber)
+    return report(args, samples, maps, code=code, log_path=log_path, subscriber=subscriber)
 
 
 async def watch(args: argparse.Namespace, daemon: subprocess.Popen[bytes], started: float,
-                metrics_url: str, subscriber: Subscriber) -> list[Sample]:
-    """Sample the daemon every ``args.sample_s`` until ``args.minutes`` have passed."""
+                metrics_url: str, subscriber: Subscriber,
+                ) -> tuple[list[Sample], list[dict[str, int]]]:
+    """Sample the daemon every ``args.sample_s`` until ``args.minutes`` have passed; also its
+    memory by kind at the start and the end of the window."""
     samples: list[Sample] = []
     end_at = started + args.minutes * 60
     warm_at = started + args.warmup_s
     warm_marked = False
     previous: Sample | None = None
+    maps: list[dict[str, int]] = []
     async with aiohttp.ClientSession() as http:
         next_at = started + args.sample_s
         while True:
@@ -311,18 +349,20 @@ async def watch(args: argparse.Namespace, daemon: subprocess.Popen[bytes], start
             if not warm_marked and time.monotonic() >= warm_at:
                 marker, warm_marked = "<- start (after warm-up)", True
                 samples.clear()
+                maps = [memory_by_kind(daemon.pid)]
             samples.append(current)
             if time.monotonic() + args.sample_s > end_at:
                 marker = "<- end"
+                maps.append(memory_by_kind(daemon.pid))
             print(row(current, previous, subscriber.events, marker), flush=True)
             previous = current
             if marker == "<- end":
-                return samples
+                return samples, maps
             next_at += args.sample_s
 
 
-def report(args: argparse.Namespace, samples: list[Sample], code: int, log_path: Path,
-           subscriber: Subscriber) -> bool:
+def report(args: argparse.Namespace, samples: list[Sample], maps: list[dict[str, int]], *,
+           code: int, log_path: Path, subscriber: Subscriber) -> bool:
     """Print the verdict; whether the soak passed."""
     if len(samples) < 2:
         raise SystemExit("fewer than two samples after the warm-up: make --minutes longer")
@@ -341,6 +381,10 @@ def report(args: argparse.Namespace, samples: list[Sample], code: int, log_path:
     print(f"  RSS growth in the first half of the window "
           f"{growth(start.rss_kib, middle.rss_kib):+.1%}, in the second half "
           f"{growth(middle.rss_kib, end.rss_kib):+.1%}")
+    if len(maps) == 2:
+        print("  resident MiB by kind, start -> end: " + "; ".join(
+            f"{kind} {maps[0][kind] / 1024:.1f} -> {maps[1][kind] / 1024:.1f}"
+            for kind in MEMORY_KINDS))
     print(f"  RSS peak {max(s.rss_kib for s in samples) / 1024:.1f} MiB; threads peak "
           f"{max(s.threads for s in samples)} (with FFmpeg's transient workers: "
           f"{max(s.threads_seen for s in samples)}); fds peak {max(s.fds for s in samples)}; worst "
