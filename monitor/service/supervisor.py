@@ -44,6 +44,7 @@ from monitor.alerts.publisher import MqttPublisher
 from monitor.alerts.tracker import EndReason
 from monitor.backoff import backoff_s
 from monitor.config import CameraConfig, MonitorConfig
+from monitor.console.state import ConsoleState, camera_views
 from monitor.ingest.reader import CameraReader
 from monitor.ingest.source import StreamStatus, stream_source
 from monitor.model.answer import Hazard
@@ -178,7 +179,10 @@ class Supervisor:
         self._stopping = asyncio.Event()
         workers = max(1, min(4, os.cpu_count() or 1))
         self._encoder = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="encoder")
-        self.sink = AlertSink(self.publisher, self.snapshots, self.metrics, self._encoder)
+        self.console = ConsoleState.from_config(config) \
+            if config.console.enabled and config.telemetry.enabled else None
+        self.sink = AlertSink(self.publisher, self.snapshots, self.metrics, self._encoder,
+                              console=self.console)
         self._cameras: dict[str, _Camera] = {}
         self._rng = random.Random()
         self._group: asyncio.TaskGroup | None = None
@@ -300,6 +304,8 @@ class Supervisor:
                 for event in camera.pipeline.tracker.end_all(time.time(),
                                                              EndReason.RECONFIGURED):
                     self.publisher.publish_event(event)
+                    if self.console is not None:
+                        self.console.record_event(event)
                 await self._stop_camera(camera)
             self._start_camera(self._build_camera(new, camera_config))
             logger.info("camera %s: restarted with its new settings", camera_config.id)
@@ -308,6 +314,8 @@ class Supervisor:
             logger.info("camera %s: added by reload", camera_config.id)
         self.config = new.model_copy(update={"vlm": old.vlm, "mqtt": old.mqtt,
                                              "telemetry": old.telemetry})
+        if self.console is not None:
+            self.console.set_cameras(camera_views(new))
         # Alerts, retained topics and Home Assistant entities of removed cameras/hazards end
         # or go away; new ones are announced (idempotent).
         self.publisher.reconcile({c.id: camera_hazards(new, c)
@@ -372,7 +380,8 @@ class Supervisor:
                                  "the camera", camera.config.id)
                     await self._stop_camera(camera)
                     self._start_camera(self._build_camera(self.config, camera.config))
-            expire_alerts(list(self._cameras.values()), self.publisher, time.time())
+            expire_alerts(list(self._cameras.values()), self.publisher, time.time(),
+                          self.console)
             tasks_alive = not publisher_task.done() and all(
                 c.task is not None and not c.task.done() for c in self._cameras.values())
             if tasks_alive:
@@ -421,7 +430,8 @@ def broker_reasons(publisher: MqttPublisher) -> list[str]:
     return reasons
 
 
-def expire_alerts(cameras: Sequence[_Camera], publisher: MqttPublisher, now: float) -> None:
+def expire_alerts(cameras: Sequence[_Camera], publisher: MqttPublisher, now: float,
+                  console: ConsoleState | None = None) -> None:
     """End the alerts whose ``clear_after_s`` passed without a positive verdict: also those
     of cameras that deliver no verdicts now (offline stream, model down), since the tracker
     only sees time when asked."""
@@ -431,6 +441,8 @@ def expire_alerts(cameras: Sequence[_Camera], publisher: MqttPublisher, now: flo
                         camera.config.id, event.hazard.value, EVENT_WORDS[event.type],
                         event.event_id, now - event.started_at)
             publisher.publish_event(event)
+            if console is not None:
+                console.record_event(event)
 
 
 def status_payload(status: StreamStatus, at: float) -> StatusPayload:
