@@ -129,6 +129,8 @@ class ConsoleAlert:
     acknowledged_by: str | None = None
     acknowledged_at: float | None = None
     steps: list[AlertStep] = field(default_factory=list)
+    sample_id: int | None = None
+    """The sample behind the latest start/update (the frame the model judged)."""
 
     @property
     def active(self) -> bool:
@@ -246,6 +248,9 @@ class ConsoleState:
             while len(self._alerts) > self._max_events:
                 self._alerts.popitem(last=False)
         alert.detail = event.detail or alert.detail
+        latest = self.latest(event.camera_id)
+        if event.type is not EventType.END and latest is not None:
+            alert.sample_id = latest.sample_id  # the sink records the verdict first
         if event.type is EventType.END:
             alert.ended_at = event.ended_at if event.ended_at is not None else event.at
             alert.end_reason = event.end_reason.value if event.end_reason else None

@@ -41,15 +41,19 @@ from monitor.alerts.evidence import SnapshotStore
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.payloads import StatusPayload, iso_time
 from monitor.alerts.publisher import MqttPublisher
-from monitor.alerts.tracker import EndReason
+from monitor.alerts.tracker import EndReason, HazardTracker
 from monitor.backoff import backoff_s
 from monitor.config import CameraConfig, MonitorConfig
+from monitor.console.auth import ConsoleAuth
+from monitor.console.feedback import FeedbackFolder
 from monitor.console.state import ConsoleState, camera_views
+from monitor.console.web import ConsoleWeb
 from monitor.ingest.reader import CameraReader
 from monitor.ingest.source import StreamStatus, stream_source
 from monitor.model.answer import Hazard
 from monitor.model.client import VlmClient
 from monitor.redaction import redact, register_secrets
+from monitor.service.console_actions import ConsoleActionHandler
 from monitor.service.pipeline import EVENT_WORDS, CameraPipeline
 from monitor.service.reload import plan_reload
 from monitor.service.sink import AlertSink
@@ -173,7 +177,6 @@ class Supervisor:
         ) if shots.enabled else None
         self.vlm = VlmClient(config.vlm, on_in_flight=self._count_in_flight)
         self.metrics.observe_live(self._live_snapshot)
-        self.health = HealthServer(self.metrics, self.readiness)
         self.notifier = Notifier()
         self._started = False
         self._stopping = asyncio.Event()
@@ -183,9 +186,26 @@ class Supervisor:
             if config.console.enabled and config.telemetry.enabled else None
         self.sink = AlertSink(self.publisher, self.snapshots, self.metrics, self._encoder,
                               console=self.console)
+        self.console_web = self._console_web(config)
+        self.health = HealthServer(self.metrics, self.readiness,
+                                   self.console_web.add_routes if self.console_web else None)
         self._cameras: dict[str, _Camera] = {}
         self._rng = random.Random()
         self._group: asyncio.TaskGroup | None = None
+
+    def _console_web(self, config: MonitorConfig) -> ConsoleWeb | None:
+        """The operator console's routes and actions (``None``: console off)."""
+        if self.console is None:
+            return None
+        feedback = FeedbackFolder(config.console.feedback_dir or config.state_dir / "feedback")
+        actions = ConsoleActionHandler(
+            self.console, self.publisher, self.sink, self._tracker, feedback,
+            hold_s=config.console.false_alarm_hold_s)
+        return ConsoleWeb(self.console, ConsoleAuth(config.console), actions)
+
+    def _tracker(self, camera_id: str) -> HazardTracker | None:
+        camera = self._cameras.get(camera_id)
+        return camera.pipeline.tracker if camera is not None else None
 
     def readiness(self) -> Readiness:
         """Ready while the pipeline runs; the reasons list what is degraded or not running."""

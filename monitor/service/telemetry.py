@@ -175,7 +175,10 @@ class HealthServer:
     exactly when someone can scrape it.
     """
 
-    def __init__(self, metrics: Metrics, readiness: Callable[[], Readiness]) -> None:
+    def __init__(self, metrics: Metrics, readiness: Callable[[], Readiness],
+                 routes: Callable[[web.Application], None] | None = None) -> None:
+        self._routes = routes
+        """Adds more routes (the operator console) to the same server."""
         self._metrics = metrics
         self._readiness = readiness
         self._runner: web.AppRunner | None = None
@@ -188,6 +191,8 @@ class HealthServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics_endpoint)
+        if self._routes is not None:
+            self._routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
