@@ -184,6 +184,8 @@ class HealthServer:
         self._runner: web.AppRunner | None = None
         self._loop_watch: asyncio.Task[None] | None = None
         self.port: int | None = None
+        self.listening = asyncio.Event()
+        """Set once :meth:`start` listens (then :attr:`port` is known)."""
 
     async def start(self, host: str, port: int) -> None:
         """Listen on ``host:port`` (port 0: any free port, see :attr:`port`)."""
@@ -202,6 +204,7 @@ class HealthServer:
         self.port = sockets[0].getsockname()[1] if sockets else port
         logger.info("health and metrics on http://%s:%s/ (healthz, readyz, metrics)", host,
                     self.port)
+        self.listening.set()
         self._loop_watch = asyncio.create_task(self._metrics.watch_event_loop(),
                                                name="telemetry.event_loop_lag")
 
