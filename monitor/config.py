@@ -482,6 +482,9 @@ class ConsoleConfig(_Section):
     feedback_dir: Path | None = Field(default=None, description="Where operator labels go "
                                       "(manifest.csv + JPEGs, read by `monitor eval`); "
                                       "default: <state_dir>/feedback.")
+    mqtt_commands: bool = Field(default=False, description="Also take the actions from "
+                                "MQTT (<prefix>/console/ack, false_alarm, missed): the "
+                                "broker's ACL decides who may publish them.")
 
     @model_validator(mode="after")
     def _login_pair(self) -> ConsoleConfig:

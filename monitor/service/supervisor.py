@@ -54,6 +54,7 @@ from monitor.model.answer import Hazard
 from monitor.model.client import VlmClient
 from monitor.redaction import redact, register_secrets
 from monitor.service.console_actions import ConsoleActionHandler
+from monitor.service.console_commands import ConsoleCommands
 from monitor.service.pipeline import EVENT_WORDS, CameraPipeline
 from monitor.service.reload import plan_reload
 from monitor.service.sink import AlertSink
@@ -186,6 +187,7 @@ class Supervisor:
             if config.console.enabled and config.telemetry.enabled else None
         self.sink = AlertSink(self.publisher, self.snapshots, self.metrics, self._encoder,
                               console=self.console)
+        self.console_commands: ConsoleCommands | None = None
         self.console_web = self._console_web(config)
         self.health = HealthServer(self.metrics, self.readiness,
                                    self.console_web.add_routes if self.console_web else None)
@@ -201,6 +203,8 @@ class Supervisor:
         actions = ConsoleActionHandler(
             self.console, self.publisher, self.sink, self._tracker, feedback,
             hold_s=config.console.false_alarm_hold_s)
+        if config.console.mqtt_commands:
+            self.console_commands = ConsoleCommands(config.mqtt, actions)
         return ConsoleWeb(self.console, ConsoleAuth(config.console), actions)
 
     def _tracker(self, camera_id: str) -> HazardTracker | None:
@@ -263,6 +267,9 @@ class Supervisor:
                 self._group = group
                 publisher_task = group.create_task(self.publisher.run(), name="mqtt.publisher")
                 group.create_task(self._publish_statuses(), name="cameras.status")
+                if self.console_commands is not None:
+                    group.create_task(self.console_commands.run(self._stopping),
+                                      name="console.commands")
                 for camera in config.cameras:
                     if camera.enabled:
                         self._start_camera(self._build_camera(config, camera))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import paho.mqtt.publish as paho_publish
 import pytest
 
 from tests.console.conftest import (
@@ -192,3 +193,32 @@ def test_actions_on_unknown_alerts_say_so(console_daemon: ConsoleDaemon, path: s
     status, _, body = fetch(console_daemon.url + path, method="POST", headers=bearer())
     assert status == 404
     assert b"no alert" in body
+
+
+def publish(daemon: ConsoleDaemon, topic: str, payload: dict[str, Any] | bytes) -> None:
+    """One QoS 1 message to the daemon's broker."""
+    mqtt = daemon.config.mqtt
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    paho_publish.single(topic, body, qos=1, hostname=mqtt.host, port=mqtt.port)
+
+
+def test_actions_as_mqtt_commands(console_daemon: ConsoleDaemon) -> None:
+    daemon = console_daemon
+    commands = daemon.supervisor.console_commands
+    assert commands is not None
+    daemon.wait_for(commands.subscribed.is_set, 10, "the command subscription")
+    publish(daemon, "monitor/console/missed", b"{not json")
+    publish(daemon, "monitor/console/missed", {"camera": "nope", "hazard": "fire"})
+    publish(daemon, "monitor/console/missed",
+            {"camera": "scaffold", "hazard": "no_helmet", "by": "panel-1"})
+    daemon.wait_for(lambda: list(daemon.feedback.glob("scaffold-*-missed-no_helmet-*.jpg")),
+                    10, "the missed hard hat saved")
+    assert not list(daemon.feedback.glob("nope-*"))
+    alert = daemon.wait_for(lambda: api(daemon, "/api/events?active=true")["events"], 40,
+                            "a raised alert")[0]
+    publish(daemon, "monitor/console/ack", {"id": alert["id"], "by": "panel-1"})
+    acks = daemon.wait_for(lambda: [e for e in daemon.mqtt.events() if e["type"] == "ack"
+                                    and e["id"] == alert["id"]], 10, "the ack on MQTT")
+    assert acks[0]["by"] == "panel-1"
+    jsonschema.validate(acks[0], json.loads(
+        (ROOT / "docs" / "schemas" / "event.schema.json").read_text()))
