@@ -70,11 +70,30 @@ class Sample:
     jpeg: bytes
     width: int
     height: int
-    summary: str
-    hazards: tuple[str, ...]
-    """The hazards this answer reports (``yes``)."""
-    boxes: tuple[OverlayBox, ...]
     answer: Answer
+    source_width: int
+    """Size of what the sent image was scaled from (the frame, or its region of interest)."""
+    source_height: int
+    offset: tuple[int, int] = (0, 0)
+    """Where that source's top-left corner lies in the frame."""
+
+    # Derived only when someone looks: with no viewer, keeping a sample costs next to nothing.
+
+    @property
+    def summary(self) -> str:
+        """The verdict in words."""
+        return summary_text(self.answer)
+
+    @property
+    def hazards(self) -> tuple[str, ...]:
+        """The hazards this answer reports (``yes``)."""
+        return tuple(h.value for h in Hazard if self.answer.is_positive(h))
+
+    @property
+    def boxes(self) -> tuple[OverlayBox, ...]:
+        """The answer's boxes in pixels of the sent image."""
+        return overlay_boxes(self.answer, self.offset, (self.width, self.height),
+                             (self.source_width, self.source_height))
 
     def to_json(self) -> dict[str, Any]:
         """The API form (the JPEG is at ``image``)."""
@@ -169,18 +188,17 @@ def summary_text(answer: Answer) -> str:
     return "; ".join(parts)
 
 
-def overlay_boxes(verdict: Verdict) -> tuple[OverlayBox, ...]:
-    """The verdict's boxes (frame pixels) in pixels of the image that was sent."""
-    image = verdict.image
-    if image is None:
-        return ()
-    dx, dy = verdict.image_offset
-    sx = image.width / image.source_width if image.source_width else 1.0
-    sy = image.height / image.source_height if image.source_height else 1.0
+def overlay_boxes(answer: Answer, offset: tuple[int, int], size: tuple[int, int],
+                  source: tuple[int, int]) -> tuple[OverlayBox, ...]:
+    """``answer``'s boxes (frame pixels) in pixels of the image sent: ``size`` scaled from
+    ``source`` whose corner is at ``offset`` in the frame."""
+    dx, dy = offset
+    sx = size[0] / source[0] if source[0] else 1.0
+    sy = size[1] / source[1] if source[1] else 1.0
     return tuple(OverlayBox(hazard=hazard.value, label=box.label,
                             x1=round((box.x1 - dx) * sx, 1), y1=round((box.y1 - dy) * sy, 1),
                             x2=round((box.x2 - dx) * sx, 1), y2=round((box.y2 - dy) * sy, 1))
-                 for hazard in Hazard for box in boxes_for(verdict.answer, hazard))
+                 for hazard in Hazard for box in boxes_for(answer, hazard))
 
 
 class ConsoleState:
@@ -228,14 +246,15 @@ class ConsoleState:
             sample_id=next(self._ids), camera_id=verdict.camera_id,
             captured_at=verdict.captured_at, analysed_at=verdict.analysed_at,
             latency_s=verdict.latency_s, model=verdict.model, jpeg=image.jpeg,
-            width=image.width, height=image.height, summary=summary_text(verdict.answer),
-            hazards=tuple(h.value for h in Hazard if verdict.answer.is_positive(h)),
-            boxes=overlay_boxes(verdict), answer=verdict.answer)
+            width=image.width, height=image.height, answer=verdict.answer,
+            source_width=image.source_width, source_height=image.source_height,
+            offset=verdict.image_offset)
         ring.append(sample)
         self._by_id[sample.sample_id] = sample
         while len(ring) > self._samples_per_camera:
             self._by_id.pop(ring.popleft().sample_id, None)
-        self._publish({"type": "sample", "sample": sample.to_json()})
+        if self._subscribers:  # nobody watching: no serialising either
+            self._publish({"type": "sample", "sample": sample.to_json()})
         return sample
 
     def record_event(self, event: AlertEvent, snapshot: SnapshotRef | None = None) -> None:
@@ -262,7 +281,8 @@ class ConsoleState:
                            for o in event.verdicts),
             snapshot_path=snapshot.path if snapshot is not None else None,
             missing_helmets=event.missing_helmets))
-        self._publish({"type": "alert", "alert": alert.to_json()})
+        if self._subscribers:
+            self._publish({"type": "alert", "alert": alert.to_json()})
 
     def record_ack(self, event_id: str, by: str, at: float) -> ConsoleAlert | None:
         """An operator acknowledged the alert (``None``: no such alert)."""

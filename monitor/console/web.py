@@ -26,7 +26,6 @@ the JPEG), so serving a viewer never encodes an image. Every text answer passes 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -103,7 +102,8 @@ class ConsoleWeb:
             autoescape=True, undefined=jinja2.StrictUndefined)
         self._env.filters["iso"] = lambda t: iso_time(t) if t is not None else ""
         self._env.filters["hazard_name"] = lambda h: _HAZARD_NAMES.get(h, h)
-        self._streams: set[web.StreamResponse] = set()
+        self._streams: set[asyncio.Task[Any]] = set()
+        """The handlers of open live streams: ended at shutdown (a browser never lets go)."""
 
     def add_routes(self, app: web.Application) -> None:
         """Register the console's routes on ``app``."""
@@ -194,7 +194,9 @@ class ConsoleWeb:
                                                "X-Accel-Buffering": "no"})
         await response.prepare(request)
         queue = self._state.subscribe()
-        self._streams.add(response)
+        handler = asyncio.current_task()
+        if handler is not None:
+            self._streams.add(handler)
         try:
             await response.write(b"retry: 2000\n: connected\n\n")
             while True:
@@ -212,13 +214,16 @@ class ConsoleWeb:
             pass
         finally:
             self._state.unsubscribe(queue)
-            self._streams.discard(response)
+            if handler is not None:
+                self._streams.discard(handler)
         return response
 
     async def _close_streams(self, _app: web.Application) -> None:
-        for response in list(self._streams):
-            with contextlib.suppress(Exception):
-                await response.write_eof()
+        streams = list(self._streams)
+        for task in streams:
+            task.cancel("shutting down")
+        if streams:
+            await asyncio.wait(streams, timeout=2)
 
     # --- Actions. ------------------------------------------------------------------------------
 

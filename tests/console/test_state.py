@@ -55,7 +55,11 @@ def test_ring_keeps_the_newest_samples_with_the_jpeg_as_sent() -> None:
 
 def test_boxes_are_in_sent_image_pixels_and_undo_the_region_offset() -> None:
     said = answer(missing=1).shifted(40, 20)  # as the pipeline shifts a region's boxes
-    (box,) = overlay_boxes(verdict("a", T0, said, offset=(40, 20)))
+    state = ConsoleState(views("a"))
+    sample = state.record_verdict(verdict("a", T0, said, offset=(40, 20)))
+    assert sample is not None
+    (box,) = sample.boxes
+    assert overlay_boxes(said, (40, 20), (640, 360), (1280, 720)) == (box,)
     assert (box.hazard, box.x1, box.y1, box.x2, box.y2) == ("no_helmet", 0.0, 50.0, 25.0, 100.0)
 
 
