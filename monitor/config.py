@@ -479,6 +479,9 @@ class ConsoleConfig(_Section):
     false_alarm_hold_s: float = Field(default=600.0, ge=0, description="After a false "
                                       "alarm, the same hazard on that camera stays quiet this "
                                       "long.")
+    false_alarm_scene_change: float = Field(
+        default=0.05, gt=0, le=1, description="The hold ends early when this fraction of the "
+        "scene (a 64-pixel-wide grey thumbnail) differs from the false alarm's frame.")
     feedback_dir: Path | None = Field(default=None, description="Where operator labels go "
                                       "(manifest.csv + JPEGs, read by `monitor eval`); "
                                       "default: <state_dir>/feedback.")

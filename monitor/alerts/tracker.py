@@ -232,6 +232,13 @@ class HazardTracker:
         return self._event(hazard, state, EventType.END, at, (),
                            end_reason=EndReason.FALSE_ALARM)
 
+    def lift_hold(self, hazard: Hazard, at: float) -> None:
+        """End a false alarm's hold early (the scene changed): from ``at`` on, ``hazard`` may
+        be confirmed again."""
+        state = self._states.get(hazard)
+        if state is not None and state.quiet_until > at:
+            state.quiet_until = at
+
     def _observe(self, hazard: Hazard, answer: Answer, at: float) -> Observation | None:
         """The verdict as a positive or negative observation, ``None`` when it is neither."""
         missing = answer.helmet.missing_count if hazard is Hazard.NO_HELMET else None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -214,6 +214,7 @@ class ConsoleState:
         self._alerts: OrderedDict[str, ConsoleAlert] = OrderedDict()
         self._ids = itertools.count(1)
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._sample_watchers: set[Callable[[Sample], None]] = set()
         self.set_cameras(cameras)
 
     @classmethod
@@ -253,6 +254,8 @@ class ConsoleState:
         self._by_id[sample.sample_id] = sample
         while len(ring) > self._samples_per_camera:
             self._by_id.pop(ring.popleft().sample_id, None)
+        for watcher in list(self._sample_watchers):
+            watcher(sample)
         if self._subscribers:  # nobody watching: no serialising either
             self._publish({"type": "sample", "sample": sample.to_json()})
         return sample
@@ -351,6 +354,15 @@ class ConsoleState:
     def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
         """Stop feeding ``queue``."""
         self._subscribers.discard(queue)
+
+    def watch_samples(self, watcher: Callable[[Sample], None] | None,
+                      previous: Callable[[Sample], None] | None = None) -> None:
+        """Call ``watcher`` with every new sample (on the event loop; it must not block),
+        replacing ``previous``; ``None`` adds nothing."""
+        if previous is not None:
+            self._sample_watchers.discard(previous)
+        if watcher is not None:
+            self._sample_watchers.add(watcher)
 
     @property
     def subscribers(self) -> int:

@@ -3,8 +3,9 @@
 * **acknowledge**: an ``ack`` step on ``<prefix>/events`` with who and when; the alert stays
   raised (its retained ``ON`` is untouched).
 * **false alarm**: the camera's tracker ends the alert with end reason ``false_alarm`` and
-  keeps that hazard quiet for ``console.false_alarm_hold_s``; the frame the model judged goes
-  to the feedback folder labelled "not present".
+  keeps that hazard quiet for ``console.false_alarm_hold_s``, or until the scene changes
+  (:mod:`monitor.console.holds`); the frame the model judged goes to the feedback folder
+  labelled "not present".
 * **missed hazard**: the camera's newest analysed frame goes to the feedback folder labelled
   "present".
 
@@ -23,7 +24,8 @@ from monitor.alerts.payloads import EventPayload, iso_time
 from monitor.alerts.publisher import MqttPublisher
 from monitor.alerts.tracker import HazardTracker
 from monitor.console.feedback import FeedbackFolder
-from monitor.console.state import ConsoleAlert, ConsoleState
+from monitor.console.holds import Hold, SceneHolds, jpeg_thumbnail
+from monitor.console.state import ConsoleAlert, ConsoleState, Sample
 from monitor.console.web import ActionError
 from monitor.model.answer import Hazard
 from monitor.service.sink import AlertSink
@@ -36,7 +38,8 @@ class ConsoleActionHandler:
 
     def __init__(self, console: ConsoleState, publisher: MqttPublisher, sink: AlertSink,
                  trackers: Callable[[str], HazardTracker | None], feedback: FeedbackFolder,
-                 *, hold_s: float, clock: Callable[[], float] = time.time) -> None:
+                 *, hold_s: float, scene_change: float = 0.05,
+                 clock: Callable[[], float] = time.time) -> None:
         self._console = console
         self._publisher = publisher
         self._sink = sink
@@ -44,6 +47,10 @@ class ConsoleActionHandler:
         self._feedback = feedback
         self._hold_s = hold_s
         self._clock = clock
+        self._holds = SceneHolds(scene_change)
+        self._checking: set[str] = set()
+        """Cameras whose newest frame is being compared (one at a time per camera)."""
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def _raised(self, event_id: str) -> ConsoleAlert:
         alert = self._console.alert(event_id)
@@ -89,7 +96,48 @@ class ConsoleActionHandler:
                                            camera_id=alert.camera_id, hazard=hazard,
                                            present=False, at=sample.captured_at)
             logger.info("camera %s: false alarm saved as %s", alert.camera_id, path)
+            await self._hold_until_scene_changes(alert.camera_id, hazard, sample.jpeg)
         return alert
+
+    async def _hold_until_scene_changes(self, camera_id: str, hazard: Hazard,
+                                        jpeg: bytes) -> None:
+        try:
+            reference = await asyncio.to_thread(jpeg_thumbnail, jpeg)
+        except ValueError as exc:
+            logger.warning("camera %s: no scene reference for the hold (%s); it lasts "
+                           "%.0f s", camera_id, exc, self._hold_s)
+            return
+        self._holds.add(Hold(camera_id, hazard, self._clock() + self._hold_s, reference))
+        self._console.watch_samples(self._on_sample, previous=self._on_sample)
+
+    def _on_sample(self, sample: Sample) -> None:
+        """A new analysed frame (on the loop): compare it in a thread if a hold awaits it."""
+        camera_id = sample.camera_id
+        if camera_id not in self._holds.cameras() or camera_id in self._checking:
+            return
+        self._checking.add(camera_id)
+        task = asyncio.get_running_loop().create_task(self._check(sample),
+                                                      name=f"console.hold[{camera_id}]")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _check(self, sample: Sample) -> None:
+        try:
+            thumbnail = await asyncio.to_thread(jpeg_thumbnail, sample.jpeg)
+            now = self._clock()
+            tracker = self._trackers(sample.camera_id)
+            for hazard in self._holds.ended(sample.camera_id, thumbnail, now):
+                if tracker is not None:
+                    tracker.lift_hold(hazard, now)
+                logger.info("camera %s: the scene changed; %s may alert again",
+                            sample.camera_id, hazard.value)
+        except ValueError as exc:
+            logger.warning("camera %s: frame not compared for the hold: %s",
+                           sample.camera_id, exc)
+        finally:
+            self._checking.discard(sample.camera_id)
+            if not self._holds:
+                self._console.watch_samples(None, previous=self._on_sample)
 
     async def missed(self, camera_id: str, hazard: Hazard, by: str) -> str:
         """Save the camera's newest analysed frame as showing ``hazard``."""

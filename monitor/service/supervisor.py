@@ -202,7 +202,8 @@ class Supervisor:
         feedback = FeedbackFolder(config.console.feedback_dir or config.state_dir / "feedback")
         actions = ConsoleActionHandler(
             self.console, self.publisher, self.sink, self._tracker, feedback,
-            hold_s=config.console.false_alarm_hold_s)
+            hold_s=config.console.false_alarm_hold_s,
+            scene_change=config.console.false_alarm_scene_change)
         if config.console.mqtt_commands:
             self.console_commands = ConsoleCommands(config.mqtt, actions)
         return ConsoleWeb(self.console, ConsoleAuth(config.console), actions)

@@ -127,6 +127,10 @@ def test_acknowledge_and_false_alarm_are_seen_on_mqtt(console_daemon: ConsoleDae
         "the end in the page")
     rows = wait(lambda: manifest_rows(daemon.feedback), 5, "the manifest")
     assert any(r["image"].startswith("yard-") and r["fire"] == "no" for r in rows)
+    # Held quiet: the flames still flicker in view, but no new fire alert on the yard.
+    starts_before = len(fire_starts(daemon))
+    time.sleep(3)
+    assert len(fire_starts(daemon)) == starts_before
 
 
 def test_missed_hazard_is_saved(console_daemon: ConsoleDaemon, driver: WebDriver) -> None:

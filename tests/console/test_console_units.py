@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from monitor.alerts.payloads import schema_text
@@ -12,6 +14,7 @@ from monitor.alerts.tracker import EndReason, EventType, HazardTracker, TrackerS
 from monitor.config import ConfigError, ConsoleConfig, config_from_mapping, is_loopback_host
 from monitor.console.auth import ConsoleAuth
 from monitor.console.feedback import FeedbackFolder
+from monitor.console.holds import Hold, SceneHolds, jpeg_thumbnail
 from monitor.console.schemas import schema_models
 from monitor.model.answer import Answer, Hazard, HelmetStatus
 from monitor.tools.evaluate import read_manifest
@@ -82,3 +85,38 @@ def test_login_checks_and_loopback_rule() -> None:
                                 "console": {"token": "x"}}).console.token is not None
     with pytest.raises(ValueError, match="both username and password"):
         ConsoleConfig.model_validate({"username": "ops"})
+
+
+def jpeg_of(image: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".jpg", image)
+    assert ok
+    return bytes(data)
+
+
+def test_a_hold_ends_when_the_scene_changes_not_when_flames_flicker() -> None:
+    scene = np.full((360, 640, 3), 120, dtype=np.uint8)
+    flicker = scene.copy()
+    flicker[280:300, 190:210] = 255  # a flame's size: under 1 % of the frame
+    truck = scene.copy()
+    truck[100:250, 100:400] = 30  # something big arrived: about 20 % of the frame
+    holds = SceneHolds(0.05)
+    holds.add(Hold("yard", Hazard.FIRE, T0 + 600, jpeg_thumbnail(jpeg_of(scene))))
+    assert holds.cameras() == {"yard"}
+    assert holds.ended("gate", jpeg_thumbnail(jpeg_of(truck)), T0 + 1) == []  # another camera
+    assert holds.ended("yard", jpeg_thumbnail(jpeg_of(flicker)), T0 + 2) == []
+    assert holds.ended("yard", jpeg_thumbnail(jpeg_of(truck)), T0 + 3) == [Hazard.FIRE]
+    assert not holds
+    holds.add(Hold("yard", Hazard.FIRE, T0 + 10, jpeg_thumbnail(jpeg_of(scene))))
+    assert holds.ended("yard", jpeg_thumbnail(jpeg_of(truck)), T0 + 11) == []  # expired
+    assert not holds
+    with pytest.raises(ValueError, match="JPEG"):
+        jpeg_thumbnail(b"not a jpeg")
+
+
+def test_lifting_the_hold_lets_the_hazard_alert_again() -> None:
+    tracker = HazardTracker("a", [Hazard.FIRE], TrackerSettings(confirm_frames=1))
+    tracker.update(fire(yes=True), T0)
+    assert tracker.dismiss(Hazard.FIRE, T0 + 1, 600) is not None
+    assert tracker.update(fire(yes=True), T0 + 2) == []
+    tracker.lift_hold(Hazard.FIRE, T0 + 3)
+    assert [e.type for e in tracker.update(fire(yes=True), T0 + 4)] == [EventType.START]
