@@ -114,7 +114,7 @@ class DaemonThread:
         self._shutdown = asyncio.Event()
         self._thread = threading.Thread(target=self._main, name="console-daemon", daemon=True)
 
-    def start(self, timeout_s: float = 30) -> None:
+    def start(self, timeout_s: float = 60) -> None:
         """Start and wait until the console listens."""
         self._thread.start()
         if not self._ready.wait(timeout_s) or "error" in self.started:

@@ -24,8 +24,9 @@ from tests.console.conftest import HOSTILE_CONTEXT, TOKEN, ConsoleDaemon
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-LIVE_S = 5.0
-"""How soon after its MQTT event a fire must show in the open page."""
+LIVE_S = 10.0
+"""How soon after its MQTT event a fire must show in the open page: well under a second on an
+idle machine; the margin is for a loaded CI machine (load averages of 30 on 2 cores seen)."""
 
 
 def browser() -> WebDriver:
@@ -82,15 +83,13 @@ def test_tiles_show_frames_and_a_fire_appears_live(console_daemon: ConsoleDaemon
     driver.get(daemon.url + "/")
     loaded = ("return [...document.querySelectorAll('.tile img')].filter("
               "i => !i.hidden && i.complete && i.naturalWidth > 0).length")
-    wait(lambda: driver.execute_script(loaded) == 3, 30, "a frame in every tile")
+    wait(lambda: driver.execute_script(loaded) == 3, 60, "a frame in every tile")
     # A fire that starts while the page is open (the clip loops: fire from 4 s to 14 s of 24).
     seen_before = len(fire_starts(daemon))
-    wait(lambda: not tile_alarmed(driver) or len(fire_starts(daemon)) > seen_before, 40,
+    wait(lambda: not tile_alarmed(driver) or len(fire_starts(daemon)) > seen_before, 60,
          "the yard quiet or a new fire")
-    wait(lambda: len(fire_starts(daemon)) > seen_before, 40, "a new fire on MQTT")
-    started = time.monotonic()
+    wait(lambda: len(fire_starts(daemon)) > seen_before, 60, "a new fire on MQTT")
     wait(lambda: tile_alarmed(driver), LIVE_S, "the fire in the open page")
-    assert time.monotonic() - started < LIVE_S
     boxes = driver.execute_script(
         "return document.querySelector('.tile[data-camera=\"yard\"] svg').getAttribute('viewBox')")
     assert boxes.startswith("0 0 ")
@@ -172,3 +171,22 @@ def manifest_rows(folder: Path) -> list[dict[str, str]]:
         return []
     with manifest.open(encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
+
+
+def test_phone_layout_is_one_column_without_sideways_scrolling(
+        console_daemon: ConsoleDaemon, driver: WebDriver) -> None:
+    driver.set_window_size(390, 844)
+    try:
+        for path in ("/", "/events", "/cameras/yard"):
+            driver.get(console_daemon.url + path)
+            overflow = driver.execute_script(
+                "return document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 0, f"{path} scrolls sideways by {overflow} px on a phone"
+        driver.get(console_daemon.url + "/")
+        lefts = driver.execute_script(
+            "return [...document.querySelectorAll('.tile')]"
+            ".map(t => t.getBoundingClientRect().left)")
+        assert len(lefts) == 3
+        assert len(set(lefts)) == 1  # stacked: one column
+    finally:
+        driver.set_window_size(1280, 900)

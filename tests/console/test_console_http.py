@@ -64,7 +64,7 @@ def test_api_serves_cameras_verdicts_and_frames(console_daemon: ConsoleDaemon) -
         cameras: list[dict[str, Any]] = api(daemon, "/api/cameras")["cameras"]
         return cameras if all(c["latest"] for c in cameras) else None
 
-    cameras = daemon.wait_for(every_camera_sampled, 30, "a sample of every camera")
+    cameras = daemon.wait_for(every_camera_sampled, 60, "a sample of every camera")
     jsonschema.validate({"cameras": cameras}, schema("cameras.schema.json"))
     assert [c["id"] for c in cameras] == ["yard", "gate", "scaffold"]
     latest = cameras[0]["latest"]
