@@ -13,6 +13,7 @@ Exceptions::
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -458,6 +459,48 @@ class SnapshotsConfig(_Section):
     jpeg_quality: int = Field(default=85, ge=30, le=100, description="JPEG quality.")
 
 
+class ConsoleConfig(_Section):
+    """The operator console: web pages and a JSON API on the telemetry server's address.
+
+    Off loopback it needs ``token`` or ``username`` + ``password`` (the daemon refuses to start
+    otherwise); actions (acknowledge, false alarm, missed hazard) need them always.
+    """
+
+    enabled: bool = Field(default=True, description="Serve the console on [telemetry]'s "
+                          "host and port (needs telemetry.enabled).")
+    samples_per_camera: int = Field(default=8, ge=1, le=200, description="Analysed frames "
+                                    "kept in memory per camera (JPEG as sent to the model).")
+    max_events: int = Field(default=500, ge=10, le=100000,
+                            description="Alerts kept in memory for the events page.")
+    token: SecretStr | None = Field(default=None, description="Bearer token (header "
+                                    "'Authorization: Bearer ...' or the login form).")
+    username: str | None = Field(default=None, description="Login name, with password.")
+    password: SecretStr | None = Field(default=None, description="Login password.")
+    false_alarm_hold_s: float = Field(default=600.0, ge=0, description="After a false "
+                                      "alarm, the same hazard on that camera stays quiet this "
+                                      "long.")
+    false_alarm_scene_change: float = Field(
+        default=0.05, gt=0, le=1, description="The hold ends early when this fraction of the "
+        "scene (a 64-pixel-wide grey thumbnail) differs from the false alarm's frame.")
+    feedback_dir: Path | None = Field(default=None, description="Where operator labels go "
+                                      "(manifest.csv + JPEGs, read by `monitor eval`); "
+                                      "default: <state_dir>/feedback.")
+    mqtt_commands: bool = Field(default=False, description="Also take the actions from "
+                                "MQTT (<prefix>/console/ack, false_alarm, missed): the "
+                                "broker's ACL decides who may publish them.")
+
+    @model_validator(mode="after")
+    def _login_pair(self) -> ConsoleConfig:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("console: set both username and password, or neither")
+        return self
+
+    @property
+    def has_credentials(self) -> bool:
+        """Whether a token or a user/password is configured."""
+        return self.token is not None or self.password is not None
+
+
 class MonitorConfig(BaseSettings):
     """The whole configuration of one daemon."""
 
@@ -481,6 +524,8 @@ class MonitorConfig(BaseSettings):
     )
     snapshots: SnapshotsConfig = Field(default_factory=SnapshotsConfig,
                                        description="Evidence images of alerts.")
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig,
+                                   description="The operator console (web pages, JSON API).")
 
     @classmethod
     def settings_customise_sources(
@@ -501,6 +546,17 @@ class MonitorConfig(BaseSettings):
             if camera.id in seen:
                 raise ValueError(f"camera id {camera.id!r} is used twice; ids must be unique")
             seen.add(camera.id)
+        return self
+
+    @model_validator(mode="after")
+    def _console_off_loopback_needs_credentials(self) -> MonitorConfig:
+        console, telemetry = self.console, self.telemetry
+        if console.enabled and telemetry.enabled and not console.has_credentials \
+                and not is_loopback_host(telemetry.host):
+            raise ValueError(
+                f"telemetry.host is {telemetry.host!r}, not loopback, and the operator console "
+                f"would be reachable without login: set console.token (or console.username "
+                f"and console.password), or console.enabled = false")
         return self
 
     def camera_interval_s(self, camera: CameraConfig) -> float:
@@ -524,6 +580,8 @@ class MonitorConfig(BaseSettings):
             embedded = _url_password(camera.url)
             if embedded:
                 secrets.append(embedded)
+        secrets.extend(secret.get_secret_value() for secret in
+                       (self.console.token, self.console.password) if secret is not None)
         placeholder = VlmConfig.model_fields["api_key"].get_default(call_default_factory=True)
         return [secret for secret in secrets
                 if secret and secret != placeholder.get_secret_value()]
@@ -625,3 +683,13 @@ def describe_errors(exc: ValidationError) -> list[str]:
             shown = ""
         lines.append(f"{path}: {message}{shown}")
     return lines
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) only listens on the loopback interface."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -21,6 +21,9 @@ if [ "$mode" = "test" ]; then
   # The unit tests run `systemd-analyze verify` and `security --offline=yes` on systemd/;
   # installing the package does not make systemd PID 1.
   has_cmd systemd-analyze || missing+=(systemd)
+  # The operator console's browser tests drive Debian's chromium through its chromedriver.
+  has_cmd chromium || missing+=(chromium)
+  has_cmd chromedriver || missing+=(chromium-driver)
   # The RTSP test server is GStreamer's gst-rtsp-server, driven from Debian's own python3
   # through GObject introspection (its bindings are not on PyPI).
   if ! /usr/bin/python3 - >/dev/null 2>&1 <<'PY'

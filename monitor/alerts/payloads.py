@@ -72,7 +72,8 @@ class EventPayload(_Payload):
 
     id: str = Field(description="Stable for the whole alert (start, updates, end).")
     revision: int = Field(ge=0, description="0 for start, +1 per later step of the alert.")
-    type: Literal["start", "update", "end"]
+    type: Literal["start", "update", "end", "ack"] = Field(
+        description="ack: an operator acknowledged the alert (its ON/OFF is unchanged).")
     camera: str
     hazard: Hazard
     started_at: str
@@ -82,11 +83,14 @@ class EventPayload(_Payload):
     confirming_verdicts: int = Field(description="Number of verdicts behind this step.")
     verdicts: list[ObservationPayload] = Field(description="The verdicts behind this step.")
     missing_helmets: int | None = Field(description="no_helmet: people without a hard hat.")
-    end_reason: Literal["cleared", "timeout", "restart", "removed", "reconfigured"] | None = None
+    end_reason: Literal["cleared", "timeout", "restart", "removed", "reconfigured",
+                        "false_alarm"] | None = None
     model: str | None = Field(default=None, description="Model that gave the verdict.")
     latency_s: float | None = Field(default=None, description="Model request latency.")
     boxes: list[Box] = Field(default_factory=list, description="Regions the model located.")
     snapshot: SnapshotRef | None = None
+    by: str | None = Field(default=None, description="ack: who acknowledged the alert (an "
+                           "ack carries the revision of the step it acknowledges).")
 
     @classmethod
     def from_event(cls, event: AlertEvent, *, verdict: Verdict | None = None,

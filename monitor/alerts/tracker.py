@@ -65,6 +65,8 @@ class EndReason(StrEnum):
     """The camera or hazard is no longer in the configuration."""
     RECONFIGURED = "reconfigured"
     """The camera's settings changed on a reload; it starts afresh, unconfirmed."""
+    FALSE_ALARM = "false_alarm"
+    """An operator marked the alert a false alarm; the hazard stays quiet for a hold time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +217,27 @@ class HazardTracker:
                 events.append(self._event(hazard, state, EventType.END, at, (),
                                           end_reason=reason))
         return events
+
+    def dismiss(self, hazard: Hazard, at: float, hold_s: float) -> AlertEvent | None:
+        """End ``hazard``'s raised alert as a false alarm and keep it quiet for ``hold_s``
+        (its window starts empty: a new alert needs fresh confirmation after the hold);
+        ``None`` when no alert is raised."""
+        state = self._states.get(hazard)
+        if state is None or not state.active:
+            return None
+        state.active = False
+        state.revision += 1
+        state.quiet_until = max(state.quiet_until, at + hold_s)
+        state.window.clear()
+        return self._event(hazard, state, EventType.END, at, (),
+                           end_reason=EndReason.FALSE_ALARM)
+
+    def lift_hold(self, hazard: Hazard, at: float) -> None:
+        """End a false alarm's hold early (the scene changed): from ``at`` on, ``hazard`` may
+        be confirmed again."""
+        state = self._states.get(hazard)
+        if state is not None and state.quiet_until > at:
+            state.quiet_until = at
 
     def _observe(self, hazard: Hazard, answer: Answer, at: float) -> Observation | None:
         """The verdict as a positive or negative observation, ``None`` when it is neither."""

@@ -23,9 +23,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -35,6 +35,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+if TYPE_CHECKING:
+    from monitor.model.imaging import EncodedImage
 
 RAW_TEXT_LOG_LIMIT = 300
 """How many characters of an unparseable answer are kept for the log line."""
@@ -305,6 +308,11 @@ class Verdict:
     endpoint: str
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    image: EncodedImage | None = field(default=None, repr=False, compare=False)
+    """The JPEG that was sent (the operator console shows it as it is, never re-encoded)."""
+    image_offset: tuple[int, int] = (0, 0)
+    """Where the sent image's top-left corner lies in the frame (a region of interest's
+    crop); the answer's boxes are in frame pixels."""
 
 
 class InvalidAnswerError(ValueError):

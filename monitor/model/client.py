@@ -171,7 +171,7 @@ class Analysis:
             camera_id=camera_id, answer=self.answer, captured_at=captured_at,
             analysed_at=self.analysed_at, latency_s=self.latency_s, model=self.model,
             endpoint=self.endpoint, prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens)
+            completion_tokens=self.completion_tokens, image=self.image)
 
 
 @dataclass(eq=False, slots=True)

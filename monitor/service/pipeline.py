@@ -288,7 +288,8 @@ class CameraPipeline:
         if self._roi is not None:
             # Boxes are in the cropped region's pixels; the evidence image is the whole frame.
             left, top, _, _ = self._roi.box(sent.width, sent.height)
-            verdict = dataclasses.replace(verdict, answer=verdict.answer.shifted(left, top))
+            verdict = dataclasses.replace(verdict, answer=verdict.answer.shifted(left, top),
+                                          image_offset=(left, top))
         if self.last_error is not None:
             logger.info("camera %s: analysis works again", self.camera_id)
             self.last_error = None

@@ -19,6 +19,7 @@ from monitor.alerts.evidence import SnapshotError, SnapshotStore
 from monitor.alerts.payloads import Box, SnapshotRef, iso_time
 from monitor.alerts.publisher import MqttPublisher
 from monitor.alerts.tracker import AlertEvent
+from monitor.console.state import ConsoleState
 from monitor.model.answer import Verdict
 from monitor.service.pipeline import Frame
 from monitor.service.telemetry import Metrics
@@ -30,8 +31,11 @@ class AlertSink:
     """Publishes, stores and counts what the pipelines produce (see the module docstring)."""
 
     def __init__(self, publisher: MqttPublisher, snapshots: SnapshotStore | None,
-                 metrics: Metrics, executor: Executor) -> None:
+                 metrics: Metrics, executor: Executor,
+                 console: ConsoleState | None = None) -> None:
         self._publisher = publisher
+        self.console = console
+        """The operator console's memory, fed one way from here (``None``: console off)."""
         self._snapshots = snapshots
         self._metrics = metrics
         self._executor = executor
@@ -59,6 +63,8 @@ class AlertSink:
         if verdict.completion_tokens is not None:
             metrics.tokens.labels("completion").inc(verdict.completion_tokens)
         self._publisher.publish_verdict(verdict)
+        if self.console is not None:
+            self.console.record_verdict(verdict)
 
     async def evidence(self, event: AlertEvent, frame: Frame,
                        boxes: Sequence[Box]) -> SnapshotRef | None:
@@ -87,3 +93,5 @@ class AlertSink:
         """Publish an alert event (counted by the publisher's ``on_event``, like the ends it
         adds itself for alerts a previous run left open)."""
         self._publisher.publish_event(event, verdict=verdict, boxes=boxes, snapshot=snapshot)
+        if self.console is not None:
+            self.console.record_event(event, snapshot)

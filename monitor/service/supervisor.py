@@ -42,14 +42,20 @@ from monitor.alerts.evidence import SnapshotStore
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.payloads import StatusPayload, iso_time
 from monitor.alerts.publisher import MqttPublisher
-from monitor.alerts.tracker import EndReason
+from monitor.alerts.tracker import EndReason, HazardTracker
 from monitor.backoff import backoff_s
 from monitor.config import CameraConfig, MonitorConfig
+from monitor.console.auth import ConsoleAuth
+from monitor.console.feedback import FeedbackFolder
+from monitor.console.state import ConsoleState, camera_views
+from monitor.console.web import ConsoleWeb
 from monitor.ingest.reader import CameraReader
 from monitor.ingest.source import StreamStatus, stream_source
 from monitor.model.answer import Hazard
 from monitor.model.client import VlmClient
 from monitor.redaction import redact, register_secrets
+from monitor.service.console_actions import ConsoleActionHandler
+from monitor.service.console_commands import ConsoleCommands
 from monitor.service.pipeline import EVENT_WORDS, CameraPipeline
 from monitor.service.reload import plan_reload
 from monitor.service.sink import AlertSink
@@ -173,16 +179,39 @@ class Supervisor:
         ) if shots.enabled else None
         self.vlm = VlmClient(config.vlm, on_in_flight=self._count_in_flight)
         self.metrics.observe_live(self._live_snapshot)
-        self.health = HealthServer(self.metrics, self.readiness)
         self.notifier = Notifier()
         self._started = False
         self._stopping = asyncio.Event()
         workers = max(1, min(4, os.cpu_count() or 1))
         self._encoder = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="encoder")
-        self.sink = AlertSink(self.publisher, self.snapshots, self.metrics, self._encoder)
+        self.console = ConsoleState.from_config(config) \
+            if config.console.enabled and config.telemetry.enabled else None
+        self.sink = AlertSink(self.publisher, self.snapshots, self.metrics, self._encoder,
+                              console=self.console)
+        self.console_commands: ConsoleCommands | None = None
+        self.console_web = self._console_web(config)
+        self.health = HealthServer(self.metrics, self.readiness,
+                                   self.console_web.add_routes if self.console_web else None)
         self._cameras: dict[str, _Camera] = {}
         self._rng = random.Random()
         self._group: asyncio.TaskGroup | None = None
+
+    def _console_web(self, config: MonitorConfig) -> ConsoleWeb | None:
+        """The operator console's routes and actions (``None``: console off)."""
+        if self.console is None:
+            return None
+        feedback = FeedbackFolder(config.console.feedback_dir or config.state_dir / "feedback")
+        actions = ConsoleActionHandler(
+            self.console, self.publisher, self.sink, self._tracker, feedback,
+            hold_s=config.console.false_alarm_hold_s,
+            scene_change=config.console.false_alarm_scene_change)
+        if config.console.mqtt_commands:
+            self.console_commands = ConsoleCommands(config.mqtt, actions)
+        return ConsoleWeb(self.console, ConsoleAuth(config.console), actions)
+
+    def _tracker(self, camera_id: str) -> HazardTracker | None:
+        camera = self._cameras.get(camera_id)
+        return camera.pipeline.tracker if camera is not None else None
 
     def readiness(self) -> Readiness:
         """Ready while the pipeline runs; the reasons list what is degraded or not running."""
@@ -242,6 +271,9 @@ class Supervisor:
                 self._group = group
                 publisher_task = group.create_task(self.publisher.run(), name="mqtt.publisher")
                 group.create_task(self._publish_statuses(), name="cameras.status")
+                if self.console_commands is not None:
+                    group.create_task(self.console_commands.run(self._stopping),
+                                      name="console.commands")
                 for camera in config.cameras:
                     if camera.enabled:
                         self._start_camera(self._build_camera(config, camera))
@@ -303,6 +335,8 @@ class Supervisor:
                 for event in camera.pipeline.tracker.end_all(time.time(),
                                                              EndReason.RECONFIGURED):
                     self.publisher.publish_event(event)
+                    if self.console is not None:
+                        self.console.record_event(event)
                 await self._stop_camera(camera)
             self._start_camera(self._build_camera(new, camera_config))
             logger.info("camera %s: restarted with its new settings", camera_config.id)
@@ -311,6 +345,8 @@ class Supervisor:
             logger.info("camera %s: added by reload", camera_config.id)
         self.config = new.model_copy(update={"vlm": old.vlm, "mqtt": old.mqtt,
                                              "telemetry": old.telemetry})
+        if self.console is not None:
+            self.console.set_cameras(camera_views(new))
         # Alerts, retained topics and Home Assistant entities of removed cameras/hazards end
         # or go away; new ones are announced (idempotent).
         self.publisher.reconcile({c.id: camera_hazards(new, c)
@@ -376,7 +412,8 @@ class Supervisor:
                                  "the camera", camera.config.id)
                     await self._stop_camera(camera)
                     self._start_camera(self._build_camera(self.config, camera.config))
-            expire_alerts(list(self._cameras.values()), self.publisher, time.time())
+            expire_alerts(list(self._cameras.values()), self.publisher, time.time(),
+                          self.console)
             tasks_alive = not publisher_task.done() and all(
                 c.task is not None and not c.task.done() for c in self._cameras.values())
             if tasks_alive:
@@ -429,7 +466,8 @@ def broker_reasons(publisher: MqttPublisher) -> list[str]:
     return reasons
 
 
-def expire_alerts(cameras: Sequence[_Camera], publisher: MqttPublisher, now: float) -> None:
+def expire_alerts(cameras: Sequence[_Camera], publisher: MqttPublisher, now: float,
+                  console: ConsoleState | None = None) -> None:
     """End the alerts whose ``clear_after_s`` passed without a positive verdict: also those
     of cameras that deliver no verdicts now (offline stream, model down), since the tracker
     only sees time when asked."""
@@ -439,6 +477,8 @@ def expire_alerts(cameras: Sequence[_Camera], publisher: MqttPublisher, now: flo
                         camera.config.id, event.hazard.value, EVENT_WORDS[event.type],
                         event.event_id, now - event.started_at)
             publisher.publish_event(event)
+            if console is not None:
+                console.record_event(event)
 
 
 def status_payload(status: StreamStatus, at: float) -> StatusPayload:

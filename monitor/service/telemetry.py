@@ -175,12 +175,17 @@ class HealthServer:
     exactly when someone can scrape it.
     """
 
-    def __init__(self, metrics: Metrics, readiness: Callable[[], Readiness]) -> None:
+    def __init__(self, metrics: Metrics, readiness: Callable[[], Readiness],
+                 routes: Callable[[web.Application], None] | None = None) -> None:
+        self._routes = routes
+        """Adds more routes (the operator console) to the same server."""
         self._metrics = metrics
         self._readiness = readiness
         self._runner: web.AppRunner | None = None
         self._loop_watch: asyncio.Task[None] | None = None
         self.port: int | None = None
+        self.listening = asyncio.Event()
+        """Set once :meth:`start` listens (then :attr:`port` is known)."""
 
     async def start(self, host: str, port: int) -> None:
         """Listen on ``host:port`` (port 0: any free port, see :attr:`port`)."""
@@ -188,6 +193,8 @@ class HealthServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics_endpoint)
+        if self._routes is not None:
+            self._routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -197,6 +204,7 @@ class HealthServer:
         self.port = sockets[0].getsockname()[1] if sockets else port
         logger.info("health and metrics on http://%s:%s/ (healthz, readyz, metrics)", host,
                     self.port)
+        self.listening.set()
         self._loop_watch = asyncio.create_task(self._metrics.watch_event_loop(),
                                                name="telemetry.event_loop_lag")
 

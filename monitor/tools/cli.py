@@ -172,7 +172,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     setup_logging(args.log_level or "WARNING")
     try:
         return asyncio.run(run_demo(duration_s=args.duration, mqtt_host=args.mqtt_host,
-                                    mqtt_port=args.mqtt_port, language=args.language))
+                                    mqtt_port=args.mqtt_port, language=args.language,
+                                    console_port=args.console_port))
     except DemoError as exc:
         emit(f"demo: {exc}", file=sys.stderr)
         return EX_UNAVAILABLE
@@ -362,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--mqtt-port", type=int, default=1883, help="with --mqtt-host")
     demo.add_argument("--language", choices=["zh", "en"], default="en",
                       help="prompt language (default en, so the demo output reads in English)")
+    demo.add_argument("--console-port", type=int, default=0,
+                      help="operator console port on 127.0.0.1 (default: a free one, printed)")
     demo.set_defaults(handler=cmd_demo)
 
     sim = commands.add_parser("sim-vlm", help="serve the VLM simulator (OpenAI API)")

@@ -4,7 +4,8 @@ Two synthetic cameras (a yard where a fire starts and is put out, a scaffold whe
 has no hard hat) play as looping local videos in real time; the VLM simulator stands in for
 Qwen2.5-VL on vLLM; a private mosquitto is started unless a broker is given. The daemon is the
 real one; the lines printed come from a real MQTT subscription, exactly what an alarm panel
-would receive.
+would receive. The operator console runs too: its address and this run's login token are
+printed.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import signal
 import tempfile
 import time
@@ -108,9 +110,12 @@ async def _print_alerts(host: str, port: int, prefix: str, ready: asyncio.Event)
 
 
 async def run_demo(*, duration_s: float, mqtt_host: str | None, mqtt_port: int,
-                   language: str) -> int:
-    """Run the demo for ``duration_s`` seconds (or until Ctrl-C); returns the exit code."""
+                   language: str, console_port: int = 0) -> int:
+    """Run the demo for ``duration_s`` seconds (or until Ctrl-C); returns the exit code.
+    The operator console listens on ``console_port`` (0: a free one; its address is
+    printed)."""
     prefix = "monitor"
+    console_token = secrets.token_urlsafe(12)
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="monitor-demo-")))
         print(f"[{_clock()}] writing synthetic camera videos to {workdir} ...", flush=True)
@@ -136,7 +141,9 @@ async def run_demo(*, duration_s: float, mqtt_host: str | None, mqtt_port: int,
                 "mqtt": {"host": mqtt_host, "port": mqtt_port, "topic_prefix": prefix,
                          "client_id": "monitor-demo"},
                 "defaults": {"interval_s": 1.0, "confirm_frames": 2, "clear_frames": 2},
-                "telemetry": {"port": 0},
+                "telemetry": {"port": console_port},
+                # A token of this run only: the operator console's buttons need one.
+                "console": {"token": console_token},
                 "cameras": cameras,
                 # The demo's outbox and evidence images are its own, not the service's.
                 "state_dir": str(workdir / "state"),
@@ -154,7 +161,16 @@ async def run_demo(*, duration_s: float, mqtt_host: str | None, mqtt_port: int,
                                                        viewer_ready), name="demo.viewer")
             await asyncio.wait_for(viewer_ready.wait(), timeout=10)
             loop.call_later(duration_s, shutdown.set)
-            await Supervisor.open(config).run(shutdown)
+            supervisor = Supervisor.open(config)
+            daemon = asyncio.create_task(supervisor.run(shutdown), name="demo.daemon")
+            listening = asyncio.ensure_future(supervisor.health.listening.wait())
+            await asyncio.wait({daemon, listening}, return_when=asyncio.FIRST_COMPLETED)
+            listening.cancel()
+            if supervisor.health.port is not None:
+                print(f"[{_clock()}] operator console: http://127.0.0.1:"
+                      f"{supervisor.health.port}/ (log in with token {console_token})",
+                      flush=True)
+            await daemon
             await asyncio.sleep(0.5)  # let the viewer print the final "offline"
             viewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,0 +1,1 @@
+"""The operator console: what the daemon saw lately, kept in memory, served as web pages."""

@@ -1,0 +1,151 @@
+"""JSON Schemas of the console's API answers and of its MQTT commands.
+
+The models describe what :mod:`monitor.console.state` serialises (``to_json``); the files in
+``docs/schemas/console/`` are generated from them::
+
+    python -m monitor.console.schemas docs/schemas/console
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from monitor.alerts.payloads import schema_text
+
+HazardName = Literal["fire", "smoke", "no_helmet"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OverlayBoxModel(_Model):
+    """A located region, in pixels of the served JPEG."""
+
+    hazard: HazardName
+    label: str
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+class SampleModel(_Model):
+    """One analysed frame (``image``: the JPEG as sent to the model)."""
+
+    id: int = Field(description="Sample id; its JPEG is /api/frames/<id>.jpg.")
+    camera: str
+    captured_at: str
+    analysed_at: str
+    latency_s: float
+    model: str
+    width: int
+    height: int
+    summary: str = Field(description="The verdict in words.")
+    hazards: list[HazardName] = Field(description="Hazards the answer reports.")
+    boxes: list[OverlayBoxModel]
+    answer: dict[str, Any] = Field(description="The model's answer (verdict schema's answer).")
+    image: str
+
+
+class AlertStepModel(_Model):
+    """One step of an alert: start, update, end, or an operator's ack."""
+
+    type: Literal["start", "update", "end", "ack"]
+    revision: int
+    at: str
+    detail: str
+    confirming_verdicts: int
+    verdicts: list[dict[str, Any]]
+    snapshot: str | None = Field(description="Evidence image path on the daemon's host.")
+    missing_helmets: int | None
+    by: str | None
+
+
+class AlertModel(_Model):
+    """An alert with its steps."""
+
+    id: str
+    camera: str
+    hazard: HazardName
+    active: bool
+    started_at: str
+    ended_at: str | None
+    end_reason: str | None
+    detail: str
+    acknowledged_by: str | None
+    acknowledged_at: str | None
+    snapshot: str | None
+    steps: list[AlertStepModel]
+
+
+class CameraModel(_Model):
+    """A camera as the console shows it."""
+
+    id: str
+    context: str
+    hazards: list[HazardName]
+    roi: list[list[float]] | None
+    latest: SampleModel | None
+    active_alerts: list[AlertModel]
+
+
+class CamerasAnswer(_Model):
+    """``GET /api/cameras``."""
+
+    cameras: list[CameraModel]
+
+
+class VerdictsAnswer(_Model):
+    """``GET /api/cameras/<camera>/verdicts`` (newest first)."""
+
+    camera: str
+    verdicts: list[SampleModel]
+
+
+class EventsAnswer(_Model):
+    """``GET /api/events`` (newest first)."""
+
+    events: list[AlertModel]
+
+
+class AlertCommand(_Model):
+    """MQTT ``<prefix>/console/ack`` and ``<prefix>/console/false_alarm``."""
+
+    id: str = Field(description="The alert's id (the events' ``id``).")
+    by: str = Field(default="mqtt", max_length=80, description="Who acts (logged, published).")
+
+
+class MissedCommand(_Model):
+    """MQTT ``<prefix>/console/missed``: the camera's newest analysed frame shows ``hazard``."""
+
+    camera: str
+    hazard: HazardName
+    by: str = Field(default="mqtt", max_length=80, description="Who acts (logged).")
+
+
+def schema_models() -> dict[str, type[BaseModel]]:
+    """File stem → model."""
+    return {"cameras": CamerasAnswer, "verdicts": VerdictsAnswer, "events": EventsAnswer,
+            "alert": AlertModel, "command-alert": AlertCommand, "command-missed": MissedCommand}
+
+
+def write_schemas(directory: Path) -> list[Path]:
+    """Write every schema into ``directory``; returns the files."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, model in schema_models().items():
+        path = directory / f"{name}.schema.json"
+        path.write_text(schema_text(model), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m monitor.console.schemas DIR`
+    for written in write_schemas(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/schemas/"
+                                      "console")):
+        print(written)  # noqa: T201

@@ -1,0 +1,224 @@
+"""The console over HTTP against a running daemon: the API, access control, escaping,
+no secret in any answer."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import paho.mqtt.publish as paho_publish
+import pytest
+
+from tests.console.conftest import (
+    PASSWORD,
+    TOKEN,
+    VLM_KEY,
+    ConsoleDaemon,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def fetch(url: str, *, method: str = "GET", headers: dict[str, str] | None = None,
+          body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of one request (errors are answers too)."""
+    request = urllib.request.Request(url, method=method, headers=headers or {},  # noqa: S310
+                                     data=body)  # (the tests' own http:// URLs)
+    opener = urllib.request.build_opener(_NoRedirect())
+    try:
+        with opener.open(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def bearer(extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKEN}", **(extra or {})}
+
+
+def api(daemon: ConsoleDaemon, path: str) -> Any:
+    status, _, body = fetch(daemon.url + path, headers=bearer())
+    assert status == 200, body
+    return json.loads(body)
+
+
+def schema(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((ROOT / "docs" / "schemas" / "console" / name).read_text())
+    return loaded
+
+
+def test_api_serves_cameras_verdicts_and_frames(console_daemon: ConsoleDaemon) -> None:
+    daemon = console_daemon
+
+    def every_camera_sampled() -> list[dict[str, Any]] | None:
+        cameras: list[dict[str, Any]] = api(daemon, "/api/cameras")["cameras"]
+        return cameras if all(c["latest"] for c in cameras) else None
+
+    cameras = daemon.wait_for(every_camera_sampled, 60, "a sample of every camera")
+    jsonschema.validate({"cameras": cameras}, schema("cameras.schema.json"))
+    assert [c["id"] for c in cameras] == ["yard", "gate", "scaffold"]
+    latest = cameras[0]["latest"]
+    status, headers, jpeg = fetch(daemon.url + latest["image"], headers=bearer())
+    assert status == 200
+    assert headers["Content-Type"] == "image/jpeg"
+    assert jpeg[:2] == b"\xff\xd8"
+    verdicts = api(daemon, "/api/cameras/yard/verdicts")
+    jsonschema.validate(verdicts, schema("verdicts.schema.json"))
+    assert verdicts["verdicts"][0]["camera"] == "yard"
+    assert fetch(daemon.url + "/api/cameras/nope/verdicts", headers=bearer())[0] == 404
+    assert fetch(daemon.url + "/api/frames/999999.jpg", headers=bearer())[0] == 404
+
+
+def test_events_filter_by_camera_hazard_and_time(console_daemon: ConsoleDaemon) -> None:
+    daemon = console_daemon
+    daemon.wait_for(lambda: api(daemon, "/api/events?camera=yard&hazard=fire")["events"], 40,
+                    "a fire alert on yard")
+    events = api(daemon, "/api/events")
+    jsonschema.validate(events, schema("events.schema.json"))
+    assert {e["camera"] for e in api(daemon, "/api/events?camera=yard")["events"]} == {"yard"}
+    assert api(daemon, "/api/events?camera=yard&hazard=smoke")["events"] == []
+    assert api(daemon, "/api/events?since=2999-01-01T00:00:00Z")["events"] == []
+    status, _, body = fetch(daemon.url + "/api/events?since=yesterday", headers=bearer())
+    assert status == 400
+    assert b"since" in body
+
+
+def test_reading_needs_credentials_when_configured(console_daemon: ConsoleDaemon) -> None:
+    daemon = console_daemon
+    assert fetch(daemon.url + "/api/cameras")[0] == 401
+    assert fetch(daemon.url + "/api/cameras", headers={"Authorization": "Bearer wrong"})[0] \
+        == 401
+    status, headers, _ = fetch(daemon.url + "/")
+    assert status == 303
+    assert headers["Location"] == "/login"
+    assert fetch(daemon.url + "/healthz")[0] == 200  # health checks stay open
+
+
+def test_action_without_token_is_refused_and_changes_nothing(
+        console_daemon: ConsoleDaemon) -> None:
+    daemon = console_daemon
+    before = sorted(p.name for p in daemon.feedback.glob("*")) \
+        if daemon.feedback.exists() else []
+    events_before = len(daemon.mqtt.events())
+    body = json.dumps({"hazard": "fire"}).encode()
+    for headers in ({}, {"Authorization": "Bearer nope"}):
+        status, _, _ = fetch(daemon.url + "/api/cameras/gate/missed", method="POST",
+                             headers={"Content-Type": "application/json", **headers},
+                             body=body)
+        assert status in (401, 403)
+    alerts = api(daemon, "/api/events")["events"]
+    for alert in alerts:
+        status, _, _ = fetch(daemon.url + f"/api/events/{alert['id']}/ack", method="POST")
+        assert status in (401, 403)
+    after = sorted(p.name for p in daemon.feedback.glob("*")) \
+        if daemon.feedback.exists() else []
+    assert after == before
+    assert not any(e["type"] == "ack" for e in daemon.mqtt.events()[events_before:])
+    assert all(a["acknowledged_by"] is None for a in api(daemon, "/api/events")["events"])
+
+
+def test_cross_site_post_is_refused_even_with_a_session(console_daemon: ConsoleDaemon) -> None:
+    daemon = console_daemon
+    status, headers, _ = fetch(daemon.url + "/login", method="POST",
+                               headers={"Content-Type": "application/x-www-form-urlencoded"},
+                               body=f"username=operator&password={PASSWORD}".encode())
+    assert status == 303
+    cookie = headers["Set-Cookie"].split(";")[0]
+    assert "HttpOnly" in headers["Set-Cookie"]
+    post = {"Cookie": cookie, "Content-Type": "application/json"}
+    body = json.dumps({"hazard": "smoke"}).encode()
+    # A forged form from another site: its Origin names that site.
+    assert fetch(daemon.url + "/api/cameras/gate/missed", method="POST",
+                 headers={**post, "Origin": "https://evil.example"}, body=body)[0] == 403
+    # Same origin but without the session's CSRF token (what a forged request cannot read).
+    assert fetch(daemon.url + "/api/cameras/gate/missed", method="POST", headers=post,
+                 body=body)[0] == 403
+    assert not daemon.feedback.exists() or not list(daemon.feedback.glob("*smoke*"))
+    # The page carries the CSRF token; with it the same session may act.
+    status, _, page = fetch(daemon.url + "/cameras/gate", headers={"Cookie": cookie})
+    assert status == 200
+    found = re.search(rb'name="csrf-token" content="([^"]+)"', page)
+    assert found is not None
+    assert fetch(daemon.url + "/api/cameras/gate/missed", method="POST",
+                 headers={**post, "X-CSRF-Token": found.group(1).decode(),
+                          "Origin": daemon.url}, body=body)[0] == 200
+    assert list(daemon.feedback.glob("gate-*-missed-smoke-*.jpg"))
+
+
+def test_camera_context_is_shown_as_text(console_daemon: ConsoleDaemon) -> None:
+    daemon = console_daemon
+    status, headers, page = fetch(daemon.url + "/cameras/gate", headers=bearer())
+    assert status == 200
+    assert b"<script>window.pwned" not in page
+    assert b"&lt;script&gt;window.pwned=1&lt;/script&gt; gate &amp; &lt;b&gt;yard&lt;/b&gt;" \
+        in page
+    assert "script-src 'self'" in headers["Content-Security-Policy"]
+
+
+def test_no_configured_secret_in_any_page_or_answer(console_daemon: ConsoleDaemon) -> None:
+    daemon = console_daemon
+    daemon.wait_for(lambda: api(daemon, "/api/events")["events"], 40, "an alert")
+    paths = ["/", "/cameras/yard", "/cameras/gate", "/cameras/scaffold", "/events",
+             "/events?camera=yard&hazard=fire", "/login", "/api/cameras", "/api/events",
+             "/api/cameras/gate/verdicts", "/api/cameras/nope/verdicts", "/api/events/nope",
+             "/events?since=bad", "/static/console.js", "/static/console.css", "/readyz",
+             "/metrics"]
+    paths += [f"/api/events/{e['id']}" for e in api(daemon, "/api/events")["events"][:3]]
+    secrets = [TOKEN, PASSWORD, VLM_KEY]
+    for path in paths:
+        for headers in ({}, bearer()):
+            status, answer_headers, body = fetch(daemon.url + path, headers=headers)
+            text = body.decode(errors="replace") + json.dumps(answer_headers)
+            for secret in secrets:
+                assert secret not in text, f"{path} ({status}) shows a configured secret"
+    status, _, body = fetch(daemon.url + "/login", method="POST",
+                            headers={"Content-Type": "application/x-www-form-urlencoded"},
+                            body=f"token={TOKEN}x".encode())
+    assert status == 401
+    assert TOKEN.encode() not in body
+
+
+@pytest.mark.parametrize("path", ["/api/events/x/ack", "/api/events/x/false_alarm"])
+def test_actions_on_unknown_alerts_say_so(console_daemon: ConsoleDaemon, path: str) -> None:
+    status, _, body = fetch(console_daemon.url + path, method="POST", headers=bearer())
+    assert status == 404
+    assert b"no alert" in body
+
+
+def publish(daemon: ConsoleDaemon, topic: str, payload: dict[str, Any] | bytes) -> None:
+    """One QoS 1 message to the daemon's broker."""
+    mqtt = daemon.config.mqtt
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    paho_publish.single(topic, body, qos=1, hostname=mqtt.host, port=mqtt.port)
+
+
+def test_actions_as_mqtt_commands(console_daemon: ConsoleDaemon) -> None:
+    daemon = console_daemon
+    commands = daemon.supervisor.console_commands
+    assert commands is not None
+    daemon.wait_for(commands.subscribed.is_set, 10, "the command subscription")
+    publish(daemon, "monitor/console/missed", b"{not json")
+    publish(daemon, "monitor/console/missed", {"camera": "nope", "hazard": "fire"})
+    publish(daemon, "monitor/console/missed",
+            {"camera": "scaffold", "hazard": "no_helmet", "by": "panel-1"})
+    daemon.wait_for(lambda: list(daemon.feedback.glob("scaffold-*-missed-no_helmet-*.jpg")),
+                    10, "the missed hard hat saved")
+    assert not list(daemon.feedback.glob("nope-*"))
+    alert = daemon.wait_for(lambda: api(daemon, "/api/events?active=true")["events"], 40,
+                            "a raised alert")[0]
+    publish(daemon, "monitor/console/ack", {"id": alert["id"], "by": "panel-1"})
+    acks = daemon.wait_for(lambda: [e for e in daemon.mqtt.events() if e["type"] == "ack"
+                                    and e["id"] == alert["id"]], 10, "the ack on MQTT")
+    assert acks[0]["by"] == "panel-1"
+    jsonschema.validate(acks[0], json.loads(
+        (ROOT / "docs" / "schemas" / "event.schema.json").read_text()))
