@@ -33,6 +33,12 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from monitor.notifyconfig import (
+    NotifyChannelConfig,
+    channel_secrets,
+    check_channel_names,
+    masked_channel,
+)
 from monitor.redaction import redact
 
 HazardName = Literal["fire", "smoke", "no_helmet"]
@@ -481,6 +487,8 @@ class MonitorConfig(BaseSettings):
     )
     snapshots: SnapshotsConfig = Field(default_factory=SnapshotsConfig,
                                        description="Evidence images of alerts.")
+    notify: list[NotifyChannelConfig] = Field(
+        default_factory=list, description="Notification channels ([[notify]] tables).")
 
     @classmethod
     def settings_customise_sources(
@@ -501,6 +509,7 @@ class MonitorConfig(BaseSettings):
             if camera.id in seen:
                 raise ValueError(f"camera id {camera.id!r} is used twice; ids must be unique")
             seen.add(camera.id)
+        check_channel_names(self.notify)
         return self
 
     def camera_interval_s(self, camera: CameraConfig) -> float:
@@ -524,6 +533,7 @@ class MonitorConfig(BaseSettings):
             embedded = _url_password(camera.url)
             if embedded:
                 secrets.append(embedded)
+        secrets.extend(channel_secrets(self.notify))
         placeholder = VlmConfig.model_fields["api_key"].get_default(call_default_factory=True)
         return [secret for secret in secrets
                 if secret and secret != placeholder.get_secret_value()]
@@ -536,6 +546,7 @@ class MonitorConfig(BaseSettings):
         data["vlm"]["base_url"] = redact(data["vlm"]["base_url"])
         for endpoint in data["vlm"]["endpoints"]:
             endpoint["base_url"] = redact(endpoint["base_url"])
+        data["notify"] = [masked_channel(channel) for channel in self.notify]
         return data
 
 
@@ -618,7 +629,9 @@ def describe_errors(exc: ValidationError) -> list[str]:
             message = "required key is missing"
         shown = ""
         last = str(error["loc"][-1]) if error["loc"] else ""
+        # A [[notify]] value may be a bot key or a URL carrying one: never quoted back.
         if error["type"] not in {"missing", "extra_forbidden"} and last not in _SECRET_FIELDS \
+                and error["loc"][:1] != ("notify",) \
                 and isinstance(error.get("input"), str | int | float | bool):
             shown = f" (got {redact(str(error['input']))!r})"
         if shown and repr(redact(str(error["input"]))) in message:

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from concurrent.futures import Executor
 
 from monitor.alerts.evidence import SnapshotError, SnapshotStore
-from monitor.alerts.payloads import Box, SnapshotRef, iso_time
+from monitor.alerts.notify.delivery import NotifyHub
+from monitor.alerts.payloads import Box, EventPayload, SnapshotRef, iso_time
 from monitor.alerts.publisher import MqttPublisher
 from monitor.alerts.tracker import AlertEvent
 from monitor.model.answer import Verdict
@@ -30,8 +31,9 @@ class AlertSink:
     """Publishes, stores and counts what the pipelines produce (see the module docstring)."""
 
     def __init__(self, publisher: MqttPublisher, snapshots: SnapshotStore | None,
-                 metrics: Metrics, executor: Executor) -> None:
+                 metrics: Metrics, executor: Executor, notify: NotifyHub | None = None) -> None:
         self._publisher = publisher
+        self._notify = notify
         self._snapshots = snapshots
         self._metrics = metrics
         self._executor = executor
@@ -87,3 +89,7 @@ class AlertSink:
         """Publish an alert event (counted by the publisher's ``on_event``, like the ends it
         adds itself for alerts a previous run left open)."""
         self._publisher.publish_event(event, verdict=verdict, boxes=boxes, snapshot=snapshot)
+        if self._notify is not None:
+            # After MQTT, into each channel's own queue: a channel never delays the broker.
+            self._notify.event(EventPayload.from_event(event, verdict=verdict, boxes=boxes,
+                                                       snapshot=snapshot))

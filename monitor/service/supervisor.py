@@ -38,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from monitor.alerts.evidence import SnapshotStore
+from monitor.alerts.notify.delivery import NotifyCollector, NotifyHub
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.payloads import StatusPayload, iso_time
 from monitor.alerts.publisher import MqttPublisher
@@ -154,9 +155,10 @@ class Supervisor:
         mqtt = config.mqtt
         outbox = Outbox(config.state_dir / "outbox.sqlite3", max_messages=mqtt.queue_size,
                         max_bytes=mqtt.outbox_max_bytes, max_age_s=mqtt.outbox_max_age_s)
-        return cls(config, outbox)
+        return cls(config, outbox, NotifyHub.open(config.notify, config.state_dir / "notify"))
 
-    def __init__(self, config: MonitorConfig, outbox: Outbox) -> None:
+    def __init__(self, config: MonitorConfig, outbox: Outbox,
+                 notify: NotifyHub | None = None) -> None:
         """Wire the stages around an open ``outbox``; no I/O (see :meth:`open`)."""
         self.config = config
         # Every text this process emits (logs, /readyz, MQTT) masks the configured secrets.
@@ -178,7 +180,11 @@ class Supervisor:
         self._stopping = asyncio.Event()
         workers = max(1, min(4, os.cpu_count() or 1))
         self._encoder = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="encoder")
-        self.sink = AlertSink(self.publisher, self.snapshots, self.metrics, self._encoder)
+        # Notification channels ([[notify]]): each its own queue and task (notify[<name>]).
+        self.notify = notify or NotifyHub([])
+        self.metrics.registry.register(NotifyCollector(self.notify))
+        self.sink = AlertSink(self.publisher, self.snapshots, self.metrics, self._encoder,
+                              notify=self.notify)
         self._cameras: dict[str, _Camera] = {}
         self._rng = random.Random()
         self._group: asyncio.TaskGroup | None = None
@@ -193,6 +199,7 @@ class Supervisor:
         ready = not reasons
         reasons.extend(broker_reasons(self.publisher))
         reasons.extend(camera_reasons(list(self._cameras.values()), time.monotonic()))
+        reasons.extend(self.notify.reasons())
         # Outages of cameras, broker or model are reported but do not make us "not ready":
         # the pipeline itself runs and recovers on its own.
         return Readiness(ready=ready, reasons=tuple(reasons))
@@ -239,6 +246,8 @@ class Supervisor:
                 self._group = group
                 publisher_task = group.create_task(self.publisher.run(), name="mqtt.publisher")
                 group.create_task(self._publish_statuses(), name="cameras.status")
+                notify_tasks = [group.create_task(worker.supervise(), name=f"notify[{worker.name}]")
+                                for worker in self.notify.workers]
                 for camera in config.cameras:
                     if camera.enabled:
                         self._start_camera(self._build_camera(config, camera))
@@ -256,6 +265,8 @@ class Supervisor:
                 self.notifier.ready(self._status_line())
                 await self._serve(shutdown, reload_requests)
                 await self._shutdown(watch, publisher_task)
+                for task in notify_tasks:  # what they did not send stays in their queues
+                    task.cancel("shutdown")
         finally:
             self._group = None
             await self._release()
@@ -299,7 +310,7 @@ class Supervisor:
                 # an `end` (not a bare OFF) and the new tracker confirms afresh.
                 for event in camera.pipeline.tracker.end_all(time.time(),
                                                              EndReason.RECONFIGURED):
-                    self.publisher.publish_event(event)
+                    self.sink.event(event)
                 await self._stop_camera(camera)
             self._start_camera(self._build_camera(new, camera_config))
             logger.info("camera %s: restarted with its new settings", camera_config.id)
@@ -355,6 +366,7 @@ class Supervisor:
                 logger.warning("camera %s: reader still blocked in the stream; leaving it",
                                camera_state.config.id)
         self._encoder.shutdown(wait=False, cancel_futures=True)
+        self.notify.close()
         self.notifier.close()
         logger.info("monitor stopped")
 
@@ -372,7 +384,7 @@ class Supervisor:
                                  "the camera", camera.config.id)
                     await self._stop_camera(camera)
                     self._start_camera(self._build_camera(self.config, camera.config))
-            expire_alerts(list(self._cameras.values()), self.publisher, time.time())
+            expire_alerts(list(self._cameras.values()), self.sink, time.time())
             tasks_alive = not publisher_task.done() and all(
                 c.task is not None and not c.task.done() for c in self._cameras.values())
             if tasks_alive:
@@ -421,7 +433,7 @@ def broker_reasons(publisher: MqttPublisher) -> list[str]:
     return reasons
 
 
-def expire_alerts(cameras: Sequence[_Camera], publisher: MqttPublisher, now: float) -> None:
+def expire_alerts(cameras: Sequence[_Camera], sink: AlertSink, now: float) -> None:
     """End the alerts whose ``clear_after_s`` passed without a positive verdict: also those
     of cameras that deliver no verdicts now (offline stream, model down), since the tracker
     only sees time when asked."""
@@ -430,7 +442,7 @@ def expire_alerts(cameras: Sequence[_Camera], publisher: MqttPublisher, now: flo
             logger.info("camera %s: %s %s (event %s): no positive verdict for %.0f s",
                         camera.config.id, event.hazard.value, EVENT_WORDS[event.type],
                         event.event_id, now - event.started_at)
-            publisher.publish_event(event)
+            sink.event(event)
 
 
 def status_payload(status: StreamStatus, at: float) -> StatusPayload:
