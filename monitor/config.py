@@ -39,6 +39,14 @@ from monitor.notifyconfig import (
     check_channel_names,
     masked_channel,
 )
+from monitor.clipconfig import (
+    ClipDefaults,
+    ClipOverrides,
+    ClipsConfig,
+    ClipSettings,
+    clip_problems,
+    clip_settings,
+)
 from monitor.redaction import redact
 
 HazardName = Literal["fire", "smoke", "no_helmet"]
@@ -275,7 +283,7 @@ class MqttConfig(_Section):
         return value
 
 
-class DefaultsConfig(_Section):
+class DefaultsConfig(ClipDefaults, _Section):
     """Settings every camera inherits unless it overrides them."""
 
     interval_s: float = Field(
@@ -361,7 +369,7 @@ class DefaultsConfig(_Section):
     )
 
 
-class CameraConfig(_Section):
+class CameraConfig(ClipOverrides, _Section):
     """One camera."""
 
     id: str = Field(description="Short id used in topics and logs: letters, digits, - and _.")
@@ -487,6 +495,8 @@ class MonitorConfig(BaseSettings):
     )
     snapshots: SnapshotsConfig = Field(default_factory=SnapshotsConfig,
                                        description="Evidence images of alerts.")
+    clips: ClipsConfig = Field(default_factory=ClipsConfig,
+                               description="Evidence clips of alerts, all cameras together.")
     notify: list[NotifyChannelConfig] = Field(
         default_factory=list, description="Notification channels ([[notify]] tables).")
 
@@ -509,12 +519,22 @@ class MonitorConfig(BaseSettings):
             if camera.id in seen:
                 raise ValueError(f"camera id {camera.id!r} is used twice; ids must be unique")
             seen.add(camera.id)
+        problems = clip_problems(self.defaults, [(c.id, c, c.backend or self.defaults.backend)
+                                                 for c in self.cameras if c.enabled],
+                                 self.clips, self.snapshots.enabled)
+        if problems:
+            raise ValueError("; ".join(problems))
         check_channel_names(self.notify)
         return self
 
     def camera_interval_s(self, camera: CameraConfig) -> float:
         """The sampling interval that applies to ``camera``."""
         return camera.interval_s if camera.interval_s is not None else self.defaults.interval_s
+
+    def camera_clip(self, camera: CameraConfig) -> ClipSettings | None:
+        """The evidence clip settings of ``camera``; ``None`` when its clips are off."""
+        return clip_settings(self.defaults, camera, camera.backend or self.defaults.backend,
+                             self.snapshots.enabled)
 
     def camera_hazards(self, camera: CameraConfig) -> list[HazardName]:
         """The hazards watched on ``camera``."""

@@ -50,6 +50,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from monitor.alerts.outbox import OpenAlert, Outbox, OutboxError, Outgoing
 from monitor.alerts.payloads import (
     Box,
+    ClipRef,
     EventPayload,
     SnapshotRef,
     StatusPayload,
@@ -186,10 +187,11 @@ class MqttPublisher:
         return True
 
     def publish_event(self, event: AlertEvent, *, verdict: Verdict | None = None,
-                      boxes: Sequence[Box] = (), snapshot: SnapshotRef | None = None) -> None:
+                      boxes: Sequence[Box] = (), snapshot: SnapshotRef | None = None,
+                      clip: ClipRef | None = None) -> None:
         """Store an alert event and the matching retained ``ON``/``OFF``, atomically."""
         payload = EventPayload.from_event(event, verdict=verdict, boxes=boxes,
-                                          snapshot=snapshot)
+                                          snapshot=snapshot, clip=clip)
         self._publish_event_payload(payload)
 
     def _publish_event_payload(self, payload: EventPayload) -> None:

@@ -21,6 +21,7 @@ from monitor.alerts.payloads import Box, EventPayload, SnapshotRef, iso_time
 from monitor.alerts.publisher import MqttPublisher
 from monitor.alerts.tracker import AlertEvent
 from monitor.model.answer import Verdict
+from monitor.service.clips import ClipRecorder
 from monitor.service.pipeline import Frame
 from monitor.service.telemetry import Metrics
 
@@ -29,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 class AlertSink:
     """Publishes, stores and counts what the pipelines produce (see the module docstring)."""
+
+    clips: ClipRecorder | None = None
+    """Evidence clips: a ``start`` begins one, every event carries its reference."""
 
     def __init__(self, publisher: MqttPublisher, snapshots: SnapshotStore | None,
                  metrics: Metrics, executor: Executor, notify: NotifyHub | None = None) -> None:
@@ -88,7 +92,9 @@ class AlertSink:
               boxes: Sequence[Box] = (), snapshot: SnapshotRef | None = None) -> None:
         """Publish an alert event (counted by the publisher's ``on_event``, like the ends it
         adds itself for alerts a previous run left open)."""
-        self._publisher.publish_event(event, verdict=verdict, boxes=boxes, snapshot=snapshot)
+        clip = self.clips.clip_for(event) if self.clips is not None else None
+        self._publisher.publish_event(event, verdict=verdict, boxes=boxes, snapshot=snapshot,
+                                      clip=clip)
         if self._notify is not None:
             # After MQTT, into each channel's own queue: a channel never delays the broker.
             self._notify.event(EventPayload.from_event(event, verdict=verdict, boxes=boxes,

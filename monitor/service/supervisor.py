@@ -50,6 +50,7 @@ from monitor.ingest.source import StreamStatus, stream_source
 from monitor.model.answer import Hazard
 from monitor.model.client import VlmClient
 from monitor.redaction import redact, register_secrets
+from monitor.service.clips import ClipRecorder
 from monitor.service.pipeline import EVENT_WORDS, CameraPipeline
 from monitor.service.reload import plan_reload
 from monitor.service.sink import AlertSink
@@ -186,6 +187,10 @@ class Supervisor:
         self.sink = AlertSink(self.publisher, self.snapshots, self.metrics, self._encoder,
                               notify=self.notify)
         self._cameras: dict[str, _Camera] = {}
+        # Evidence clips: a packet ring per camera, fed by its reader, cut into the store.
+        self.clips = ClipRecorder(self.snapshots, self.publisher, config.clips.max_total_bytes,
+                                  self.metrics.registry) if self.snapshots is not None else None
+        self.sink.clips = self.clips
         self._rng = random.Random()
         self._group: asyncio.TaskGroup | None = None
 
@@ -206,7 +211,9 @@ class Supervisor:
 
     def _build_camera(self, config: MonitorConfig, camera: CameraConfig) -> _Camera:
         """A camera's reader and pipeline, not started (no I/O)."""
-        reader = CameraReader(stream_source(config, camera))
+        clip = config.camera_clip(camera)
+        ring = self.clips.ring(camera.id, clip) if self.clips is not None and clip else None
+        reader = CameraReader(stream_source(config, camera), ring=ring)
         pipeline = CameraPipeline(config, camera, source=reader, client=self.vlm,
                                   sink=self.sink, executor=self._encoder,
                                   stopping=self._stopping)
@@ -228,6 +235,8 @@ class Supervisor:
         """Stop one camera without touching the others."""
         self._cameras.pop(camera.config.id, None)
         await camera.stop()
+        if self.clips is not None:
+            self.clips.forget(camera.config.id)
 
     async def run(self, shutdown: asyncio.Event,
                   reload_requests: asyncio.Queue[MonitorConfig] | None = None) -> None:
@@ -366,6 +375,8 @@ class Supervisor:
                 logger.warning("camera %s: reader still blocked in the stream; leaving it",
                                camera_state.config.id)
         self._encoder.shutdown(wait=False, cancel_futures=True)
+        if self.clips is not None:
+            self.clips.close()
         self.notify.close()
         self.notifier.close()
         logger.info("monitor stopped")
