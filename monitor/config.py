@@ -33,12 +33,6 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from monitor.notifyconfig import (
-    NotifyChannelConfig,
-    channel_secrets,
-    check_channel_names,
-    masked_channel,
-)
 from monitor.clipconfig import (
     ClipDefaults,
     ClipOverrides,
@@ -46,6 +40,12 @@ from monitor.clipconfig import (
     ClipSettings,
     clip_problems,
     clip_settings,
+)
+from monitor.notifyconfig import (
+    NotifyChannelConfig,
+    channel_secrets,
+    check_channel_names,
+    masked_channel,
 )
 from monitor.redaction import redact
 
