@@ -98,4 +98,4 @@ class AlertSink:
         if self._notify is not None:
             # After MQTT, into each channel's own queue: a channel never delays the broker.
             self._notify.event(EventPayload.from_event(event, verdict=verdict, boxes=boxes,
-                                                       snapshot=snapshot))
+                                                       snapshot=snapshot, clip=clip))
