@@ -132,6 +132,21 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_notify_test(args: argparse.Namespace) -> int:
+    """``monitor notify-test CHANNEL``: one test message; prints what the service answered."""
+    from monitor.tools.notifytest import UnknownChannelError, notify_test  # noqa: PLC0415
+
+    config = _load_or_exit(args.config)
+    setup_logging(args.log_level or "WARNING", "text", config.secret_values())
+    try:
+        delivered, line = asyncio.run(notify_test(config, args.channel))
+    except UnknownChannelError as exc:
+        emit(f"{args.config}: {exc}", file=sys.stderr)
+        return 2
+    emit(line)
+    return 0 if delivered else 1
+
+
 def cmd_sim_vlm(args: argparse.Namespace) -> int:
     """``monitor sim-vlm``: the OpenAI-compatible VLM simulator."""
     from monitor.sim.server import SimBehaviour, run_sim_server  # noqa: PLC0415
@@ -354,6 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor", help="check config, state dir, broker, model server and every camera")
     config_option(doctor)
     doctor.set_defaults(handler=cmd_doctor)
+
+    notify = commands.add_parser(
+        "notify-test", help="send one test message on a [[notify]] channel")
+    notify.add_argument("channel", help="the channel's name")
+    config_option(notify)
+    notify.set_defaults(handler=cmd_notify_test)
 
     demo = commands.add_parser("demo", help="synthetic cameras + simulator + live alerts")
     demo.add_argument("--duration", type=float, default=60.0,

@@ -175,7 +175,7 @@ def notification_for(channel: Any, payload: EventPayload) -> tuple[Notification,
     return notification, problem
 
 
-def test_notification(channel: Any, at: str) -> Notification:
+def probe_notification(channel: Any, at: str) -> Notification:
     """The message of ``monitor notify-test``."""
     if channel.language == "zh":
         title, text = "【测试】monitor 通知", f"这是通道 {channel.name} 的测试消息（{at}）。"

@@ -171,6 +171,6 @@ async def test_an_untrusted_certificate_is_a_refusal(
 
 
 def worker_notification(worker: Any) -> Any:
-    from monitor.alerts.notify.messages import test_notification  # noqa: PLC0415
+    from monitor.alerts.notify.messages import probe_notification  # noqa: PLC0415
 
-    return test_notification(worker.channel, "2026-12-02T01:00:00Z")
+    return probe_notification(worker.channel, "2026-12-02T01:00:00Z")
