@@ -227,3 +227,12 @@ def test_what_each_answer_means(service: str, status: int, body: dict[str, objec
         assert outcome.retry_after_s == 7
     if service == "ntfy" and kind == "retry":
         assert outcome.retry_after_s == 3
+
+
+def test_a_changed_notify_section_is_reported_as_needing_a_restart() -> None:
+    from monitor.service.reload import plan_reload  # noqa: PLC0415
+
+    old = config_from_mapping({})
+    new = config_from_mapping({"notify": [{"name": "n", "type": "ntfy",
+                                           "url": "https://ntfy.example/t"}]})
+    assert plan_reload(old, new).sections_needing_restart == ("notify",)
