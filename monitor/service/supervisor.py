@@ -186,6 +186,7 @@ class Supervisor:
         self.metrics.registry.register(NotifyCollector(self.notify))
         self.sink = AlertSink(self.publisher, self.snapshots, self.metrics, self._encoder,
                               notify=self.notify)
+        self.publisher.on_left_open_end = self.notify.event
         self._cameras: dict[str, _Camera] = {}
         # Evidence clips: a packet ring per camera, fed by its reader, cut into the store.
         self.clips = ClipRecorder(self.snapshots, self.publisher, config.clips.max_total_bytes,

@@ -1,6 +1,7 @@
 """The daemon with a notification channel that is down: MQTT gets the alert at once, the
 notification waits in the channel's queue, survives a SIGKILL and is delivered after the
-restart (the webhook's Idempotency-Key makes it exactly once for a receiver that de-duplicates);
+restart, followed by the end of the alert the kill left open (the webhook's Idempotency-Key
+makes it exactly once for a receiver that de-duplicates);
 no configured secret appears in the daemon's log."""
 
 from __future__ import annotations
@@ -107,9 +108,9 @@ async def test_a_down_channel_keeps_its_notifications_through_a_sigkill(
         write_config(config, broker=mosquitto, sim=sim_process, clip=scene_clips["quiet"],
                      fake=fake)
         daemon.start()
-        await wait_until(lambda: any(a.headers["Idempotency-Key"] == f"{start['id']}:0"
+        await wait_until(lambda: any(a.headers["Idempotency-Key"] == f"{start['id']}:1"
                                      for a in fake.accepted), 30,
-                         "the queued start delivered after the restart")
+                         "the queued start, then the end of the alert the kill left open")
         assert await daemon.stop(signal.SIGTERM) == 0, daemon.tail()
     except AssertionError as exc:
         pytest.fail(f"{exc}; log: {daemon.tail()}")
@@ -122,6 +123,11 @@ async def test_a_down_channel_keeps_its_notifications_through_a_sigkill(
                         if a.headers["Idempotency-Key"] == f"{start['id']}:0")
     assert notification["event"]["camera"] == "yard"
     assert notification["event"]["hazard"] == "fire"
+    # In order: the start stored before the kill, then the end the restart added.
+    assert keys.index(f"{start['id']}:0") < keys.index(f"{start['id']}:1")
+    end = next(a.data for a in fake.accepted
+               if a.headers["Idempotency-Key"] == f"{start['id']}:1")
+    assert end["event"]["end_reason"] == "restart"
     assert queued(queue) == []
     log = daemon.log.read_text()
     assert "notify hook: not delivered (HTTP 503" in log
