@@ -47,6 +47,7 @@ DEFAULT_TEXTS = {
         "{% if missing_helmets %}People without a hard hat: {{ missing_helmets }}\n{% endif %}"
         "{% if end_reason %}Ended: {{ end_reason }}\n{% endif %}"
         "{% if snapshot_url %}Evidence: {{ snapshot_url }}\n{% endif %}"
+        "{% if clip_url %}Clip: {{ clip_url }}\n{% endif %}"
         "Alert {{ id }}"
     ),
     "zh": (
@@ -55,6 +56,7 @@ DEFAULT_TEXTS = {
         "{% if missing_helmets %}未戴安全帽人数：{{ missing_helmets }}\n{% endif %}"
         "{% if end_reason %}结束原因：{{ end_reason }}\n{% endif %}"
         "{% if snapshot_url %}证据图片：{{ snapshot_url }}\n{% endif %}"
+        "{% if clip_url %}视频片段：{{ clip_url }}\n{% endif %}"
         "告警编号 {{ id }}"
     ),
 }
@@ -115,6 +117,7 @@ def template_values(payload: EventPayload, language: str) -> dict[str, Any]:
     hazard = payload.hazard.value
     kind = payload.type
     snapshot = payload.snapshot
+    clip = payload.clip
     return {
         "id": payload.id, "revision": payload.revision, "type": kind, "camera": payload.camera,
         "hazard": hazard, "hazard_label": HAZARD_LABELS[language].get(hazard, hazard),
@@ -124,6 +127,10 @@ def template_values(payload: EventPayload, language: str) -> dict[str, Any]:
         "end_reason": payload.end_reason, "confirming_verdicts": payload.confirming_verdicts,
         "snapshot_url": snapshot.url if snapshot else None,
         "snapshot_path": snapshot.path if snapshot else None, "model": payload.model,
+        # The evidence clip (MP4): its URL is known at the start, the file follows after the
+        # post-roll (clip_ready says whether it is written).
+        "clip_url": clip.url if clip else None, "clip_path": clip.path if clip else None,
+        "clip_ready": clip.ready if clip else None,
     }
 
 

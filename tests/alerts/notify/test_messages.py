@@ -29,6 +29,7 @@ from monitor.alerts.notify.messages import (
     truncate_utf8,
     wants,
 )
+from monitor.alerts.payloads import ClipRef
 from monitor.config import ConfigError, config_from_mapping
 from monitor.notifyconfig import RateLimitConfig
 from tests.alerts.notify.support import CHANNEL, event_payload
@@ -236,3 +237,15 @@ def test_a_changed_notify_section_is_reported_as_needing_a_restart() -> None:
     new = config_from_mapping({"notify": [{"name": "n", "type": "ntfy",
                                            "url": "https://ntfy.example/t"}]})
     assert plan_reload(old, new).sections_needing_restart == ("notify",)
+
+
+def test_the_evidence_clip_is_linked_when_it_has_a_url() -> None:
+    payload = event_payload().model_copy(update={"clip": ClipRef(
+        path="/var/lib/monitor/snapshots/cam1/a.mp4", url="https://e/cam1/a.mp4",
+        ready=False, expected_at="2026-12-02T01:00:15.000+00:00")})
+    english, _ = notification_for(channel(), payload)
+    assert "Clip: https://e/cam1/a.mp4" in english.text
+    chinese, _ = notification_for(channel(language="zh"), payload)
+    assert "视频片段：https://e/cam1/a.mp4" in chinese.text
+    assert english.event is not None
+    assert english.event["clip"]["url"] == "https://e/cam1/a.mp4"  # the webhook's event
