@@ -250,11 +250,15 @@ def _ntfy(channel: Any, notification: Notification, image: bytes | None) -> Http
     return HttpRequest("POST", url, headers, text.encode())
 
 
-def image_fits(channel: Any, image: bytes) -> bool:
-    """Whether the service takes an image of this size."""
+EMAIL_ATTACHMENT_BYTES = 10 * 1024 * 1024
+"""Many mail servers refuse messages over 10-25 MB."""
+
+
+def image_limit(channel: Any) -> int:
+    """The largest image the service takes, bytes."""
     limits = {"wecom": WECOM_IMAGE_BYTES, "telegram": TELEGRAM_PHOTO_BYTES,
               "ntfy": NTFY_ATTACHMENT_BYTES}
-    return len(image) <= limits.get(channel.type, 25 * 1024 * 1024)
+    return limits.get(channel.type, EMAIL_ATTACHMENT_BYTES)
 
 
 def sends_image(channel: Any) -> bool:

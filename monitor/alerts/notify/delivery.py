@@ -48,9 +48,10 @@ from monitor.alerts.notify.channels import (
     Outcome,
     build_request,
     classify,
-    image_fits,
+    image_limit,
     sends_image,
 )
+from monitor.alerts.notify.images import fit_jpeg
 from monitor.alerts.notify.messages import (
     Notification,
     RateLimiter,
@@ -237,11 +238,15 @@ class ChannelWorker:
             logger.warning("notify %s: evidence image %s unreadable (%s); sending without it",
                            self.name, path, exc.strerror)
             return None
-        if not image_fits(self.channel, image):
-            logger.warning("notify %s: evidence image of %d bytes is over the service's limit; "
-                           "sending without it", self.name, len(image))
-            return None
-        return image
+        limit = image_limit(self.channel)
+        if len(image) <= limit:
+            return image
+        fitted = await asyncio.to_thread(fit_jpeg, image, limit)
+        if fitted is None:
+            logger.warning("notify %s: evidence image of %d bytes cannot be shrunk under the "
+                           "service's limit of %d; sending without it", self.name, len(image),
+                           limit)
+        return fitted
 
     async def _http(self, request: HttpRequest) -> Outcome:
         session = self._session

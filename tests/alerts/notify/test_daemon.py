@@ -131,5 +131,7 @@ async def test_a_down_channel_keeps_its_notifications_through_a_sigkill(
     assert queued(queue) == []
     log = daemon.log.read_text()
     assert "notify hook: not delivered (HTTP 503" in log
+    mqtt = b"\n".join(message.payload for message in subscriber.messages)
     for secret in (svc.WEBHOOK_SECRET, svc.WEBHOOK_TOKEN):
         assert secret not in log
+        assert secret.encode() not in mqtt

@@ -4,6 +4,7 @@ shapes as documented, retries on rate limits, 5xx and timeouts, refusals, order,
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
 from collections.abc import AsyncIterator
@@ -274,3 +275,20 @@ def test_outbox_queue_file_per_channel(tmp_path: Path) -> None:
         "ntfy-1.sqlite3", "webhook-1.sqlite3"]
     hub.close()
     assert Outbox(tmp_path / "ntfy-1.sqlite3").depth == 0
+
+
+@pytest.mark.asyncio
+async def test_an_image_over_the_services_limit_goes_out_shrunk(
+        fake: FakeServices, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    noise = np.random.default_rng(1).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    big = tmp_path / "big.jpg"
+    big.write_bytes(simplejpeg.encode_jpeg(noise, quality=95, colorspace="RGB"))
+    limit = big.stat().st_size // 3
+    monkeypatch.setattr(channels, "WECOM_IMAGE_BYTES", limit)
+    worker = worker_for(channel_for("wecom", fake), tmp_path)
+    async with sending(worker):
+        worker.offer(event_payload(snapshot=big))
+        await wait_for(lambda: len(fake.accepted) == 2)
+    image = base64.b64decode(fake.accepted[1].data["image"]["base64"])
+    assert 0 < len(image) <= limit
+    assert image[:2] == b"\xff\xd8"

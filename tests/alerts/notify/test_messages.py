@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from monitor.alerts.notify.channels import (
@@ -22,6 +24,7 @@ from monitor.alerts.notify.channels import (
     feishu_sign,
     webhook_signature,
 )
+from monitor.alerts.notify.images import fit_jpeg
 from monitor.alerts.notify.messages import (
     Notification,
     RateLimiter,
@@ -249,3 +252,20 @@ def test_the_evidence_clip_is_linked_when_it_has_a_url() -> None:
     assert "视频片段：https://e/cam1/a.mp4" in chinese.text
     assert english.event is not None
     assert english.event["clip"]["url"] == "https://e/cam1/a.mp4"  # the webhook's event
+
+
+def test_an_image_over_the_limit_is_shrunk_to_fit() -> None:
+    rng = np.random.default_rng(3)
+    noise = rng.integers(0, 255, (720, 1280, 3), dtype=np.uint8)  # compresses badly
+    ok, encoded = cv2.imencode(".jpg", noise, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    big = encoded.tobytes()
+    limit = len(big) // 4
+    small = fit_jpeg(big, limit)
+    assert small is not None
+    assert len(small) <= limit
+    decoded = cv2.imdecode(np.frombuffer(small, np.uint8), cv2.IMREAD_COLOR)
+    assert decoded is not None
+    assert decoded.shape[1] < 1280
+    assert fit_jpeg(big, len(big)) is big
+    assert fit_jpeg(b"not a jpeg" * 100, 10) is None
