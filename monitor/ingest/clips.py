@@ -22,11 +22,12 @@ Memory is counted as payload bytes plus :data:`PACKET_OVERHEAD_BYTES` per packet
 objects around it), the figure the ``monitor_clip_ring_bytes`` metric shows.
 
 Muxing needs the codec parameters (H.264 SPS/PPS, H.265 VPS/SPS/PPS): they travel in-band in
-the built-in receiver's keyframes and in FFmpeg's extradata for its RTSP demuxer (kept by
-:meth:`PacketRing.reset`); :func:`write_mp4` puts the extradata in front of the first keyframe
-and lets FFmpeg's own raw-stream demuxer describe the stream (size, profile, ``avcC``). Only
-Annex B H.264/H.265 is cut (every RTSP camera); other streams (MP4 files with length-prefixed
-packets, MJPEG) keep no ring.
+the built-in receiver's keyframes and in FFmpeg's extradata for its demuxers (kept by
+:meth:`PacketRing.reset`); :func:`write_mp4` puts them in front of the first keyframe and lets
+FFmpeg's own raw-stream demuxer describe the stream (size, profile, ``avcC``). H.264 and H.265
+are cut, in Annex B (RTSP) or length-prefixed (MP4/MKV files: packets and the ``avcC``/``hvcC``
+record are turned into Annex B when the clip is written, off the read loop); other codecs
+(MJPEG) keep no ring.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ CLIP_CODECS = {"h264": "h264", "hevc": "hevc"}
 """Codec (as FFmpeg names it) -> FFmpeg's raw-stream demuxer that describes it for muxing."""
 MUX_TIME_BASE = Fraction(1, 90000)
 _START_CODES = (b"\x00\x00\x01", b"\x00\x00\x00\x01")
+START_CODE = b"\x00\x00\x00\x01"
 
 
 class ClipError(Exception):
@@ -82,7 +84,10 @@ class ClipPackets:
 
     codec: str
     extradata: bytes | None
+    """Annex B parameter sets to put in front of the first keyframe (or ``None``)."""
     packets: tuple[RingPacket, ...]
+    length_size: int | None = None
+    """Packets are length-prefixed NAL units with this many length bytes (``None``: Annex B)."""
 
     @property
     def duration_s(self) -> float:
@@ -143,6 +148,7 @@ class PacketRing:
         self.codec: str | None = None
         """The connection's codec; ``None``: no ring for this connection (see :meth:`reset`)."""
         self.extradata: bytes | None = None
+        self.length_size: int | None = None
         self.overflows = 0
         """GOPs dropped whole because one GOP alone was over ``max_bytes``."""
         self.refused: str | None = None
@@ -164,9 +170,18 @@ class PacketRing:
         with self._lock:
             self._clear()
             self._sequence += 1  # a gap: a clip's continuation cannot cross connections
+            self.length_size = None
             if codec in CLIP_CODECS:
-                self.codec, self.refused = codec, None
-                self.extradata = extradata if extradata and _annex_b(extradata) else None
+                self.codec, self.refused, self.extradata = codec, None, None
+                if extradata and _annex_b(extradata):
+                    self.extradata = extradata
+                elif extradata and extradata[0] == 1:  # an avcC / hvcC record (a file)
+                    try:
+                        self.length_size = nal_length_size(codec, extradata)
+                        self.extradata = parameter_sets(codec, extradata)
+                    except (IndexError, ValueError):
+                        self.codec = None
+                        self.refused = f"the stream's {codec} parameters cannot be read"
             else:
                 self.codec = None
                 self.refused = f"clips need H.264 or H.265, the stream is {codec}"
@@ -178,11 +193,12 @@ class PacketRing:
             return
         with self._lock:
             if keyframe:
-                if not self._gops and not _annex_b(data):
-                    # Length-prefixed packets (an MP4 file): FFmpeg's raw demuxer that
-                    # describes the stream for muxing reads Annex B only.
+                if not self._gops and self.length_size is None and not _annex_b(data):
+                    # Length-prefixed packets without the record that says how: nothing to
+                    # turn them into Annex B with (FFmpeg's raw demuxer reads only that).
                     self.codec = None
-                    self.refused = "clips need an Annex B stream (RTSP); this one is not"
+                    self.refused = ("the stream's packets are neither Annex B nor "
+                                    "described by an avcC/hvcC record")
                     return
                 self._gops.append(_Gop())
             elif not self._gops:
@@ -211,16 +227,16 @@ class PacketRing:
             if self.codec is None or not self._gops:
                 return None
             packets = [p for gop in self._gops for p in gop.packets]
-            codec, extradata = self.codec, self.extradata
+            codec, extradata, length_size = self.codec, self.extradata, self.length_size
         if after:
             kept = [p for p in packets if p.sequence > after]
             # A reconnect in between restarted the sequence of keyframes: the continuation
             # must follow on directly, or it is not the same stream.
             if kept and kept[0].sequence != after + 1:
                 return None
-            return ClipPackets(codec, extradata, tuple(kept)) if kept else None
+            return ClipPackets(codec, extradata, tuple(kept), length_size) if kept else None
         start = start_index(packets, since, stream_offset(packets))
-        return ClipPackets(codec, extradata, tuple(packets[start:]))
+        return ClipPackets(codec, extradata, tuple(packets[start:]), length_size)
 
     def _trim_time(self, newest_pts_s: float) -> None:
         # The oldest GOP goes once the ones after it still reach keep_s back.
@@ -247,6 +263,48 @@ class PacketRing:
 
 def _annex_b(data: bytes) -> bool:
     return data.startswith(_START_CODES)
+
+
+def nal_length_size(codec: str, record: bytes) -> int:
+    """Length bytes before each NAL unit, from an avcC (H.264) or hvcC (H.265) record."""
+    return (record[4 if codec == "h264" else 21] & 0x03) + 1
+
+
+def parameter_sets(codec: str, record: bytes) -> bytes:
+    """The parameter sets of an avcC (H.264) or hvcC (H.265) record, as Annex B."""
+    nals: list[bytes] = []
+
+    def take(position: int, count: int) -> int:
+        for _ in range(count):
+            size = int.from_bytes(record[position:position + 2], "big")
+            nal = record[position + 2:position + 2 + size]
+            if len(nal) != size:
+                raise ValueError("truncated parameter set")
+            nals.append(nal)
+            position += 2 + size
+        return position
+
+    if codec == "h264":  # SPS count at byte 5, then the PPS count after the SPSs
+        position = take(6, record[5] & 0x1F)
+        take(position + 1, record[position])
+    else:  # arrays from byte 23: type, count, units
+        position = 23
+        for _ in range(record[22]):
+            position = take(position + 3, int.from_bytes(record[position + 1:position + 3],
+                                                         "big"))
+    return b"".join(START_CODE + nal for nal in nals)
+
+
+def annex_b(data: bytes, length_size: int) -> bytes:
+    """Length-prefixed NAL units (MP4) as Annex B."""
+    nals = []
+    position = 0
+    while position + length_size <= len(data):
+        size = int.from_bytes(data[position:position + length_size], "big")
+        position += length_size
+        nals.append(data[position:position + size])
+        position += size
+    return b"".join(START_CODE + nal for nal in nals)
 
 
 def stream_offset(packets: Sequence[RingPacket]) -> float:
@@ -322,7 +380,9 @@ def _mux(clip: ClipPackets, path: Path) -> float:
     ticks = 1 / MUX_TIME_BASE
     # FFmpeg's raw-stream demuxer reads the parameter sets and first keyframe and describes
     # the stream (size, profile, avcC) as its muxer needs it.
-    header = (clip.extradata or b"") + packets[0].data
+    size = clip.length_size
+    payloads = [p.data if size is None else annex_b(p.data, size) for p in packets]
+    header = (clip.extradata or b"") + payloads[0]
     with av.open(io.BytesIO(header), format=CLIP_CODECS[clip.codec]) as template_file:
         template = template_file.streams.video[0]
         if not template.codec_context.width:
@@ -330,8 +390,9 @@ def _mux(clip: ClipPackets, path: Path) -> float:
         with av.open(str(path), "w", format="mp4") as output:
             stream: Any = output.add_stream_from_template(template)
             last_dts = -1
-            for packet, shown, decoded in zip(packets, pts, decode, strict=True):
-                out = av.Packet(packet.data)
+            for packet, payload, shown, decoded in zip(packets, payloads, pts, decode,
+                                                       strict=True):
+                out = av.Packet(payload)
                 out.dts = last_dts = max(round((decoded - base) * ticks), last_dts + 1)
                 out.pts = max(round((shown - base) * ticks), last_dts)
                 out.duration = round(step * ticks)

@@ -220,7 +220,11 @@ class ClipRecorder:
 
     def _announce(self, payload: ClipPayload) -> None:
         if self._publisher is not None:
-            self._publisher.publish(self._publisher.topics.clips, payload.model_dump_json())
+            try:
+                self._publisher.publish(self._publisher.topics.clips, payload.model_dump_json())
+            except Exception:  # a clip finished during shutdown, after the outbox closed
+                logger.warning("camera %s: clip of event %s written but not announced",
+                               payload.camera, payload.id, exc_info=True)
         for listener in self._listeners:
             try:
                 listener(payload)

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from prometheus_client import generate_latest
 
+from monitor.alerts.payloads import ClipPayload
 from monitor.config import config_from_mapping
 from monitor.model.answer import Decision
 from monitor.service.supervisor import Supervisor
@@ -70,21 +71,26 @@ async def test_fire_alert_gets_a_clip_with_the_first_flame_in_its_pre_roll(
         camera = config.cameras[0].model_copy(update={"url": rtsp.url("fire")})
         config = config.model_copy(update={"cameras": [camera]})
         supervisor = Supervisor.open(config)
+        assert supervisor.clips is not None
+        heard: list[ClipPayload] = []
+        supervisor.clips.add_listener(heard.append)
         await subscriber.start()
         running = asyncio.create_task(supervisor.run(shutdown))
         try:
             await wait_until(lambda: bool(subscriber.on("monitor/clips")), 40,
                              "the clip announcement")
             metrics = generate_latest(supervisor.metrics.registry).decode()
-            assert supervisor.clips is not None
+            start = next(e for e in subscriber.events() if e["type"] == "start")
+            # What a notification channel uses: the finished clip by the alert's id.
+            waited = await supervisor.clips.wait_for_clip(start["id"], timeout_s=5)
         finally:
             shutdown.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(running, 15)
             await subscriber.stop()
 
-    start = next(e for e in subscriber.events() if e["type"] == "start")
     announced = subscriber.on("monitor/clips")[0].json()
+    assert [payload.model_dump(mode="json") for payload in heard] == [announced]
     # The start event names the file that will exist, before it does.
     assert start["clip"]["ready"] is False
     assert start["clip"]["path"] == announced["path"]
@@ -95,11 +101,17 @@ async def test_fire_alert_gets_a_clip_with_the_first_flame_in_its_pre_roll(
     assert path.name.endswith("-clip.mp4")
     assert announced["url"] == ("https://nvr.example/evidence/"
                                 + path.relative_to(tmp_path / "state" / "snapshots").as_posix())
-    assert supervisor.clips.finished_path(start["id"]) == path
+    assert supervisor.clips.finished_path(start["id"]) == waited == path
     assert 'monitor_clip_ring_bytes{camera="yard"}' in metrics
     assert 'monitor_clips_total{outcome="written"} 1.0' in metrics
 
-    # A valid MP4 of the configured length (plus at most a GOP: it starts on a keyframe).
+    assert_valid_mp4(path)
+    assert_first_flame_in_pre_roll(path, announced["pre_roll_s"])
+
+
+def assert_valid_mp4(path: Path) -> None:
+    """ffprobe: an H.264 MP4 of the configured length (plus at most a GOP: it starts on a
+    keyframe) whose first frame is a keyframe."""
     probe = ffprobe(path, "-show_format", "-show_streams")
     assert "mp4" in probe["format"]["format_name"]
     stream = probe["streams"][0]
@@ -111,13 +123,15 @@ async def test_fire_alert_gets_a_clip_with_the_first_flame_in_its_pre_roll(
                     "-show_entries", "frame=key_frame,pict_type")["frames"][0]
     assert (first["key_frame"], first["pict_type"]) == (1, "I")
 
-    # The pre-roll covers the moment before the alert: the clip opens on the yard without
-    # fire, and the first flame appears before the frame that raised the alert.
+
+def assert_first_flame_in_pre_roll(path: Path, pre_roll_s: float) -> None:
+    """The clip opens on the yard without fire, and the first flame appears before the frame
+    that raised the alert (``pre_roll_s`` into the clip)."""
     with av.open(str(path)) as container:
         fire_at = [(float(frame.time or 0.0),
                     judge(np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8)).fire.answer)
                    for frame in container.decode(video=0)]
     assert fire_at[0][1] is Decision.NO
     first_flame = next(t for t, answer in fire_at if answer is Decision.YES)
-    assert 0 < first_flame <= announced["pre_roll_s"], (first_flame, announced)
-    assert announced["pre_roll_s"] >= PRE_ROLL_S - 0.5
+    assert 0 < first_flame <= pre_roll_s, (first_flame, pre_roll_s)
+    assert pre_roll_s >= PRE_ROLL_S - 0.5
