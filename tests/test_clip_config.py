@@ -6,6 +6,7 @@ import pytest
 
 from monitor.clipconfig import ClipSettings
 from monitor.config import ConfigError, config_from_mapping
+from monitor.service.reload import plan_reload
 
 
 def cameras(*tables: dict[str, object]) -> list[dict[str, object]]:
@@ -44,3 +45,12 @@ def test_bad_settings_are_refused_naming_the_problem(data: dict[str, object],
                                                       message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         config_from_mapping(data)
+
+
+def test_a_reload_restarts_cameras_for_clip_settings_and_the_process_for_the_total() -> None:
+    old = config_from_mapping({"cameras": cameras({})})
+    longer = config_from_mapping({"defaults": {"clip_pre_roll_s": 9}, "cameras": cameras({})})
+    assert [c.id for c in plan_reload(old, longer).restart] == ["cam0"]
+    bigger = config_from_mapping({"clips": {"max_total_bytes": 512 * 1024 * 1024},
+                                  "cameras": cameras({})})
+    assert plan_reload(old, bigger).sections_needing_restart == ("clips",)
