@@ -10,6 +10,11 @@ same window and in separate client processes:
     default settings (``decode = "auto"``), ``IntervalSampler`` + the change gate on an asyncio
     loop, and the sampled frames resized to the default pixel budget and JPEG-encoded (base64
     data URL) in an encoder pool, as the daemon does before the model request;
+(d) ``clips`` (with ``--clips N``): (b) with an evidence clip packet ring on every camera
+    (``monitor.ingest.clips``: every compressed packet kept for a 5 s pre-roll, nothing
+    decoded for it), against (b) without rings at the same N in the same run; prints the
+    client CPU it adds (the issue's bound: at most 5 % at N=48) and the ring's memory per
+    camera;
 (c) ``bare`` (with ``--bare``): the bare PyAV keyframe-only reader of ``rtsp-lab.md`` (``av.open``
     over TCP, ``skip_frame = "NONKEY"``, each keyframe converted to BGR, a thread per camera),
     the figure the daemon has to beat.
@@ -33,6 +38,7 @@ Usage (from the repository root)::
     .venv/bin/python -m bench.ingest --compare 8 --repeat 3 --scale 96   # median ratio
     .venv/bin/python -m bench.ingest --only monitor --scale 24   # quick look
     .venv/bin/python -m bench.ingest --clip testsrc2 --bare --repeat 3   # rtsp-lab's clip
+    .venv/bin/python -m bench.ingest --compare 0 --scale "" --clips 48 --duration 30
 
 Frame age: the server sends in real time, so a frame's lag is (when it was sampled) - (its
 stream time) - (the smallest such offset seen on that camera, i.e. a frame taken fresh off the
@@ -239,11 +245,20 @@ def _client_bare(urls: list[str], interval: float, warmup: float, duration: floa
     return _sample_threads(read, shared, interval=interval, warmup=warmup, duration=duration)
 
 
+def _client_clips(urls: list[str], interval: float, warmup: float,
+                  duration: float) -> dict[str, Any]:
+    """(b) with an evidence clip ring on every camera, as the daemon's defaults make them."""
+    return _client_monitor(urls, interval, warmup, duration, clips=True)
+
+
 def _client_monitor(  # noqa: PLR0915 - one closure-heavy function keeps the mode readable
-        urls: list[str], interval: float, warmup: float, duration: float) -> dict[str, Any]:
+        urls: list[str], interval: float, warmup: float, duration: float, *,
+        clips: bool = False) -> dict[str, Any]:
     from monitor import heap  # noqa: PLC0415
+    from monitor.clipconfig import ClipDefaults, ClipsConfig  # noqa: PLC0415
     from monitor.config import DefaultsConfig, VlmConfig  # noqa: PLC0415
     from monitor.ingest.changegate import ChangeGate, thumbnail_size  # noqa: PLC0415
+    from monitor.ingest.clips import RING_SLACK_S, PacketRing, RingBudget  # noqa: PLC0415
     from monitor.ingest.reader import CameraReader  # noqa: PLC0415
     from monitor.ingest.sampling import IntervalSampler  # noqa: PLC0415
     from monitor.ingest.source import StreamSource  # noqa: PLC0415
@@ -254,10 +269,15 @@ def _client_monitor(  # noqa: PLR0915 - one closure-heavy function keeps the mod
     heap.limit_arenas()  # as the daemon's supervisor does before its threads start
     vlm = VlmConfig()
     defaults = DefaultsConfig(interval_s=interval)
+    clip, budget = ClipDefaults(), RingBudget(ClipsConfig().max_total_bytes)
+    rings = [PacketRing(f"cam{i}", keep_s=clip.clip_pre_roll_s + RING_SLACK_S,
+                        max_bytes=clip.clip_max_bytes, budget=budget) if clips else None
+             for i in range(len(urls))]
     readers = [CameraReader(StreamSource(
         camera_id=f"cam{i}", url=url, open_timeout_s=defaults.open_timeout_s,
         read_timeout_s=defaults.read_timeout_s, backend=defaults.backend,
-        decode=defaults.decode, interval_s=interval)) for i, url in enumerate(urls)]
+        decode=defaults.decode, interval_s=interval), ring=rings[i])
+        for i, url in enumerate(urls)]
     ages = [_Ages() for _ in urls]
     encoder = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)),
                                  thread_name_prefix="encoder")
@@ -351,6 +371,7 @@ def _client_monitor(  # noqa: PLR0915 - one closure-heavy function keeps the mod
         # Counted before the readers are told to stop (a stopped reader is not online).
         now = time.monotonic()
         offline = sum(1 for reader in readers if not reader.check(now).online)
+        ring_bytes = [ring.used_bytes for ring in rings if ring is not None]
         reconnects = sum(reader.status.reconnects for reader in readers) - start_reconnects
         print("WINDOW END", flush=True)
         for task in tasks:
@@ -362,6 +383,8 @@ def _client_monitor(  # noqa: PLR0915 - one closure-heavy function keeps the mod
         summary["encoded"] = sum(encoded)
         summary["decode_modes"] = sorted({r.status.decode or "-" for r in readers})
         summary["offline"] = offline
+        summary["ring_mb_per_camera"] = statistics.mean(ring_bytes) / 1e6 if ring_bytes else 0.0
+        summary["ring_mb_max"] = max(ring_bytes) / 1e6 if ring_bytes else 0.0
         summary["reconnects"] = reconnects
         summary["threads"] = {group: end_threads.get(group, 0.0) - start_threads.get(group, 0.0)
                               for group in end_threads}
@@ -429,7 +452,8 @@ def _percentile(values: list[float], q: float) -> float:
 def child_main(mode: str, urls: list[str], interval: float, warmup: float,
                duration: float) -> None:
     """Entry of the child process: measure one client and print a JSON line."""
-    run = {"baseline": _client_baseline, "bare": _client_bare, "monitor": _client_monitor}[mode]
+    run = {"baseline": _client_baseline, "bare": _client_bare, "monitor": _client_monitor,
+           "clips": _client_clips}[mode]
     result = run(urls, interval, warmup, duration)
     print("RESULT " + json.dumps(result), flush=True)
     # Reader threads may still sit in a read; the figures are out, leave without joining.
@@ -491,14 +515,17 @@ class RunResult:
     def line(self, interval: float) -> str:
         c = self.client
         extra = ""
-        if self.mode == "monitor":
-            extra = (f"  decode={'/'.join(c['decode_modes'])} offline={c['offline']}"
+        if self.mode == "clips":
+            extra = (f"  rings {c['ring_mb_per_camera']:.2f} MB/cam (largest "
+                     f"{c['ring_mb_max']:.2f} MB)")
+        if self.mode in {"monitor", "clips"}:
+            extra += (f"  decode={'/'.join(c['decode_modes'])} offline={c['offline']}"
                      f" reconnects={c['reconnects']}")
             total = sum(c["threads"].values()) or 1.0
             extra += "\n      where the client's CPU went: " + ", ".join(
                 f"{group} {seconds / total:.0%}" for group, seconds in
                 sorted(c["threads"].items(), key=lambda item: -item[1]))
-        label = {"baseline": "a", "monitor": "b", "bare": "c"}[self.mode]
+        label = {"baseline": "a", "monitor": "b", "bare": "c", "clips": "d"}[self.mode]
         return (f"  ({label}) {self.mode:<8} N={self.cameras:<3}"
                 f" client {self.client_per_cam_min:6.2f} CPU-s/cam-min"
                 f" | server {self.server_per_cam_min:5.2f}"
@@ -579,6 +606,107 @@ def _compare(args: argparse.Namespace, clip: Path) -> None:
         print(f"  (b) memory per camera at N={args.compare}, median of {len(memories)} runs: "
               f"{statistics.median(memories):.1f} MB "
               f"({', '.join(f'{memory:.1f}' for memory in memories)})", flush=True)
+
+
+def rtp_packets(clip: Path, frames: int = 250) -> tuple[list[bytes], float]:
+    """The first ``frames`` of ``clip`` as a camera sends them: H.264 in RTP (RFC 6184, FU-A
+    fragments of 1400 bytes); and the seconds of video they are."""
+    import struct  # noqa: PLC0415
+
+    import av  # noqa: PLC0415 - heavy; only here
+
+    packets: list[bytes] = []
+    sequence = 0
+    with av.open(str(clip)) as container:
+        stream = container.streams.video[0]
+        count = 0
+        for packet in container.demux(stream):
+            if not packet.size or packet.pts is None:
+                continue
+            stamp = int(packet.pts * (stream.time_base or 0) * 90000) & 0xFFFFFFFF
+            data, position, nals = bytes(packet), 0, []
+            while position + 4 <= len(data):  # length-prefixed NAL units (MP4)
+                size = int.from_bytes(data[position:position + 4], "big")
+                nals.append(data[position + 4:position + 4 + size])
+                position += 4 + size
+            for index, nal in enumerate(nals):
+                last = index == len(nals) - 1
+                body = nal[1:]
+                pieces = [body[i:i + 1400] for i in range(0, len(body), 1400)] or [b""]
+                for piece_index, piece in enumerate(pieces):
+                    end = piece_index == len(pieces) - 1
+                    fu = (nal[0] & 0x1F) | (0x80 if piece_index == 0 else 0) | \
+                        (0x40 if end else 0)
+                    marker = 0x80 if last and end else 0
+                    packets.append(struct.pack(">BBHII", 0x80, 96 | marker, sequence & 0xFFFF,
+                                               stamp, 1) + bytes(((nal[0] & 0xE0) | 28, fu))
+                                   + piece)
+                    sequence += 1
+            count += 1
+            if count >= frames:
+                break
+    return packets, count / 25.0
+
+
+def replay_cost_ms(packets: list[bytes], seconds: float, *, ring: bool) -> float:
+    """CPU milliseconds per camera-second of the built-in receiver's depacketizing (what the
+    read loop does per RTP packet) in keyframe-only mode, or keeping every frame in a ring."""
+    from monitor.ingest.clips import RING_SLACK_S, PacketRing  # noqa: PLC0415
+    from monitor.ingest.rtsp import Depacketizer  # noqa: PLC0415
+
+    depacketizer = Depacketizer(keyframes_only=not ring)
+    kept = PacketRing("replay", keep_s=5.0 + RING_SLACK_S, max_bytes=16 << 20) if ring else None
+    if kept is not None:
+        kept.reset("h264")
+    rounds = 4
+    started = 0.0
+    for round_ in range(rounds + 1):
+        if round_ == 1:  # the first round warms up: the ring grows to its steady size
+            started = time.process_time()
+        for packet in packets:
+            unit = depacketizer.packet(packet, 0, len(packet))
+            if unit is not None and kept is not None and unit.data is not None:
+                kept.add(unit.data, unit.keyframe, unit.rtp_time / 90000 + round_ * seconds,
+                         None, 0.0)
+    return (time.process_time() - started) * 1000 / (rounds * seconds)
+
+
+def _clips(args: argparse.Namespace, clip: Path) -> None:
+    """(b) and (d) at N = ``--clips``, alternating ``--repeat`` times: the client CPU the
+    packet rings add, and their memory per camera. Then, because a loaded machine moves whole
+    runs by more than 5 %, the receive path alone replayed in this process (deterministic work,
+    alternating, median of 5): what keeping every frame adds per camera, against (b)'s client
+    CPU of the same run."""
+    added: list[float] = []
+    plain_ms: list[float] = []
+    for _ in range(max(1, args.repeat)):
+        plain = run_once("monitor", args.clips, clip, args)
+        print(plain.line(args.interval), flush=True)
+        ringed = run_once("clips", args.clips, clip, args)
+        print(ringed.line(args.interval), flush=True)
+        extra = ringed.client_per_cam_min / plain.client_per_cam_min - 1
+        added.append(extra)
+        plain_ms.append(plain.client_per_cam_min * 1000 / 60)
+        print(f"  clips at N={args.clips}: pre-roll buffering adds {extra:+.1%} client CPU "
+              f"({ringed.client_per_cam_min:.2f} vs {plain.client_per_cam_min:.2f} "
+              f"CPU-s/cam-min; bound +5.0 %: {'met' if extra <= 0.05 else 'NOT met'}); "
+              f"ring memory {ringed.client['ring_mb_per_camera']:.2f} MB per camera",
+              flush=True)
+    if len(added) > 1:
+        print(f"  clips at N={args.clips}, median of {len(added)} alternating pairs: "
+              f"{statistics.median(added):+.1%} client CPU", flush=True)
+    packets, seconds = rtp_packets(clip)
+    keyframes, keeping = [], []
+    for _ in range(5):
+        keyframes.append(replay_cost_ms(packets, seconds, ring=False))
+        keeping.append(replay_cost_ms(packets, seconds, ring=True))
+    delta = statistics.median(keeping) - statistics.median(keyframes)
+    client = statistics.median(plain_ms)
+    print(f"  receive path replayed ({len(packets)} RTP packets, {seconds:g} s of the clip, "
+          f"median of 5): keyframes only {statistics.median(keyframes):.3f} ms CPU per "
+          f"camera-second, every frame kept in a ring {statistics.median(keeping):.3f}: "
+          f"+{delta:.3f} ms = {delta / client:+.1%} of (b)'s client CPU in this run "
+          f"({client:.2f} ms per camera-second)", flush=True)
 
 
 def jpeg_difference(clip: Path, *, keyframes: int = 8) -> str:
@@ -662,7 +790,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quality", action="store_true",
                         help="only print what skipping the deblocking filter on keyframes does "
                              "to the JPEG sent (mean absolute difference in grey levels)")
-    parser.add_argument("--child", choices=["baseline", "monitor", "bare"],
+    parser.add_argument("--clips", type=int, default=0,
+                        help="N for (b) without vs (d) with evidence clip rings; 0 skips")
+    parser.add_argument("--child", choices=["baseline", "monitor", "bare", "clips"],
                         help=argparse.SUPPRESS)
     parser.add_argument("urls", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -681,6 +811,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.warmup:g} s warm-up", flush=True)
     if args.compare:
         _compare(args, clip)
+    if args.clips:
+        _clips(args, clip)
     if args.only == "baseline":
         return
     largest: int | None = None

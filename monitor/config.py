@@ -34,6 +34,20 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from monitor.clipconfig import (
+    ClipDefaults,
+    ClipOverrides,
+    ClipsConfig,
+    ClipSettings,
+    clip_problems,
+    clip_settings,
+)
+from monitor.notifyconfig import (
+    NotifyChannelConfig,
+    channel_secrets,
+    check_channel_names,
+    masked_channel,
+)
 from monitor.redaction import redact
 
 HazardName = Literal["fire", "smoke", "no_helmet"]
@@ -270,7 +284,7 @@ class MqttConfig(_Section):
         return value
 
 
-class DefaultsConfig(_Section):
+class DefaultsConfig(ClipDefaults, _Section):
     """Settings every camera inherits unless it overrides them."""
 
     interval_s: float = Field(
@@ -356,7 +370,7 @@ class DefaultsConfig(_Section):
     )
 
 
-class CameraConfig(_Section):
+class CameraConfig(ClipOverrides, _Section):
     """One camera."""
 
     id: str = Field(description="Short id used in topics and logs: letters, digits, - and _.")
@@ -526,6 +540,10 @@ class MonitorConfig(BaseSettings):
                                        description="Evidence images of alerts.")
     console: ConsoleConfig = Field(default_factory=ConsoleConfig,
                                    description="The operator console (web pages, JSON API).")
+    clips: ClipsConfig = Field(default_factory=ClipsConfig,
+                               description="Evidence clips of alerts, all cameras together.")
+    notify: list[NotifyChannelConfig] = Field(
+        default_factory=list, description="Notification channels ([[notify]] tables).")
 
     @classmethod
     def settings_customise_sources(
@@ -546,6 +564,12 @@ class MonitorConfig(BaseSettings):
             if camera.id in seen:
                 raise ValueError(f"camera id {camera.id!r} is used twice; ids must be unique")
             seen.add(camera.id)
+        problems = clip_problems(self.defaults, [(c.id, c, c.backend or self.defaults.backend)
+                                                 for c in self.cameras if c.enabled],
+                                 self.clips, self.snapshots.enabled)
+        if problems:
+            raise ValueError("; ".join(problems))
+        check_channel_names(self.notify)
         return self
 
     @model_validator(mode="after")
@@ -562,6 +586,11 @@ class MonitorConfig(BaseSettings):
     def camera_interval_s(self, camera: CameraConfig) -> float:
         """The sampling interval that applies to ``camera``."""
         return camera.interval_s if camera.interval_s is not None else self.defaults.interval_s
+
+    def camera_clip(self, camera: CameraConfig) -> ClipSettings | None:
+        """The evidence clip settings of ``camera``; ``None`` when its clips are off."""
+        return clip_settings(self.defaults, camera, camera.backend or self.defaults.backend,
+                             self.snapshots.enabled)
 
     def camera_hazards(self, camera: CameraConfig) -> list[HazardName]:
         """The hazards watched on ``camera``."""
@@ -582,6 +611,7 @@ class MonitorConfig(BaseSettings):
                 secrets.append(embedded)
         secrets.extend(secret.get_secret_value() for secret in
                        (self.console.token, self.console.password) if secret is not None)
+        secrets.extend(channel_secrets(self.notify))
         placeholder = VlmConfig.model_fields["api_key"].get_default(call_default_factory=True)
         return [secret for secret in secrets
                 if secret and secret != placeholder.get_secret_value()]
@@ -594,6 +624,7 @@ class MonitorConfig(BaseSettings):
         data["vlm"]["base_url"] = redact(data["vlm"]["base_url"])
         for endpoint in data["vlm"]["endpoints"]:
             endpoint["base_url"] = redact(endpoint["base_url"])
+        data["notify"] = [masked_channel(channel) for channel in self.notify]
         return data
 
 
@@ -676,7 +707,9 @@ def describe_errors(exc: ValidationError) -> list[str]:
             message = "required key is missing"
         shown = ""
         last = str(error["loc"][-1]) if error["loc"] else ""
+        # A [[notify]] value may be a bot key or a URL carrying one: never quoted back.
         if error["type"] not in {"missing", "extra_forbidden"} and last not in _SECRET_FIELDS \
+                and error["loc"][:1] != ("notify",) \
                 and isinstance(error.get("input"), str | int | float | bool):
             shown = f" (got {redact(str(error['input']))!r})"
         if shown and repr(redact(str(error["input"]))) in message:

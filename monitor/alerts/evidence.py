@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 _SECTION = {Hazard.FIRE: "fire", Hazard.SMOKE: "smoke", Hazard.NO_HELMET: "helmet"}
 _LABEL = {Hazard.FIRE: "fire", Hazard.SMOKE: "smoke", Hazard.NO_HELMET: "no hard hat"}
 _COLOUR = (0, 0, 255)  # BGR red: the usual colour of an alarm
+EVIDENCE_SUFFIXES = ("*.jpg", "*.mp4")
+"""The files retention counts: evidence images and evidence clips."""
 
 
 class SnapshotError(Exception):
@@ -158,7 +160,8 @@ class SnapshotStore:
 
     def _files(self) -> list[_File]:
         files = []
-        for path in self.directory.rglob("*.jpg"):
+        # Evidence clips (``.mp4``, written by the service next to the images) count too.
+        for path in (p for suffix in EVIDENCE_SUFFIXES for p in self.directory.rglob(suffix)):
             try:
                 info = path.stat()
             except FileNotFoundError:

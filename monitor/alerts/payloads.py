@@ -65,6 +65,20 @@ class SnapshotRef(_Payload):
     topic: str | None = Field(default=None, description="Retained MQTT topic with the JPEG.")
 
 
+class ClipRef(_Payload):
+    """Where the evidence clip of an alert is, or will be.
+
+    The ``start`` event goes out at once, before the clip's post-roll has been recorded: it
+    names the file that will exist (``ready`` false) and when (``expected_at``). Later steps
+    of the alert say ``ready`` true once it is written, and a :class:`ClipPayload` on
+    ``<prefix>/clips`` announces it (or why there is none)."""
+
+    path: str = Field(description="MP4 file path on the daemon's host.")
+    url: str | None = Field(default=None, description="snapshots.url_prefix + relative path.")
+    ready: bool = Field(description="Whether the file is complete (false in the start event).")
+    expected_at: str = Field(description="When the file will be complete (ISO 8601 UTC).")
+
+
 class EventPayload(_Payload):
     """A step of an alert's lifecycle (``<prefix>/events``, QoS 1, not retained).
 
@@ -91,11 +105,13 @@ class EventPayload(_Payload):
     snapshot: SnapshotRef | None = None
     by: str | None = Field(default=None, description="ack: who acknowledged the alert (an "
                            "ack carries the revision of the step it acknowledges).")
+    clip: ClipRef | None = Field(default=None, description="The alert's evidence clip (MP4), "
+                                 "when the camera keeps one.")
 
     @classmethod
     def from_event(cls, event: AlertEvent, *, verdict: Verdict | None = None,
                    boxes: Sequence[Box] = (), snapshot: SnapshotRef | None = None,
-                   ) -> EventPayload:
+                   clip: ClipRef | None = None) -> EventPayload:
         """The wire form of a tracker event (with the verdict that caused it, if any)."""
         return cls(
             id=event.event_id, revision=event.revision, type=event.type.value,
@@ -108,8 +124,25 @@ class EventPayload(_Payload):
             end_reason=event.end_reason.value if event.end_reason else None,
             model=verdict.model if verdict else None,
             latency_s=round(verdict.latency_s, 3) if verdict else None,
-            boxes=list(boxes), snapshot=snapshot,
+            boxes=list(boxes), snapshot=snapshot, clip=clip,
         )
+
+
+class ClipPayload(_Payload):
+    """An alert's evidence clip is written, or could not be (``<prefix>/clips``, QoS 1, not
+    retained)."""
+
+    id: str = Field(description="The alert's id (the events' ``id``).")
+    camera: str
+    hazard: Hazard
+    ready: bool = Field(description="The file exists and is complete.")
+    path: str = Field(description="MP4 file path on the daemon's host.")
+    url: str | None = Field(default=None, description="snapshots.url_prefix + relative path.")
+    duration_s: float | None = Field(description="Length of the clip, seconds.")
+    pre_roll_s: float | None = Field(
+        description="Seconds of the clip before the frame that raised the alert.")
+    size_bytes: int | None = Field(description="Size of the file.")
+    error: str | None = Field(default=None, description="Why there is no clip (ready false).")
 
 
 class StatusPayload(_Payload):
@@ -176,6 +209,11 @@ class Topics:
         """Alert events (QoS 1, not retained)."""
         return f"{self.prefix}/events"
 
+    @property
+    def clips(self) -> str:
+        """Evidence clips written (QoS 1, not retained)."""
+        return f"{self.prefix}/clips"
+
     def hazard(self, camera_id: str, hazard: Hazard) -> str:
         """Retained ``ON``/``OFF`` per camera and hazard."""
         return f"{self.prefix}/{camera_id}/{hazard.value}"
@@ -207,6 +245,7 @@ def write_schemas(directory: Path) -> list[Path]:
 def schema_models() -> dict[str, type[BaseModel]]:
     """File stem → payload model."""
     return {"event": EventPayload, "status": StatusPayload, "verdict": VerdictPayload,
+            "clip": ClipPayload,
             "ha-binary-sensor-discovery": BinarySensorDiscovery}
 
 

@@ -50,6 +50,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from monitor.alerts.outbox import OpenAlert, Outbox, OutboxError, Outgoing
 from monitor.alerts.payloads import (
     Box,
+    ClipRef,
     EventPayload,
     SnapshotRef,
     StatusPayload,
@@ -136,7 +137,10 @@ class MqttPublisher:
             None, max_messages=config.queue_size, max_bytes=config.outbox_max_bytes,
             max_age_s=config.outbox_max_age_s)
         self.retained_state = RetainedState(config, self.topics, self.outbox, self.publish,
-                                            self._publish_event_payload)
+                                            self._publish_left_open_end)
+        self.on_left_open_end: Callable[[EventPayload], None] | None = None
+        """Called with the ``end`` of each alert a previous run left raised, once stored
+        (the notification channels get these ends too)."""
         self._wakeup = asyncio.Event()
         self._closing = asyncio.Event()
         self._retained: dict[str, bytes] = {}
@@ -186,11 +190,17 @@ class MqttPublisher:
         return True
 
     def publish_event(self, event: AlertEvent, *, verdict: Verdict | None = None,
-                      boxes: Sequence[Box] = (), snapshot: SnapshotRef | None = None) -> None:
+                      boxes: Sequence[Box] = (), snapshot: SnapshotRef | None = None,
+                      clip: ClipRef | None = None) -> None:
         """Store an alert event and the matching retained ``ON``/``OFF``, atomically."""
         payload = EventPayload.from_event(event, verdict=verdict, boxes=boxes,
-                                          snapshot=snapshot)
+                                          snapshot=snapshot, clip=clip)
         self._publish_event_payload(payload)
+
+    def _publish_left_open_end(self, payload: EventPayload) -> None:
+        self._publish_event_payload(payload)
+        if self.on_left_open_end is not None:
+            self.on_left_open_end(payload)
 
     def _publish_event_payload(self, payload: EventPayload) -> None:
         camera, hazard = payload.camera, payload.hazard

@@ -56,6 +56,7 @@ import cv2
 import numpy as np
 
 from monitor.errors import exception_reason
+from monitor.ingest.clips import PacketRing
 from monitor.ingest.decode import (
     BACKOFF_EARLY_S,
     STABLE_CONNECTION_S,
@@ -181,8 +182,11 @@ class CameraReader:
         source: StreamSource,
         on_status: Callable[[StreamStatus], None] | None = None,
         rng: random.Random | None = None,
+        ring: PacketRing | None = None,
     ) -> None:
         self.source = source
+        self.ring = ring
+        """Keeps every packet for evidence clips (``None``: no clips for this camera)."""
         if source.password_text:
             register_secrets([source.password_text])
         self._rng = rng or random.Random()
@@ -328,7 +332,8 @@ class CameraReader:
 
     def _receiver(self, read_timeout_s: float, mode: DecodeChoice) -> Receiver:
         if self._builtin_rtsp:
-            return BuiltinRtspReceiver(self.source, read_timeout_s, mode)
+            return BuiltinRtspReceiver(self.source, read_timeout_s, mode,
+                                       keep_all=self.ring is not None)
         return PyavReceiver(self.source, read_timeout_s, self._stop)
 
     def _read_packets(self) -> bool:
@@ -341,12 +346,21 @@ class CameraReader:
         policy = DecodePolicy.start(self.source.decode, self.source.interval_s,
                                     self.source.read_timeout_s, self._meter, time.monotonic())
         delivered = False
+        ring = self.ring
         with self._receiver(read_timeout, policy.mode) as receiver:
+            if ring is not None:
+                ring.reset(receiver.codec, receiver.extradata)
             for packet in receiver.packets():
                 if self._stop.is_set():
                     return delivered
                 now = time.monotonic()
                 self._meter.packet(packet.meter_pts_s, packet.keyframe, now)
+                if ring is not None and packet.data is not None:
+                    # Compressed, as received: no decoding for the clip's sake.
+                    data = packet.data
+                    ring.add(data if isinstance(data, bytes) else bytes(data), packet.keyframe,
+                             now if packet.meter_pts_s is None else packet.meter_pts_s,
+                             packet.dts_s, now)
                 previous = policy.mode
                 step = policy.packet(packet.keyframe, now, self._wanted_at)
                 if packet.keyframe:

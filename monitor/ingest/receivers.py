@@ -47,6 +47,8 @@ class StreamPacket:
     """Stream time in seconds for the frame-rate meter (``None``: the arrival time stands in)."""
     pts_s: float | None = None
     """Stream time of the pictures it decodes to (``None``: the picture's own)."""
+    dts_s: float | None = None
+    """Decoding time in seconds when the demuxer gives one (evidence clips' muxing)."""
 
 
 class Receiver(Protocol):
@@ -56,6 +58,8 @@ class Receiver(Protocol):
     """The video codec, as FFmpeg names it."""
     idr_only: bool
     """Recognises only IDR keyframes: a stream that never sends one needs FFmpeg."""
+    extradata: bytes | None
+    """The codec parameters outside the packets (FFmpeg's extradata), once open."""
 
     def __enter__(self) -> Receiver:
         """Open the stream."""
@@ -74,12 +78,16 @@ class BuiltinRtspReceiver:
 
     idr_only = True
 
-    def __init__(self, source: StreamSource, read_timeout_s: float, mode: DecodeChoice) -> None:
+    def __init__(self, source: StreamSource, read_timeout_s: float, mode: DecodeChoice,
+                 *, keep_all: bool = False) -> None:
+        self._keep_all = keep_all
+        """Every frame's data, decoded or not (an evidence clip's ring keeps them)."""
         self._session = RtspSession(source.url, username=source.username,
                                     password=source.password,
                                     open_timeout_s=source.open_timeout_s,
                                     read_timeout_s=read_timeout_s,
-                                    keyframes_only=mode == "keyframes")
+                                    keyframes_only=mode == "keyframes" and not keep_all)
+        self.extradata: bytes | None = None  # parameter sets travel in front of keyframes
         self._decoders: dict[DecodeChoice, Any] = {}
         self.codec = "h264"
         self._clock = 90000.0
@@ -105,7 +113,7 @@ class BuiltinRtspReceiver:
             yield StreamPacket(unit.data, unit.keyframe, pts_s, pts_s)
 
     def at_keyframe(self, mode: DecodeChoice, now: float, gop_s: float | None) -> None:
-        self._session.depacketizer.keyframes_only = mode == "keyframes"
+        self._session.depacketizer.keyframes_only = mode == "keyframes" and not self._keep_all
         # Keyframes only: nothing is wanted before the next one, so the receiver may read
         # lazily until shortly before it is due.
         self._session.idle_until = now + gop_s - KEYFRAME_EARLY_S \
@@ -132,6 +140,7 @@ class PyavReceiver:
         self._stream: Any = None
         self._keyframe_decoder: Any = None
         self.codec = "?"
+        self.extradata: bytes | None = None
 
     def __enter__(self) -> PyavReceiver:
         self._container = open_pyav(self._source, self._read_timeout_s)
@@ -144,6 +153,7 @@ class PyavReceiver:
         context.thread_count = 1
         self._keyframe_decoder = keyframe_decoder(context)
         self.codec = context.name
+        self.extradata = context.extradata
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -169,7 +179,9 @@ class PyavReceiver:
                     first_pts = pts_s
                 if self._stop.wait(max(0.0, anchor + pts_s - first_pts - time.monotonic())):
                     return
-            yield StreamPacket(packet, packet.is_keyframe, pts_s if stamped else None)
+            dts = packet.dts
+            yield StreamPacket(packet, packet.is_keyframe, pts_s if stamped else None,
+                               dts_s=dts * time_base if dts is not None and time_base else None)
 
     def at_keyframe(self, mode: DecodeChoice, now: float, gop_s: float | None) -> None:
         pass  # FFmpeg reads at its own pace

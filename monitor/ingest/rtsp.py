@@ -332,6 +332,19 @@ class Depacketizer:
                     and not buffer[start + 12 + self.syntax.header_bytes] & 0x80:
                 self._sequence = sequence
                 return None
+        elif self._fragment is not None and self._open and buffer[start] == 0x80 \
+                and not buffer[start + 1] & 0x80 and length > 13 + self.syntax.header_bytes:
+            # The same for a fragment that is kept (all frames: an evidence clip's ring keeps
+            # them): a middle fragment's payload is appended, nothing else parsed.
+            sequence, stamp = _SEQUENCE_AND_TIME.unpack_from(buffer, start + 2)
+            fu_header = start + 12 + self.syntax.header_bytes
+            if stamp == self._time and self._sequence is not None \
+                    and sequence == (self._sequence + 1) & 0xFFFF \
+                    and self.syntax.nal_type(buffer[start + 12]) == self.syntax.fragmentation \
+                    and not buffer[fu_header] & 0xC0:
+                self._sequence = sequence
+                self._fragment.append(bytes(buffer[fu_header + 1:start + length]))
+                return None
         if length < 13:
             self.lost_packets += 1
             return None

@@ -10,8 +10,9 @@ with two configurations and nothing else:
 * a running camera whose section changed, or every running camera when ``[defaults]``
   changed (interval, hazards, tracker settings and so on apply to all), is restarted;
 * the other running cameras are kept untouched (their alerts, readers and trackers live on);
-* ``[vlm]``, ``[mqtt]``, ``[telemetry]`` and ``[logging]`` are only read at start: a change
-  there is reported as needing a restart of the process, and not applied.
+* ``[vlm]``, ``[mqtt]``, ``[telemetry]``, ``[logging]`` and ``[clips]`` (the packet rings'
+  total budget) are only read at start: a change there is reported as needing a restart of
+  the process, and not applied.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 from monitor.config import CameraConfig, MonitorConfig
 
-RESTART_SECTIONS = ("vlm", "mqtt", "telemetry", "logging")
+RESTART_SECTIONS = ("vlm", "mqtt", "telemetry", "logging", "notify", "clips")
 """Sections the running process cannot change (clients, servers, handlers built at start)."""
 
 

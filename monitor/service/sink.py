@@ -16,11 +16,13 @@ from collections.abc import Sequence
 from concurrent.futures import Executor
 
 from monitor.alerts.evidence import SnapshotError, SnapshotStore
-from monitor.alerts.payloads import Box, SnapshotRef, iso_time
+from monitor.alerts.notify.delivery import NotifyHub
+from monitor.alerts.payloads import Box, EventPayload, SnapshotRef, iso_time
 from monitor.alerts.publisher import MqttPublisher
 from monitor.alerts.tracker import AlertEvent
 from monitor.console.state import ConsoleState
 from monitor.model.answer import Verdict
+from monitor.service.clips import ClipRecorder
 from monitor.service.pipeline import Frame
 from monitor.service.telemetry import Metrics
 
@@ -30,12 +32,16 @@ logger = logging.getLogger(__name__)
 class AlertSink:
     """Publishes, stores and counts what the pipelines produce (see the module docstring)."""
 
+    clips: ClipRecorder | None = None
+    """Evidence clips: a ``start`` begins one, every event carries its reference."""
+
     def __init__(self, publisher: MqttPublisher, snapshots: SnapshotStore | None,
-                 metrics: Metrics, executor: Executor,
-                 console: ConsoleState | None = None) -> None:
+                 metrics: Metrics, executor: Executor, *,
+                 console: ConsoleState | None = None, notify: NotifyHub | None = None) -> None:
         self._publisher = publisher
         self.console = console
         """The operator console's memory, fed one way from here (``None``: console off)."""
+        self._notify = notify
         self._snapshots = snapshots
         self._metrics = metrics
         self._executor = executor
@@ -92,6 +98,12 @@ class AlertSink:
               boxes: Sequence[Box] = (), snapshot: SnapshotRef | None = None) -> None:
         """Publish an alert event (counted by the publisher's ``on_event``, like the ends it
         adds itself for alerts a previous run left open)."""
-        self._publisher.publish_event(event, verdict=verdict, boxes=boxes, snapshot=snapshot)
+        clip = self.clips.clip_for(event) if self.clips is not None else None
+        self._publisher.publish_event(event, verdict=verdict, boxes=boxes, snapshot=snapshot,
+                                      clip=clip)
         if self.console is not None:
             self.console.record_event(event, snapshot)
+        if self._notify is not None:
+            # After MQTT, into each channel's own queue: a channel never delays the broker.
+            self._notify.event(EventPayload.from_event(event, verdict=verdict, boxes=boxes,
+                                                       snapshot=snapshot, clip=clip))

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 from monitor import heap
 from monitor.alerts.evidence import SnapshotStore
+from monitor.alerts.notify.delivery import NotifyCollector, NotifyHub
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.payloads import StatusPayload, iso_time
 from monitor.alerts.publisher import MqttPublisher
@@ -54,6 +55,7 @@ from monitor.ingest.source import StreamStatus, stream_source
 from monitor.model.answer import Hazard
 from monitor.model.client import VlmClient
 from monitor.redaction import redact, register_secrets
+from monitor.service.clips import ClipRecorder
 from monitor.service.console_actions import ConsoleActionHandler
 from monitor.service.console_commands import ConsoleCommands
 from monitor.service.pipeline import EVENT_WORDS, CameraPipeline
@@ -161,9 +163,10 @@ class Supervisor:
         mqtt = config.mqtt
         outbox = Outbox(config.state_dir / "outbox.sqlite3", max_messages=mqtt.queue_size,
                         max_bytes=mqtt.outbox_max_bytes, max_age_s=mqtt.outbox_max_age_s)
-        return cls(config, outbox)
+        return cls(config, outbox, NotifyHub.open(config.notify, config.state_dir / "notify"))
 
-    def __init__(self, config: MonitorConfig, outbox: Outbox) -> None:
+    def __init__(self, config: MonitorConfig, outbox: Outbox,
+                 notify: NotifyHub | None = None) -> None:
         """Wire the stages around an open ``outbox``; no I/O (see :meth:`open`)."""
         self.config = config
         # Every text this process emits (logs, /readyz, MQTT) masks the configured secrets.
@@ -186,13 +189,21 @@ class Supervisor:
         self._encoder = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="encoder")
         self.console = ConsoleState.from_config(config) \
             if config.console.enabled and config.telemetry.enabled else None
+        # Notification channels ([[notify]]): each its own queue and task (notify[<name>]).
+        self.notify = notify or NotifyHub([])
+        self.metrics.registry.register(NotifyCollector(self.notify))
         self.sink = AlertSink(self.publisher, self.snapshots, self.metrics, self._encoder,
-                              console=self.console)
+                              console=self.console, notify=self.notify)
+        self.publisher.on_left_open_end = self.notify.event
         self.console_commands: ConsoleCommands | None = None
         self.console_web = self._console_web(config)
         self.health = HealthServer(self.metrics, self.readiness,
                                    self.console_web.add_routes if self.console_web else None)
         self._cameras: dict[str, _Camera] = {}
+        # Evidence clips: a packet ring per camera, fed by its reader, cut into the store.
+        self.clips = ClipRecorder(self.snapshots, self.publisher, config.clips.max_total_bytes,
+                                  self.metrics.registry) if self.snapshots is not None else None
+        self.sink.clips = self.clips
         self._rng = random.Random()
         self._group: asyncio.TaskGroup | None = None
 
@@ -223,13 +234,16 @@ class Supervisor:
         ready = not reasons
         reasons.extend(broker_reasons(self.publisher))
         reasons.extend(camera_reasons(list(self._cameras.values()), time.monotonic()))
+        reasons.extend(self.notify.reasons())
         # Outages of cameras, broker or model are reported but do not make us "not ready":
         # the pipeline itself runs and recovers on its own.
         return Readiness(ready=ready, reasons=tuple(reasons))
 
     def _build_camera(self, config: MonitorConfig, camera: CameraConfig) -> _Camera:
         """A camera's reader and pipeline, not started (no I/O)."""
-        reader = CameraReader(stream_source(config, camera))
+        clip = config.camera_clip(camera)
+        ring = self.clips.ring(camera.id, clip) if self.clips is not None and clip else None
+        reader = CameraReader(stream_source(config, camera), ring=ring)
         pipeline = CameraPipeline(config, camera, source=reader, client=self.vlm,
                                   sink=self.sink, executor=self._encoder,
                                   stopping=self._stopping)
@@ -251,6 +265,8 @@ class Supervisor:
         """Stop one camera without touching the others."""
         self._cameras.pop(camera.config.id, None)
         await camera.stop()
+        if self.clips is not None:
+            self.clips.forget(camera.config.id)
 
     async def run(self, shutdown: asyncio.Event,
                   reload_requests: asyncio.Queue[MonitorConfig] | None = None) -> None:
@@ -274,6 +290,8 @@ class Supervisor:
                 if self.console_commands is not None:
                     group.create_task(self.console_commands.run(self._stopping),
                                       name="console.commands")
+                notify_tasks = [group.create_task(worker.supervise(), name=f"notify[{worker.name}]")
+                                for worker in self.notify.workers]
                 for camera in config.cameras:
                     if camera.enabled:
                         self._start_camera(self._build_camera(config, camera))
@@ -291,6 +309,8 @@ class Supervisor:
                 self.notifier.ready(self._status_line())
                 await self._serve(shutdown, reload_requests)
                 await self._shutdown(watch, publisher_task)
+                for task in notify_tasks:  # what they did not send stays in their queues
+                    task.cancel("shutdown")
         finally:
             self._group = None
             await self._release()
@@ -334,9 +354,7 @@ class Supervisor:
                 # an `end` (not a bare OFF) and the new tracker confirms afresh.
                 for event in camera.pipeline.tracker.end_all(time.time(),
                                                              EndReason.RECONFIGURED):
-                    self.publisher.publish_event(event)
-                    if self.console is not None:
-                        self.console.record_event(event)
+                    self.sink.event(event)
                 await self._stop_camera(camera)
             self._start_camera(self._build_camera(new, camera_config))
             logger.info("camera %s: restarted with its new settings", camera_config.id)
@@ -394,6 +412,9 @@ class Supervisor:
                 logger.warning("camera %s: reader still blocked in the stream; leaving it",
                                camera_state.config.id)
         self._encoder.shutdown(wait=False, cancel_futures=True)
+        if self.clips is not None:
+            self.clips.close()
+        self.notify.close()
         self.notifier.close()
         logger.info("monitor stopped")
 
@@ -412,8 +433,7 @@ class Supervisor:
                                  "the camera", camera.config.id)
                     await self._stop_camera(camera)
                     self._start_camera(self._build_camera(self.config, camera.config))
-            expire_alerts(list(self._cameras.values()), self.publisher, time.time(),
-                          self.console)
+            expire_alerts(list(self._cameras.values()), self.sink, time.time())
             tasks_alive = not publisher_task.done() and all(
                 c.task is not None and not c.task.done() for c in self._cameras.values())
             if tasks_alive:
@@ -466,8 +486,7 @@ def broker_reasons(publisher: MqttPublisher) -> list[str]:
     return reasons
 
 
-def expire_alerts(cameras: Sequence[_Camera], publisher: MqttPublisher, now: float,
-                  console: ConsoleState | None = None) -> None:
+def expire_alerts(cameras: Sequence[_Camera], sink: AlertSink, now: float) -> None:
     """End the alerts whose ``clear_after_s`` passed without a positive verdict: also those
     of cameras that deliver no verdicts now (offline stream, model down), since the tracker
     only sees time when asked."""
@@ -476,9 +495,7 @@ def expire_alerts(cameras: Sequence[_Camera], publisher: MqttPublisher, now: flo
             logger.info("camera %s: %s %s (event %s): no positive verdict for %.0f s",
                         camera.config.id, event.hazard.value, EVENT_WORDS[event.type],
                         event.event_id, now - event.started_at)
-            publisher.publish_event(event)
-            if console is not None:
-                console.record_event(event)
+            sink.event(event)
 
 
 def status_payload(status: StreamStatus, at: float) -> StatusPayload:

@@ -132,6 +132,21 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_notify_test(args: argparse.Namespace) -> int:
+    """``monitor notify-test CHANNEL``: one test message; prints what the service answered."""
+    from monitor.tools.notifytest import UnknownChannelError, notify_test  # noqa: PLC0415
+
+    config = _load_or_exit(args.config)
+    setup_logging(args.log_level or "WARNING", "text", config.secret_values())
+    try:
+        delivered, line = asyncio.run(notify_test(config, args.channel))
+    except UnknownChannelError as exc:
+        emit(f"{args.config}: {exc}", file=sys.stderr)
+        return 2
+    emit(line)
+    return 0 if delivered else 1
+
+
 def cmd_sim_vlm(args: argparse.Namespace) -> int:
     """``monitor sim-vlm``: the OpenAI-compatible VLM simulator."""
     from monitor.sim.server import SimBehaviour, run_sim_server  # noqa: PLC0415
@@ -330,43 +345,9 @@ def _add_model_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     evaluation.set_defaults(handler=cmd_eval)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``monitor`` command."""
-    parser = argparse.ArgumentParser(
-        prog="monitor", description="Real-time camera-stream safety monitor (fire, smoke, "
-        "hard hats) with Qwen2.5-VL on vLLM and MQTT alerts.")
-    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="override the configured log level")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def config_option(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG_PATH,
-                         help=f"configuration file (default {DEFAULT_CONFIG_PATH})")
-
-    run = commands.add_parser("run", help="run the daemon")
-    config_option(run)
-    run.set_defaults(handler=cmd_run)
-
-    check = commands.add_parser("check-config", help="validate and print the configuration")
-    config_option(check)
-    check.set_defaults(handler=cmd_check_config)
-
-    doctor = commands.add_parser(
-        "doctor", help="check config, state dir, broker, model server and every camera")
-    config_option(doctor)
-    doctor.set_defaults(handler=cmd_doctor)
-
-    demo = commands.add_parser("demo", help="synthetic cameras + simulator + live alerts")
-    demo.add_argument("--duration", type=float, default=60.0,
-                      help="seconds to run (default 60)")
-    demo.add_argument("--mqtt-host", help="use this broker instead of starting mosquitto")
-    demo.add_argument("--mqtt-port", type=int, default=1883, help="with --mqtt-host")
-    demo.add_argument("--language", choices=["zh", "en"], default="en",
-                      help="prompt language (default en, so the demo output reads in English)")
-    demo.add_argument("--console-port", type=int, default=0,
-                      help="operator console port on 127.0.0.1 (default: a free one, printed)")
-    demo.set_defaults(handler=cmd_demo)
-
+def _add_simulator_commands(
+        commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``sim-vlm`` and ``sim-scene``: the simulator and its synthetic scenes."""
     sim = commands.add_parser("sim-vlm", help="serve the VLM simulator (OpenAI API)")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8000)
@@ -393,6 +374,52 @@ def build_parser() -> argparse.ArgumentParser:
     scene.add_argument("--gop", type=int, default=20)
     scene.add_argument("--codec", choices=("h264", "h265"), default="h264")
     scene.set_defaults(handler=cmd_sim_scene)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``monitor`` command."""
+    parser = argparse.ArgumentParser(
+        prog="monitor", description="Real-time camera-stream safety monitor (fire, smoke, "
+        "hard hats) with Qwen2.5-VL on vLLM and MQTT alerts.")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="override the configured log level")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def config_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG_PATH,
+                         help=f"configuration file (default {DEFAULT_CONFIG_PATH})")
+
+    run = commands.add_parser("run", help="run the daemon")
+    config_option(run)
+    run.set_defaults(handler=cmd_run)
+
+    check = commands.add_parser("check-config", help="validate and print the configuration")
+    config_option(check)
+    check.set_defaults(handler=cmd_check_config)
+
+    doctor = commands.add_parser(
+        "doctor", help="check config, state dir, broker, model server and every camera")
+    config_option(doctor)
+    doctor.set_defaults(handler=cmd_doctor)
+
+    notify = commands.add_parser(
+        "notify-test", help="send one test message on a [[notify]] channel")
+    notify.add_argument("channel", help="the channel's name")
+    config_option(notify)
+    notify.set_defaults(handler=cmd_notify_test)
+
+    demo = commands.add_parser("demo", help="synthetic cameras + simulator + live alerts")
+    demo.add_argument("--duration", type=float, default=60.0,
+                      help="seconds to run (default 60)")
+    demo.add_argument("--mqtt-host", help="use this broker instead of starting mosquitto")
+    demo.add_argument("--mqtt-port", type=int, default=1883, help="with --mqtt-host")
+    demo.add_argument("--language", choices=["zh", "en"], default="en",
+                      help="prompt language (default en, so the demo output reads in English)")
+    demo.add_argument("--console-port", type=int, default=0,
+                      help="operator console port on 127.0.0.1 (default: a free one, printed)")
+    demo.set_defaults(handler=cmd_demo)
+
+    _add_simulator_commands(commands)
 
     from monitor.tools.modeldl import add_arguments as download_arguments  # noqa: PLC0415
 

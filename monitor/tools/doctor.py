@@ -26,6 +26,7 @@ from monitor.errors import exception_reason
 from monitor.ingest.reader import CameraReader
 from monitor.ingest.source import stream_source
 from monitor.redaction import redact
+from monitor.tools.notifytest import check_channels
 
 BROKER_TIMEOUT_S = 5.0
 MODEL_TIMEOUT_S = 10.0
@@ -159,6 +160,8 @@ async def run_checks(config: MonitorConfig) -> list[CheckResult]:
     results.extend([await check() for check in checks])
     cameras = [camera.id for camera in config.cameras if camera.enabled]
     results.extend(await asyncio.gather(*(check_camera(config, c) for c in cameras)))
+    results.extend(CheckResult(f"notify {c.name}", c.ok, c.detail)
+                   for c in await asyncio.to_thread(check_channels, config))
     return results
 
 

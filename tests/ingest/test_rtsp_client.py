@@ -129,6 +129,19 @@ def test_all_mode_assembles_every_frame() -> None:
     assert units[0][2] == START_CODE + START_CODE.join([SPS, PPS, IDR])
 
 
+def test_all_mode_gives_a_frame_with_a_lost_middle_fragment_no_data() -> None:
+    # Middle fragments of kept frames take a fast path (an evidence clip's ring keeps every
+    # frame): a gap there must still mark the frame damaged, and the next one is whole.
+    depacketizer = Depacketizer(keyframes_only=False)
+    camera = Sender()
+    damaged = camera.frame(0, IDR, with_parameters=True)
+    whole = camera.frame(3600, P_SLICE)
+    units = feed(depacketizer, damaged[:3] + damaged[4:] + whole)
+    assert [(stamp, data) for stamp, _, data in units] == [(0, None),
+                                                           (3600, START_CODE + P_SLICE)]
+    assert depacketizer.lost_packets == 1
+
+
 def test_single_nal_packets_padding_extensions_and_csrcs() -> None:
     depacketizer = Depacketizer(keyframes_only=True)
     depacketizer.set_parameter_sets((SPS, PPS))
