@@ -168,6 +168,11 @@ class VlmConfig(_Section):
     breaker_probe_s: float = Field(
         default=2.0, gt=0, le=300,
         description="First delay before probing an endpoint taken out; doubles up to 60 s.")
+    priority_scheduling: bool = Field(
+        default=True,
+        description="When every slot is busy, serve cameras with an unconfirmed positive or "
+        "an active alert first, then cameras whose verdict nears max_verdict_age_s, then by "
+        "camera priority, then the least recently analysed; false: first come, first served.")
 
     @field_validator("base_url")
     @classmethod
@@ -389,6 +394,9 @@ class CameraConfig(_Section):
     roi: list[tuple[float, float]] | None = Field(
         default=None, description="Region analysed, as [x, y] fractions of the frame (0..1): "
         "2 points = rectangle corners, 3 or more = polygon. Cropped before resizing.")
+    priority: int = Field(
+        default=0, ge=0, le=100, description="Under overload, cameras of higher priority "
+        "get model slots first (after alerting and overdue ones); 0-100.")
 
     @field_validator("roi")
     @classmethod

@@ -57,6 +57,7 @@ from monitor.model.imaging import (
     encode_yuv_jpeg,
     smart_resize,
 )
+from monitor.model.priority import Urgency, camera_urgency
 from monitor.pixels import BgrImage, GreyImage, YuvPlanes
 
 logger = logging.getLogger(__name__)
@@ -131,7 +132,9 @@ class ModelRequest(Protocol):
 class ModelClient(Protocol):
     """The model client (:class:`monitor.model.client.VlmClient`)."""
 
-    def request(self, camera_id: str) -> AbstractAsyncContextManager[ModelRequest]: ...
+    def request(self, camera_id: str, *,
+                urgency: Urgency | None = None) -> AbstractAsyncContextManager[ModelRequest]:
+        """One request of the camera; ``urgency`` orders it among those waiting for a slot."""
 
 
 class PipelineSink(Protocol):
@@ -207,6 +210,9 @@ class CameraPipeline:
         """The last verdict reported a hazard: confirm now, and never skip it as unchanged."""
         self._sent_sequence: int | None = None
         """The frame last sent to the model, when newer than the one sampled."""
+        self.verdict_at: float | None = None
+        """Monotonic time the model's last verdict arrived (``None`` before the first)."""
+        self._max_verdict_age_s = defaults.max_verdict_age_s
 
     async def run(self) -> None:
         """Turn after turn until the stopping event is set."""
@@ -223,7 +229,7 @@ class CameraPipeline:
         if analysed is None:
             return None
         verdict, sent = analysed
-        self.judged_at = self._clock.monotonic()
+        self.judged_at = self.verdict_at = self._clock.monotonic()
         await self.handle_verdict(verdict, sent)
         self._confirm_now(verdict)
         return verdict
@@ -299,7 +305,7 @@ class CameraPipeline:
 
     async def _ask_model(self, sampled: Frame) -> tuple[Analysis, Frame]:
         """Slot first, then the freshest frame, encoded and sent; again on a retry."""
-        async with self._client.request(self.camera_id) as request:
+        async with self._client.request(self.camera_id, urgency=self.urgency()) as request:
             while True:
                 # A failure worth retrying ends this block quietly; the next slot backs off.
                 async with request.slot() as slot:
@@ -313,6 +319,16 @@ class CameraPipeline:
                                                   context=self.camera.context,
                                                   hazards=self.tracker.watched)
                     return analysis, frame
+
+    def urgency(self) -> Urgency:
+        """What this camera's next request tells the pool (:mod:`monitor.model.priority`):
+        alerting while a hazard is positive and unconfirmed or an alert is active."""
+        alerting = self._last_positive or any(self.tracker.is_active(h)
+                                              for h in self.tracker.watched)
+        return camera_urgency(alerting=alerting, priority=self.camera.priority,
+                              last_verdict_at=self.verdict_at,
+                              max_verdict_age_s=self._max_verdict_age_s,
+                              interval_s=self.interval_s)
 
     def _failed(self, exc: VlmError | ImageBudgetError) -> None:
         endpoint = exc.endpoint if isinstance(exc, VlmError) and exc.endpoint else "none"
