@@ -82,11 +82,18 @@ class EventPayload(_Payload):
     confirming_verdicts: int = Field(description="Number of verdicts behind this step.")
     verdicts: list[ObservationPayload] = Field(description="The verdicts behind this step.")
     missing_helmets: int | None = Field(description="no_helmet: people without a hard hat.")
-    end_reason: Literal["cleared", "timeout", "restart", "removed", "reconfigured"] | None = None
+    end_reason: Literal["cleared", "timeout", "restart", "removed", "reconfigured",
+                        "schedule"] | None = None
     model: str | None = Field(default=None, description="Model that gave the verdict.")
     latency_s: float | None = Field(default=None, description="Model request latency.")
     boxes: list[Box] = Field(default_factory=list, description="Regions the model located.")
     snapshot: SnapshotRef | None = None
+    severity: Literal["normal", "high"] = Field(
+        default="normal", description="high once the alert lasted escalate_after_s (an update "
+        "says so; later steps keep it).")
+    zones: list[str] = Field(
+        default_factory=list, description="The camera's zones where the hazard was seen "
+        "(boxes that counted under its site rules); empty without boxes or zones.")
 
     @classmethod
     def from_event(cls, event: AlertEvent, *, verdict: Verdict | None = None,
@@ -105,6 +112,7 @@ class EventPayload(_Payload):
             model=verdict.model if verdict else None,
             latency_s=round(verdict.latency_s, 3) if verdict else None,
             boxes=list(boxes), snapshot=snapshot,
+            severity=event.severity.value, zones=list(event.zones),
         )
 
 
