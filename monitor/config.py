@@ -590,6 +590,37 @@ class SnapshotsConfig(_Section):
     jpeg_quality: int = Field(default=85, ge=30, le=100, description="JPEG quality.")
 
 
+class HealthConfig(_Section):
+    """Camera health events: how long each problem must last before its event starts."""
+
+    enabled: bool = Field(default=True, description="Publish health events.")
+    offline_after_s: float = Field(
+        default=60.0, ge=0, le=86400, description="A camera offline (no frames) this long.")
+    frozen_after_s: float = Field(
+        default=60.0, ge=0, le=86400,
+        description="New frames arrive but the picture has not changed at all for this long.")
+    blank_after_s: float = Field(
+        default=30.0, ge=0, le=86400,
+        description="The picture has been uniform (black, white, covered) this long.")
+    view_changed_after_s: float = Field(
+        default=300.0, ge=0, le=86400,
+        description="The scene has not resembled the camera's usual view (turned away, "
+        "knocked) for this long.")
+    no_verdict_after_s: float = Field(
+        default=300.0, ge=0, le=86400,
+        description="An online camera's scene has not been judged for this long.")
+    model_unavailable_after_s: float = Field(
+        default=60.0, ge=0, le=86400,
+        description="Every model endpoint has been out of service this long.")
+    blank_max_contrast: float = Field(
+        default=4.0, ge=0, le=64,
+        description="A thumbnail whose grey levels vary by at most this standard deviation "
+        "is blank.")
+    view_min_similarity: float = Field(
+        default=0.5, ge=-1, le=1,
+        description="Correlation with the usual view (-1..1) below which the view changed.")
+
+
 class MonitorConfig(BaseSettings):
     """The whole configuration of one daemon."""
 
@@ -615,6 +646,8 @@ class MonitorConfig(BaseSettings):
                                        description="Evidence images of alerts.")
     schedules: dict[str, ScheduleConfig] = Field(
         default_factory=dict, description="Named weekly schedules for site rules.")
+    health: HealthConfig = Field(default_factory=HealthConfig,
+                                 description="Camera health events.")
 
     @classmethod
     def settings_customise_sources(

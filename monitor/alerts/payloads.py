@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from monitor.alerts.discovery import BinarySensorDiscovery
+from monitor.alerts.health import HealthEvent, HealthProblem
 from monitor.alerts.tracker import AlertEvent, Observation
 from monitor.model.answer import Answer, Hazard, Verdict
 
@@ -164,6 +165,32 @@ class VerdictPayload(_Payload):
         )
 
 
+class HealthEventPayload(_Payload):
+    """A step of a camera health problem's lifecycle (``<prefix>/health``, QoS 1, not
+    retained). ``id`` is the same for the problem's ``start`` and its ``end``."""
+
+    id: str = Field(description="Stable for the problem (start and end).")
+    type: Literal["start", "end"]
+    camera: str | None = Field(description="The camera; null: the daemon's (model_unavailable).")
+    problem: HealthProblem = Field(
+        description="offline, frozen, blank, view_changed, no_verdict or model_unavailable.")
+    started_at: str = Field(description="When the problem began (before its threshold).")
+    ended_at: str | None
+    at: str = Field(description="When this step happened.")
+    detail: str = Field(description="What was observed (a stream error, how long...).")
+    end_reason: Literal["recovered", "shutdown", "removed"] | None = None
+
+    @classmethod
+    def from_event(cls, event: HealthEvent) -> HealthEventPayload:
+        """The wire form of a health event."""
+        return cls(id=event.event_id, type="end" if event.end_reason else "start",
+                   camera=event.camera_id, problem=event.problem,
+                   started_at=iso_time(event.started_at),
+                   ended_at=iso_time(event.ended_at) if event.ended_at is not None else None,
+                   at=iso_time(event.at), detail=event.detail,
+                   end_reason=event.end_reason.value if event.end_reason else None)
+
+
 @dataclass(frozen=True, slots=True)
 class Topics:
     """Topic names under one prefix."""
@@ -179,6 +206,11 @@ class Topics:
     def events(self) -> str:
         """Alert events (QoS 1, not retained)."""
         return f"{self.prefix}/events"
+
+    @property
+    def health(self) -> str:
+        """Camera health events (QoS 1, not retained)."""
+        return f"{self.prefix}/health"
 
     def hazard(self, camera_id: str, hazard: Hazard) -> str:
         """Retained ``ON``/``OFF`` per camera and hazard."""
@@ -211,7 +243,8 @@ def write_schemas(directory: Path) -> list[Path]:
 def schema_models() -> dict[str, type[BaseModel]]:
     """File stem → payload model."""
     return {"event": EventPayload, "status": StatusPayload, "verdict": VerdictPayload,
-            "ha-binary-sensor-discovery": BinarySensorDiscovery}
+            "ha-binary-sensor-discovery": BinarySensorDiscovery,
+            "health-event": HealthEventPayload}
 
 
 def schema_text(model: type[BaseModel]) -> str:

@@ -34,9 +34,11 @@ from typing import Protocol, TypeVar
 
 from monitor.alerts.evidence import boxes_for
 from monitor.alerts.payloads import Box, SnapshotRef
+from monitor.alerts.siterules import SiteRules, frame_boxes
 from monitor.alerts.tracker import AlertEvent, EventType, HazardTracker, TrackerSettings
 from monitor.config import CameraConfig, MonitorConfig
 from monitor.ingest.changegate import ChangeGate, thumbnail_size
+from monitor.ingest.picture import PictureWatch
 from monitor.ingest.sampling import IntervalSampler
 from monitor.model.answer import Hazard, Verdict, truncate
 from monitor.model.client import (
@@ -59,11 +61,14 @@ from monitor.model.imaging import (
 )
 from monitor.model.priority import Urgency, camera_urgency
 from monitor.pixels import BgrImage, GreyImage, YuvPlanes
+from monitor.rules.zones import FrameBox
 
 logger = logging.getLogger(__name__)
 
 FRAME_WAIT_S = 1.0
 """Longest sleep waiting for a new frame (the loop re-checks stopping after it)."""
+OFF_SCHEDULE_POLL_S = 5.0
+"""While every hazard is outside its schedule, how often the pipeline looks again."""
 
 _T = TypeVar("_T")
 
@@ -189,7 +194,8 @@ class CameraPipeline:
         self.camera_id = camera.id
         self.interval_s = config.camera_interval_s(camera)
         self.tracker = HazardTracker(camera.id, [Hazard(h) for h in config.camera_hazards(camera)],
-                                     TrackerSettings.from_config(defaults))
+                                     TrackerSettings.from_config(defaults),
+                                     rules=SiteRules.from_config(config, camera))
         gate_on = camera.change_gate if camera.change_gate is not None else defaults.change_gate
         self._gate = ChangeGate(max_verdict_age_s=defaults.max_verdict_age_s,
                                 area_threshold=defaults.change_threshold) if gate_on else None
@@ -213,6 +219,12 @@ class CameraPipeline:
         self.verdict_at: float | None = None
         """Monotonic time the model's last verdict arrived (``None`` before the first)."""
         self._max_verdict_age_s = defaults.max_verdict_age_s
+        health = config.health
+        self.picture: PictureWatch | None = PictureWatch(
+            blank_max_contrast=health.blank_max_contrast,
+            view_min_similarity=health.view_min_similarity) if health.enabled else None
+        """Frozen, blank, turned-away: from each sample's thumbnail (read by the health
+        checks)."""
 
     async def run(self) -> None:
         """Turn after turn until the stopping event is set."""
@@ -237,6 +249,11 @@ class CameraPipeline:
     async def next_frame(self) -> Frame | None:
         """Sampling: the newest frame once its interval is due and the change gate lets it
         through; ``None`` after a wait or when the unchanged scene keeps its last verdict."""
+        if not self.tracker.asked(self._clock.time()):
+            # Every hazard is outside its schedule: nothing to ask, and nothing overdue.
+            self.judged_at = self._clock.monotonic()
+            await self._pause(min(self.interval_s, OFF_SCHEDULE_POLL_S))
+            return None
         frame = self._source.latest()
         now = self._clock.monotonic()
         decision = self._sampler.decide(
@@ -258,15 +275,19 @@ class CameraPipeline:
         self._sink.sampled(self.camera_id)
         logger.debug("camera %s: sampled frame %d (age %.2f s)", self.camera_id, frame.sequence,
                      now - frame.captured_monotonic)
-        if self._gate is not None and not await self._gate_passes(frame, now):
+        if self._gate is None and self.picture is None:
+            return frame
+        size = thumbnail_size(frame.width, frame.height)
+        thumbnail = await self._run(frame.grey_thumbnail, *size)
+        if self.picture is not None:
+            self.picture.observe(thumbnail)
+        if self._gate is not None and not self._gate_passes(thumbnail, now):
             return None
         return frame
 
-    async def _gate_passes(self, frame: Frame, now: float) -> bool:
+    def _gate_passes(self, thumbnail: GreyImage, now: float) -> bool:
         """The change gate: whether the scene changed enough to be worth the model."""
         assert self._gate is not None  # noqa: S101 - checked by the caller
-        size = thumbnail_size(frame.width, frame.height)
-        thumbnail = await self._run(frame.grey_thumbnail, *size)
         # Positive answers and raised alerts are always re-checked on a fresh frame, so
         # confirming and clearing never rest on a reused verdict.
         alert_on = any(self.tracker.is_active(h) for h in self.tracker.watched)
@@ -317,7 +338,7 @@ class CameraPipeline:
                     image = await self._run(self._encode, frame)
                     analysis = await slot.analyse(image, captured_at=frame.captured_at,
                                                   context=self.camera.context,
-                                                  hazards=self.tracker.watched)
+                                                  hazards=self._asked(frame.captured_at))
                     return analysis, frame
 
     def urgency(self) -> Urgency:
@@ -344,7 +365,8 @@ class CameraPipeline:
         """Tracking and publishing: the verdict, then the events it causes, each with its
         evidence image of ``frame`` (saved and published before the event)."""
         self._sink.verdict(verdict)
-        for event in self.tracker.update(verdict.answer, verdict.captured_at):
+        located = self._zone_boxes(verdict, frame)
+        for event in self.tracker.update(verdict.answer, verdict.captured_at, located):
             logger.info("camera %s: %s %s (event %s, %s): %s", self.camera_id,
                         event.hazard.value, EVENT_WORDS[event.type], event.event_id,
                         f"{event.missing_helmets} without hard hat"
@@ -356,6 +378,20 @@ class CameraPipeline:
             if frame is not None and event.type is not EventType.END:
                 snapshot = await self._sink.evidence(event, frame, boxes)
             self._sink.event(event, verdict=verdict, boxes=boxes, snapshot=snapshot)
+
+    def _asked(self, at: float) -> tuple[Hazard, ...]:
+        """The hazards to ask about for a frame captured at ``at``: those in schedule (all
+        watched ones if a schedule ended just now, rather than a question about nothing)."""
+        return self.tracker.asked(at) or self.tracker.watched
+
+    def _zone_boxes(self, verdict: Verdict,
+                    frame: Frame | None) -> dict[Hazard, tuple[FrameBox, ...]] | None:
+        """The answer's boxes per hazard in fractions of ``frame``, for the camera's zones
+        (``None`` when it has none, or the frame's size is unknown)."""
+        if frame is None or not self.tracker.rules.zones:
+            return None
+        return {hazard: frame_boxes(boxes_for(verdict.answer, hazard), frame.width,
+                                    frame.height) for hazard in self.tracker.watched}
 
     def _confirm_now(self, verdict: Verdict) -> None:
         """Confirm-now: after a positive verdict the next new frame is analysed as soon as

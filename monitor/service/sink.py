@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from concurrent.futures import Executor
 
 from monitor.alerts.evidence import SnapshotError, SnapshotStore
+from monitor.alerts.health import HealthEvent
 from monitor.alerts.payloads import Box, SnapshotRef, iso_time
 from monitor.alerts.publisher import MqttPublisher
 from monitor.alerts.tracker import AlertEvent
@@ -87,3 +88,8 @@ class AlertSink:
         """Publish an alert event (counted by the publisher's ``on_event``, like the ends it
         adds itself for alerts a previous run left open)."""
         self._publisher.publish_event(event, verdict=verdict, boxes=boxes, snapshot=snapshot)
+
+    def health(self, event: HealthEvent) -> None:
+        """Publish a camera health event (a destination added next to ``event`` gets these
+        too: they are events a channel may page someone for)."""
+        self._publisher.publish_health(event)
