@@ -13,6 +13,7 @@ from monitor.alerts.siterules import SiteRules
 from monitor.config import ConfigError, config_from_mapping, load_config
 from monitor.model.answer import Hazard
 from monitor.rules.zones import Anchor
+from monitor.service.reload import plan_reload
 
 SQUARE = [[0.1, 0.1], [0.4, 0.1], [0.4, 0.4], [0.1, 0.4]]
 
@@ -126,3 +127,15 @@ def test_camera_settings_win_and_schedules_add_up() -> None:
     assert rules.in_schedule(monday + 7 * 3600)
     assert not rules.in_schedule(monday + 13 * 3600)
     assert not rules.in_schedule(monday + 5 * 3600)
+
+
+def test_a_reload_that_changes_a_schedule_restarts_the_cameras() -> None:
+    def with_hours(hours: str) -> Any:
+        return config_from_mapping({
+            "schedules": {"day": {"monday": [hours]}},
+            "cameras": [camera(schedule="day"), {"id": "gate", "url": "rtsp://cam/gate"}],
+        })
+
+    plan = plan_reload(with_hours("06:00-20:00"), with_hours("07:00-19:00"))
+    assert [c.id for c in plan.restart] == ["yard", "gate"]
+    assert plan_reload(with_hours("06:00-20:00"), with_hours("06:00-20:00")).restart == ()
