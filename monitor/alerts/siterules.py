@@ -122,3 +122,27 @@ def frame_boxes(boxes: Sequence[Corners], width: int, height: int) -> tuple[Fram
     """Pixel boxes of a ``width`` x ``height`` frame as fractions of it."""
     return tuple(FrameBox.from_pixels(b.x1, b.y1, b.x2, b.y2, width=width, height=height)
                  for b in boxes)
+
+
+def describe(rules: SiteRules, hazards: Sequence[Hazard], now: float) -> list[str]:
+    """One line per watched hazard that has site rules, saying what applies and whether its
+    schedules are active at ``now`` (for ``monitor check-config``)."""
+    lines = []
+    for hazard in hazards:
+        own = rules.of(hazard)
+        parts = []
+        if own.schedules:
+            names = " and ".join(schedule.name for schedule in own.schedules)
+            state = "active" if own.in_schedule(now) else "not active"
+            parts.append(f"schedule {names} ({state} now)")
+        if own.min_duration_s:
+            parts.append(f"min_duration_s {own.min_duration_s:g}")
+        if own.escalate_after_s is not None:
+            parts.append(f"escalate_after_s {own.escalate_after_s:g}")
+        if own.zones.include:
+            parts.append("only in zones " + ", ".join(z.name for z in own.zones.include))
+        if own.zones.exclude:
+            parts.append("not in zones " + ", ".join(z.name for z in own.zones.exclude))
+        if parts:
+            lines.append(f"{hazard.value}: {'; '.join(parts)}")
+    return lines

@@ -3,6 +3,7 @@ gets from ``[defaults.rules]`` and its own ``[cameras.rules]``."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,11 @@ from typing import Any
 import pytest
 
 from monitor.alerts.siterules import SiteRules
-from monitor.config import ConfigError, config_from_mapping, load_config
+from monitor.config import EX_CONFIG, ConfigError, config_from_mapping, load_config
 from monitor.model.answer import Hazard
 from monitor.rules.zones import Anchor
 from monitor.service.reload import plan_reload
+from tests.test_config import check_config
 
 SQUARE = [[0.1, 0.1], [0.4, 0.1], [0.4, 0.4], [0.1, 0.4]]
 
@@ -139,3 +141,40 @@ def test_a_reload_that_changes_a_schedule_restarts_the_cameras() -> None:
     plan = plan_reload(with_hours("06:00-20:00"), with_hours("07:00-19:00"))
     assert [c.id for c in plan.restart] == ["yard", "gate"]
     assert plan_reload(with_hours("06:00-20:00"), with_hours("06:00-20:00")).restart == ()
+
+
+def test_check_config_shows_each_cameras_rules_or_the_problems(tmp_path: Path) -> None:
+    path = tmp_path / "monitor.toml"
+    path.write_text("""
+[schedules.always]
+monday = ["00:00-24:00"]
+tuesday = ["00:00-24:00"]
+wednesday = ["00:00-24:00"]
+thursday = ["00:00-24:00"]
+friday = ["00:00-24:00"]
+saturday = ["00:00-24:00"]
+sunday = ["00:00-24:00"]
+
+[[cameras]]
+id = "yard"
+url = "rtsp://cam/yard"
+hazards = ["fire", "no_helmet"]
+[cameras.zones]
+weld = [[0.1, 0.1], [0.4, 0.1], [0.4, 0.4]]
+[cameras.rules.fire]
+exclude_zones = ["weld"]
+[cameras.rules.no_helmet]
+schedule = "always"
+min_duration_s = 5
+""", encoding="utf-8")
+    result = check_config(path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["cameras"][0]["zones"]["weld"][0] == [0.1, 0.1]
+    assert "# camera yard: fire: not in zones weld\n" in result.stderr
+    assert "# camera yard: no_helmet: schedule always (active now); min_duration_s 5\n" \
+        in result.stderr
+    path.write_text(path.read_text().replace('["weld"]', '["welding"]'), encoding="utf-8")
+    result = check_config(path)
+    assert result.returncode == EX_CONFIG
+    assert result.stderr == (f"config error: {path}: cameras.0.rules.fire.exclude_zones: "
+                             "unknown zone 'welding' on camera 'yard' (its zones: weld)\n")
