@@ -185,6 +185,8 @@ class _HazardState:
     """End of the cooldown after the previous alert."""
     seen_since: float | None = None
     """Capture time of the first positive since the last negative (``min_duration_s``)."""
+    reported: bool = False
+    """The latest verdict counted as positive (after schedules and zones)."""
     escalated: bool = False
     zones: tuple[str, ...] = ()
 
@@ -218,6 +220,11 @@ class HazardTracker:
         """The hazards this tracker watches."""
         return tuple(self._states)
 
+    def reported(self, hazard: Hazard) -> bool:
+        """Whether the latest verdict counted as positive for ``hazard`` once the site rules
+        applied (a person in an excluded zone, a hazard out of schedule: no)."""
+        return self._states[hazard].reported
+
     def asked(self, at: float) -> tuple[Hazard, ...]:
         """The watched hazards whose schedule is active at ``at`` (what to ask the model)."""
         return tuple(h for h in self._states if self.rules.in_schedule(h, at))
@@ -232,8 +239,10 @@ class HazardTracker:
                 seen = self._observe(hazard, answer, at)
                 if seen is not None and boxes is not None:
                     seen = self._zoned(hazard, seen, boxes.get(hazard, ()))
+                state.reported = seen is not None and seen.positive
                 event = self._step(hazard, state, seen, at)
             else:
+                state.reported = False
                 event = self._off_schedule(hazard, state, at)
             events.extend(e for e in (event, self._escalate(hazard, state, at)) if e)
         return events

@@ -396,12 +396,15 @@ class CameraPipeline:
     def _confirm_now(self, verdict: Verdict) -> None:
         """Confirm-now: after a positive verdict the next new frame is analysed as soon as
         it exists (at least ``confirm_min_gap_s`` after the previous sample)."""
-        watched = self.tracker.watched
-        self._last_positive = any(verdict.answer.is_positive(h) for h in watched)
+        # A positive the site rules discount (a person in an excluded zone) is no reason to
+        # hurry, nor to jump the queue: it would keep the camera at confirm-now pace for good.
+        positive = [h for h in self.tracker.watched
+                    if verdict.answer.is_positive(h) and self.tracker.reported(h)]
+        self._last_positive = bool(positive)
         # Only a positive still waiting for confirmation is worth hurrying: once the alert is
         # raised, re-checking at the normal interval keeps it (and clears it) just as well,
         # at a fraction of the GPU time.
-        if any(verdict.answer.is_positive(h) and not self.tracker.is_active(h) for h in watched):
+        if any(not self.tracker.is_active(h) for h in positive):
             self._sampler.expedite(self._confirm_min_gap_s)
             self._source.want_next_frame_at(self._sampler.next_due or 0.0)
 

@@ -147,10 +147,12 @@ def test_people_standing_in_an_excluded_zone_do_not_count() -> None:
     t = tracker(office, zones=(LEFT_HALF,))
     inside = {Hazard.NO_HELMET: [person(0.2)]}
     assert feed(t, bareheaded(), range(5), boxes=inside) == []
+    assert not t.reported(Hazard.NO_HELMET)  # the answer said yes, the rules say no
     # One inside, one outside: one without a hard hat, outside the office.
     both = {Hazard.NO_HELMET: [person(0.2), person(0.8)]}
     [start] = [*t.update(bareheaded(2), 10.0, both), *t.update(bareheaded(2), 11.0, both)]
     assert start.missing_helmets == 1
+    assert t.reported(Hazard.NO_HELMET)
     assert start.zones == ()  # the camera's only zone holds no counted person
     # Someone without a box counts wherever he is: 2 missing, 1 box in the office.
     t2 = tracker(office, zones=(LEFT_HALF,))
