@@ -17,12 +17,14 @@ the fire scene while its camera's hazard lasts) with a new sequence number ``--f
 second, so no decoding shares the two cores with what is measured. The change gate is off
 (every camera wants every interval analysed: a busy site).
 
-Each run: ``--warmup-s`` first (not counted), then on the first ``--trials`` cameras (all but
-two at most) fire appears at known times, ``--spacing-s`` apart plus a random phase within an
-interval, and lasts until its alert's ``start`` arrives on MQTT; the run ends once every
-trial's alert started (or ``--trial-timeout-s``). It prints, per load and scheduling:
+Each run: ``--warmup-s`` first (not counted), then ``--measure-s`` measured; in it, on the
+first ``--trials`` cameras (all but two at most) fire appears at known times, ``--spacing-s``
+apart plus a random phase within an interval, and lasts until its alert's ``start`` arrives
+on MQTT; the run ends once every trial's alert started and ``--measure-s`` passed (or
+``--trial-timeout-s`` after the last fire). It prints, per load and scheduling:
 
-* ``used``: the model's capacity used: requests answered x service time / (batch x time);
+* ``used``: the model's capacity used: service time of the requests answered (the part inside
+  the measured time) / (batch x measured time);
 * ``rates``: the spread of analysis rates among the cameras without a hazard (equal
   priority; each camera's rate from the intervals between its analyses): the largest
   deviation from their mean, in percent;
@@ -43,6 +45,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import math
 import random
@@ -141,6 +144,7 @@ class Recorder:
 
     sink: AlertSink
     verdicts: list[tuple[str, float, float]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
 
     def sampled(self, camera_id: str) -> None:
         self.sink.sampled(camera_id)
@@ -149,6 +153,7 @@ class Recorder:
         self.sink.unchanged(camera_id)
 
     def failed(self, camera_id: str, endpoint: str, outcome: str) -> None:
+        self.failures.append(outcome)
         self.sink.failed(camera_id, endpoint, outcome)
 
     def verdict(self, verdict: Verdict) -> None:
@@ -177,6 +182,7 @@ class Options:
     latency_s: float
     latency_per_image_token_s: float
     warmup_s: float
+    measure_s: float
     trials: int
     spacing_s: float
     trial_timeout_s: float
@@ -217,6 +223,8 @@ class Result:
     alert_p50: float
     alert_p95: float
     alerts_missed: int
+    failed: int
+    """Frames not analysed (stale, model errors): none expected."""
 
 
 def settings(options: Options, cameras: int, sim_url: str, broker: MosquittoBroker,
@@ -310,26 +318,28 @@ async def one_run(options: Options, load: float, *, priority: bool, sim_url: str
         executor.shutdown()
         outbox.close()
 
-    return measure(options, load, priority=priority, cameras=cameras,
-                   trial_cameras=trial_cameras, verdicts=recorder.verdicts, starts=starts,
-                   window=(window_start, window_end))
+    result = measure(options, load, priority=priority, cameras=cameras,
+                     trial_cameras=trial_cameras, verdicts=recorder.verdicts, starts=starts,
+                     window=(window_start, window_end))
+    return dataclasses.replace(result, failed=len(recorder.failures))
 
 
 async def run_trials(options: Options, trial_cameras: Sequence[SyntheticCamera],
                      starts: dict[str, float], window_start: float, rng: random.Random) -> None:
     """Light the fires at their known times; put each out once its alert started; return
-    when all started (or the timeout passed)."""
+    when all started and ``measure_s`` passed (or the timeout did)."""
     for index, camera in enumerate(trial_cameras):
         camera.fire_from = window_start + index * options.spacing_s \
             + rng.uniform(0.0, options.interval_s)
-    deadline = (trial_cameras[-1].fire_from if trial_cameras else window_start) \
-        + options.trial_timeout_s
+    deadline = max(window_start + options.measure_s,
+                   (trial_cameras[-1].fire_from if trial_cameras else window_start)
+                   + options.trial_timeout_s)
     while time.time() < deadline:
         for camera in trial_cameras:
             if camera.camera_id in starts and camera.fire_until == math.inf:
                 camera.fire_until = time.time() + 1.0  # seen: the fire goes out
         if all(c.camera_id in starts for c in trial_cameras) \
-                and time.time() > window_start + 2 * options.interval_s:
+                and time.time() > window_start + options.measure_s:
             return
         await asyncio.sleep(0.05)
 
@@ -342,7 +352,12 @@ def measure(options: Options, load: float, *, priority: bool,
     window_start, window_end = window
     duration = window_end - window_start
     in_window = [v for v in verdicts if window_start <= v[2] <= window_end]
-    used = len(in_window) * options.service_s / (options.batch * duration)
+    # Each answer was in service for service_s before it arrived: count the part of that
+    # inside the window (a count of answers would be off by the requests at its edges).
+    busy = sum(max(0.0, min(analysed, window_end) - max(analysed - options.service_s,
+                                                         window_start))
+               for _, _, analysed in verdicts)
+    used = busy / (options.batch * duration)
     hazard_ids = {c.camera_id for c in trial_cameras}
     quiet_ids = [c.camera_id for c in cameras if c.camera_id not in hazard_ids]
     rates = [rate for rate in (analysis_rate([v[2] for v in in_window if v[0] == camera_id])
@@ -356,7 +371,7 @@ def measure(options: Options, load: float, *, priority: bool,
                   rate_spread=spread, age_p50=percentile(ages, 0.5),
                   age_p95=percentile(ages, 0.95), alert_p50=percentile(delays, 0.5),
                   alert_p95=percentile(delays, 0.95),
-                  alerts_missed=len(trial_cameras) - len(delays))
+                  alerts_missed=len(trial_cameras) - len(delays), failed=0)
 
 
 # --- The whole bench. ----------------------------------------------------------------------------
@@ -395,6 +410,7 @@ def row(result: Result, unloaded: float) -> str:
     """One printed line of results."""
     ratio = result.alert_p95 / unloaded if unloaded and not math.isnan(unloaded) else math.nan
     missed = f"  ({result.alerts_missed} alert(s) missed)" if result.alerts_missed else ""
+    missed += f"  ({result.failed} frame(s) not analysed)" if result.failed else ""
     return (f"{result.load:4.1f}x {result.cameras:4d} {'on ' if result.priority else 'off':>8}"
             f" {result.used:6.1%} {result.rate_spread:+7.1%}"
             f" {result.age_p50:6.2f} {result.age_p95:6.2f}"
@@ -460,10 +476,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, list[float]]
                         help="loads as multiples of the GPU's capacity (default 0.5,1,2,3)")
     parser.add_argument("--interval-s", type=float, default=2.0)
     parser.add_argument("--fps", type=float, default=10.0)
-    parser.add_argument("--batch", type=int, default=4, help="simulated batch capacity")
+    parser.add_argument("--batch", type=int, default=8, help="simulated batch capacity")
     parser.add_argument("--latency-s", type=float, default=0.5)
     parser.add_argument("--latency-per-image-token-s", type=float, default=0.0045)
     parser.add_argument("--warmup-s", type=float, default=6.0)
+    parser.add_argument("--measure-s", type=float, default=24.0,
+                        help="measured time per run, after the warm-up (at least)")
     parser.add_argument("--trials", type=int, default=10,
                         help="hazards per run (at most cameras - 2)")
     parser.add_argument("--spacing-s", type=float, default=1.0)
@@ -475,8 +493,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, list[float]]
     options = Options(interval_s=args.interval_s, fps=args.fps, batch=args.batch,
                       latency_s=args.latency_s,
                       latency_per_image_token_s=args.latency_per_image_token_s,
-                      warmup_s=args.warmup_s, trials=args.trials, spacing_s=args.spacing_s,
-                      trial_timeout_s=args.trial_timeout_s,
+                      warmup_s=args.warmup_s, measure_s=args.measure_s, trials=args.trials,
+                      spacing_s=args.spacing_s, trial_timeout_s=args.trial_timeout_s,
                       max_frame_age_s=args.max_frame_age_s, seed=args.seed)
     return options, loads
 
