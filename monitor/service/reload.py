@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 from monitor.config import CameraConfig, MonitorConfig
 
-RESTART_SECTIONS = ("vlm", "mqtt", "telemetry", "logging")
-"""Sections the running process cannot change (clients, servers, handlers built at start)."""
+RESTART_SECTIONS = ("vlm", "mqtt", "telemetry", "logging", "health")
+"""Sections the running process cannot change (clients, servers, handlers built at start;
+the health trackers keep problems that have started)."""
 
 
 @dataclass(frozen=True, slots=True)

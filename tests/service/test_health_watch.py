@@ -10,6 +10,7 @@ from monitor.alerts.tracker import EventType
 from monitor.config import ConfigError, HealthConfig, config_from_mapping
 from monitor.ingest.picture import PictureConditions
 from monitor.service.health import HealthWatch
+from monitor.service.reload import plan_reload
 
 WALL0 = 1_700_000_000.0
 
@@ -80,3 +81,9 @@ def test_bad_thresholds_are_refused_one_line_each_naming_the_key() -> None:
     assert "health.view_min_similarity" in text
     assert "health.blank_after_s" in text
     assert len(caught.value.problems) == 3
+
+
+def test_a_reload_that_changes_health_says_it_needs_a_restart() -> None:
+    old = config_from_mapping({}, source="test")
+    new = config_from_mapping({"health": {"frozen_after_s": 10}}, source="test")
+    assert plan_reload(old, new).sections_needing_restart == ("health",)
