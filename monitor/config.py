@@ -13,6 +13,7 @@ Exceptions::
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import os
 import re
@@ -20,10 +21,11 @@ import socket
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -49,6 +51,8 @@ from monitor.notifyconfig import (
     masked_channel,
 )
 from monitor.redaction import redact
+from monitor.rules.schedules import WEEKDAYS, WeeklySchedule, parse_time_range, timezone
+from monitor.rules.zones import polygon_problem
 
 HazardName = Literal["fire", "smoke", "no_helmet"]
 """The hazards a camera can watch (the model's answer names them the same way)."""
@@ -183,6 +187,11 @@ class VlmConfig(_Section):
     breaker_probe_s: float = Field(
         default=2.0, gt=0, le=300,
         description="First delay before probing an endpoint taken out; doubles up to 60 s.")
+    priority_scheduling: bool = Field(
+        default=True,
+        description="When every slot is busy, serve cameras with an unconfirmed positive or "
+        "an active alert first, then cameras whose verdict nears max_verdict_age_s, then by "
+        "camera priority, then the least recently analysed; false: first come, first served.")
 
     @field_validator("base_url")
     @classmethod
@@ -284,6 +293,105 @@ class MqttConfig(_Section):
         return value
 
 
+def _zone_polygon(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    problem = polygon_problem(points)
+    if problem:
+        raise ValueError(problem)
+    return points
+
+
+ZonePolygon = Annotated[list[tuple[float, float]], AfterValidator(_zone_polygon)]
+"""A zone's points: [x, y] fractions of the frame, at least 3, with an area."""
+
+
+class ScheduleExceptionConfig(_Section):
+    """A dated exception of a schedule: a holiday (no ranges) or a day with other hours."""
+
+    date: dt.date = Field(description="Local date, a TOML date: 2026-12-25.")
+    ranges: list[str] = Field(
+        default_factory=list, description="That day's ranges instead of its weekday's "
+        "(empty: not active that day).")
+    note: str = Field(default="", max_length=100, description="Why (for people reading it).")
+
+    @field_validator("ranges")
+    @classmethod
+    def _ranges(cls, value: list[str]) -> list[str]:
+        for text in value:
+            parse_time_range(text)
+        return value
+
+
+class ScheduleConfig(_Section):
+    """A named weekly schedule (``[schedules.<name>]``): local time ranges per weekday."""
+
+    timezone: str = Field(default="UTC", description="IANA timezone of the ranges, e.g. "
+                          "Europe/Berlin (wall-clock hours are kept across DST changes).")
+    monday: list[str] = Field(default_factory=list, description='Ranges "HH:MM-HH:MM"; '
+                              '"22:00-06:00" runs into the next day; "00:00-24:00": all day.')
+    tuesday: list[str] = Field(default_factory=list, description="As monday.")
+    wednesday: list[str] = Field(default_factory=list, description="As monday.")
+    thursday: list[str] = Field(default_factory=list, description="As monday.")
+    friday: list[str] = Field(default_factory=list, description="As monday.")
+    saturday: list[str] = Field(default_factory=list, description="As monday.")
+    sunday: list[str] = Field(default_factory=list, description="As monday.")
+    exceptions: list[ScheduleExceptionConfig] = Field(
+        default_factory=list, description="Dated exceptions (holidays, short days).")
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        timezone(value)
+        return value
+
+    @field_validator(*WEEKDAYS)
+    @classmethod
+    def _ranges(cls, value: list[str]) -> list[str]:
+        for text in value:
+            parse_time_range(text)
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> ScheduleConfig:
+        dates = [exception.date for exception in self.exceptions]
+        if len(set(dates)) != len(dates):
+            raise ValueError("an exception date is listed twice")
+        if not any(getattr(self, day) for day in WEEKDAYS) \
+                and not any(exception.ranges for exception in self.exceptions):
+            raise ValueError("the schedule has no time range on any day: it would never be "
+                             "active (remove it, or add ranges such as monday = "
+                             '["07:00-17:00"])')
+        return self
+
+    def build(self, name: str) -> WeeklySchedule:
+        """The schedule as the rules evaluate it."""
+        return WeeklySchedule.parse(name, self.timezone,
+                                    {day: getattr(self, day) for day in WEEKDAYS},
+                                    {e.date: e.ranges for e in self.exceptions})
+
+
+class HazardRulesConfig(_Section):
+    """Site rules of one hazard (``[defaults.rules.<hazard>]``, ``[cameras.rules.<hazard>]``;
+    a camera's setting wins over the default's)."""
+
+    schedule: str | None = Field(
+        default=None, description="Name of a [schedules.<name>]: the hazard is only asked "
+        "about while it is active; a raised alert ends (end_reason schedule) when it ends.")
+    min_duration_s: float | None = Field(
+        default=None, ge=0, le=86400, description="An alert starts only once the hazard has "
+        "been seen this long (capture times, first positive to now, no negative between), "
+        "on top of confirm_frames.")
+    escalate_after_s: float | None = Field(
+        default=None, gt=0, le=7 * 86400, description="An alert still raised this long after "
+        "its start gets an update event with severity high.")
+    include_zones: list[str] | None = Field(
+        default=None, description="Cameras only: the hazard counts only inside these zones.")
+    exclude_zones: list[str] | None = Field(
+        default=None, description="Cameras only: the hazard is ignored inside these zones.")
+    min_overlap: float | None = Field(
+        default=None, gt=0, le=1, description="Fire and smoke boxes: share of a box inside a "
+        "zone for it to be in the zone (default 0.5).")
+
+
 class DefaultsConfig(ClipDefaults, _Section):
     """Settings every camera inherits unless it overrides them."""
 
@@ -368,6 +476,9 @@ class DefaultsConfig(ClipDefaults, _Section):
         default=60.0, ge=5, le=3600, description="Camera status is published on every change "
         "and at least this often.",
     )
+    rules: dict[HazardName, HazardRulesConfig] = Field(
+        default_factory=dict, description="Site rules per hazard for every camera: schedule, "
+        "min_duration_s, escalate_after_s (zones are per camera).")
 
 
 class CameraConfig(ClipOverrides, _Section):
@@ -404,6 +515,27 @@ class CameraConfig(ClipOverrides, _Section):
     roi: list[tuple[float, float]] | None = Field(
         default=None, description="Region analysed, as [x, y] fractions of the frame (0..1): "
         "2 points = rectangle corners, 3 or more = polygon. Cropped before resizing.")
+    priority: int = Field(
+        default=0, ge=0, le=100, description="Under overload, cameras of higher priority "
+        "get model slots first (after alerting and overdue ones); 0-100.")
+
+    schedule: str | None = Field(
+        default=None, description="Name of a [schedules.<name>]: outside it the camera is "
+        "not analysed and its alerts end (end_reason schedule).")
+    zones: dict[str, ZonePolygon] = Field(
+        default_factory=dict, description="Named polygons, [x, y] fractions of the frame "
+        "(0..1), at least 3 points, for rules.<hazard>.include_zones / exclude_zones.")
+    rules: dict[HazardName, HazardRulesConfig] = Field(
+        default_factory=dict, description="Site rules per hazard; each setting overrides "
+        "defaults.rules.<hazard>.")
+
+    @field_validator("zones")
+    @classmethod
+    def _zone_names(cls, value: dict[str, ZonePolygon]) -> dict[str, ZonePolygon]:
+        for name in value:
+            if not _CAMERA_ID.match(name):
+                raise ValueError(f"zone name {name!r}: use 1-64 letters, digits, '-' or '_'")
+        return value
 
     @field_validator("roi")
     @classmethod
@@ -515,6 +647,37 @@ class ConsoleConfig(_Section):
         return self.token is not None or self.password is not None
 
 
+class HealthConfig(_Section):
+    """Camera health events: how long each problem must last before its event starts."""
+
+    enabled: bool = Field(default=True, description="Publish health events.")
+    offline_after_s: float = Field(
+        default=60.0, ge=0, le=86400, description="A camera offline (no frames) this long.")
+    frozen_after_s: float = Field(
+        default=60.0, ge=0, le=86400,
+        description="New frames arrive but the picture has not changed at all for this long.")
+    blank_after_s: float = Field(
+        default=30.0, ge=0, le=86400,
+        description="The picture has been uniform (black, white, covered) this long.")
+    view_changed_after_s: float = Field(
+        default=300.0, ge=0, le=86400,
+        description="The scene has not resembled the camera's usual view (turned away, "
+        "knocked) for this long.")
+    no_verdict_after_s: float = Field(
+        default=300.0, ge=0, le=86400,
+        description="An online camera's scene has not been judged for this long.")
+    model_unavailable_after_s: float = Field(
+        default=60.0, ge=0, le=86400,
+        description="Every model endpoint has been out of service this long.")
+    blank_max_contrast: float = Field(
+        default=4.0, ge=0, le=64,
+        description="A thumbnail whose grey levels vary by at most this standard deviation "
+        "is blank.")
+    view_min_similarity: float = Field(
+        default=0.5, ge=-1, le=1,
+        description="Correlation with the usual view (-1..1) below which the view changed.")
+
+
 class MonitorConfig(BaseSettings):
     """The whole configuration of one daemon."""
 
@@ -544,6 +707,10 @@ class MonitorConfig(BaseSettings):
                                description="Evidence clips of alerts, all cameras together.")
     notify: list[NotifyChannelConfig] = Field(
         default_factory=list, description="Notification channels ([[notify]] tables).")
+    schedules: dict[str, ScheduleConfig] = Field(
+        default_factory=dict, description="Named weekly schedules for site rules.")
+    health: HealthConfig = Field(default_factory=HealthConfig,
+                                 description="Camera health events.")
 
     @classmethod
     def settings_customise_sources(
@@ -690,9 +857,13 @@ def apply_credentials(data: dict[str, Any], directory: str | None) -> None:
 def config_from_mapping(data: dict[str, Any], *, source: str = "<config>") -> MonitorConfig:
     """Validate already-parsed configuration data (plus environment overrides)."""
     try:
-        return MonitorConfig(**data)
+        config = MonitorConfig(**data)
     except ValidationError as exc:
         raise ConfigError([f"{source}: {line}" for line in describe_errors(exc)]) from None
+    problems = site_rule_problems(config)
+    if problems:
+        raise ConfigError([f"{source}: {line}" for line in problems])
+    return config
 
 
 def describe_errors(exc: ValidationError) -> list[str]:
@@ -726,3 +897,33 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def site_rule_problems(config: MonitorConfig) -> list[str]:
+    """Site rules naming what does not exist, one line per problem: unknown schedules, zones
+    set in ``[defaults.rules]`` (zones are per camera), unknown zone names of a camera."""
+    problems = []
+    known = sorted(config.schedules)
+
+    def schedule_problem(path: str, name: str | None) -> None:
+        if name is not None and name not in config.schedules:
+            problems.append(f"{path}: unknown schedule {name!r} (defined: "
+                            f"{', '.join(known) or 'none; add [schedules.' + name + ']'})")
+
+    for hazard, rules in config.defaults.rules.items():
+        schedule_problem(f"defaults.rules.{hazard}.schedule", rules.schedule)
+        problems.extend(f"defaults.rules.{hazard}.{key}: zones are per camera; set it in "
+                        f"[cameras.rules.{hazard}]"
+                        for key in ("include_zones", "exclude_zones")
+                        if getattr(rules, key) is not None)
+    for index, camera in enumerate(config.cameras):
+        schedule_problem(f"cameras.{index}.schedule", camera.schedule)
+        for hazard, rules in camera.rules.items():
+            path = f"cameras.{index}.rules.{hazard}"
+            schedule_problem(f"{path}.schedule", rules.schedule)
+            problems.extend(
+                f"{path}.{key}: unknown zone {zone!r} on camera {camera.id!r} "
+                f"(its zones: {', '.join(camera.zones) or 'none'})"
+                for key in ("include_zones", "exclude_zones")
+                for zone in getattr(rules, key) or () if zone not in camera.zones)
+    return problems

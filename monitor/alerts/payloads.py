@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from monitor.alerts.discovery import BinarySensorDiscovery
+from monitor.alerts.health import HealthEvent, HealthProblem
 from monitor.alerts.tracker import AlertEvent, Observation
 from monitor.model.answer import Answer, Hazard, Verdict
 
@@ -98,7 +99,7 @@ class EventPayload(_Payload):
     verdicts: list[ObservationPayload] = Field(description="The verdicts behind this step.")
     missing_helmets: int | None = Field(description="no_helmet: people without a hard hat.")
     end_reason: Literal["cleared", "timeout", "restart", "removed", "reconfigured",
-                        "false_alarm"] | None = None
+                        "false_alarm", "schedule"] | None = None
     model: str | None = Field(default=None, description="Model that gave the verdict.")
     latency_s: float | None = Field(default=None, description="Model request latency.")
     boxes: list[Box] = Field(default_factory=list, description="Regions the model located.")
@@ -107,6 +108,12 @@ class EventPayload(_Payload):
                            "ack carries the revision of the step it acknowledges).")
     clip: ClipRef | None = Field(default=None, description="The alert's evidence clip (MP4), "
                                  "when the camera keeps one.")
+    severity: Literal["normal", "high"] = Field(
+        default="normal", description="high once the alert lasted escalate_after_s (an update "
+        "says so; later steps keep it).")
+    zones: list[str] = Field(
+        default_factory=list, description="The camera's zones where the hazard was seen "
+        "(boxes that counted under its site rules); empty without boxes or zones.")
 
     @classmethod
     def from_event(cls, event: AlertEvent, *, verdict: Verdict | None = None,
@@ -125,6 +132,7 @@ class EventPayload(_Payload):
             model=verdict.model if verdict else None,
             latency_s=round(verdict.latency_s, 3) if verdict else None,
             boxes=list(boxes), snapshot=snapshot, clip=clip,
+            severity=event.severity.value, zones=list(event.zones),
         )
 
 
@@ -193,6 +201,32 @@ class VerdictPayload(_Payload):
         )
 
 
+class HealthEventPayload(_Payload):
+    """A step of a camera health problem's lifecycle (``<prefix>/health``, QoS 1, not
+    retained). ``id`` is the same for the problem's ``start`` and its ``end``."""
+
+    id: str = Field(description="Stable for the problem (start and end).")
+    type: Literal["start", "end"]
+    camera: str | None = Field(description="The camera; null: the daemon's (model_unavailable).")
+    problem: HealthProblem = Field(
+        description="offline, frozen, blank, view_changed, no_verdict or model_unavailable.")
+    started_at: str = Field(description="When the problem began (before its threshold).")
+    ended_at: str | None
+    at: str = Field(description="When this step happened.")
+    detail: str = Field(description="What was observed (a stream error, how long...).")
+    end_reason: Literal["recovered", "shutdown", "removed"] | None = None
+
+    @classmethod
+    def from_event(cls, event: HealthEvent) -> HealthEventPayload:
+        """The wire form of a health event."""
+        return cls(id=event.event_id, type="end" if event.end_reason else "start",
+                   camera=event.camera_id, problem=event.problem,
+                   started_at=iso_time(event.started_at),
+                   ended_at=iso_time(event.ended_at) if event.ended_at is not None else None,
+                   at=iso_time(event.at), detail=event.detail,
+                   end_reason=event.end_reason.value if event.end_reason else None)
+
+
 @dataclass(frozen=True, slots=True)
 class Topics:
     """Topic names under one prefix."""
@@ -213,6 +247,11 @@ class Topics:
     def clips(self) -> str:
         """Evidence clips written (QoS 1, not retained)."""
         return f"{self.prefix}/clips"
+
+    @property
+    def health(self) -> str:
+        """Camera health events (QoS 1, not retained)."""
+        return f"{self.prefix}/health"
 
     def hazard(self, camera_id: str, hazard: Hazard) -> str:
         """Retained ``ON``/``OFF`` per camera and hazard."""
@@ -246,7 +285,8 @@ def schema_models() -> dict[str, type[BaseModel]]:
     """File stem → payload model."""
     return {"event": EventPayload, "status": StatusPayload, "verdict": VerdictPayload,
             "clip": ClipPayload,
-            "ha-binary-sensor-discovery": BinarySensorDiscovery}
+            "ha-binary-sensor-discovery": BinarySensorDiscovery,
+            "health-event": HealthEventPayload}
 
 
 def schema_text(model: type[BaseModel]) -> str:

@@ -47,11 +47,13 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from monitor.alerts.health import HealthEvent
 from monitor.alerts.outbox import OpenAlert, Outbox, OutboxError, Outgoing
 from monitor.alerts.payloads import (
     Box,
     ClipRef,
     EventPayload,
+    HealthEventPayload,
     SnapshotRef,
     StatusPayload,
     Topics,
@@ -231,6 +233,10 @@ class MqttPublisher:
         topic = self.topics.snapshot(camera_id, hazard)
         self.publish(topic, jpeg, retain=True, owner=(camera_id, hazard.value))
         return topic
+
+    def publish_health(self, event: HealthEvent) -> None:
+        """Store a camera health event (``<prefix>/health``, not retained)."""
+        self.publish(self.topics.health, HealthEventPayload.from_event(event).model_dump_json())
 
     def publish_status(self, payload: StatusPayload) -> None:
         """Store a camera's retained stream status."""

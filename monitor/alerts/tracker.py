@@ -10,6 +10,17 @@ alarmed, and clears it only when the model has seen it gone for a while:
 * active → idle after ``clear_frames`` consecutive negative verdicts, or when ``clear_after_s``
   passed without a positive verdict: emits ``end``.
 
+Site rules (:class:`~monitor.alerts.siterules.SiteRules`, optional) add to this, per hazard:
+
+* a schedule: outside it the hazard's verdicts are ignored (its window starts afresh) and a
+  raised alert ends with end reason ``schedule``;
+* ``min_duration_s``: a start also needs the hazard seen that long, from the first positive
+  after the last negative to the current verdict, on capture times;
+* ``escalate_after_s``: an alert raised that long gets one ``update`` with severity ``high``
+  (its later steps keep it);
+* zones: positives whose boxes all lie outside the hazard's zones count as negatives; people
+  without a box (and fire or smoke without one) count wherever they are.
+
 An ``uncertain`` answer is, by default (``uncertain = "neither"``), neither positive nor
 negative: it does not enter the window, does not count towards or break a streak, so a model
 that hesitates between two confident answers changes nothing. ``uncertain = "positive"`` treats
@@ -29,12 +40,14 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from monitor.alerts.siterules import SiteRules
 from monitor.config import DefaultsConfig
 from monitor.model.answer import Answer, Hazard
+from monitor.rules.zones import FrameBox
 
 
 class EventType(StrEnum):
@@ -67,6 +80,15 @@ class EndReason(StrEnum):
     """The camera's settings changed on a reload; it starts afresh, unconfirmed."""
     FALSE_ALARM = "false_alarm"
     """An operator marked the alert a false alarm; the hazard stays quiet for a hold time."""
+    SCHEDULE = "schedule"
+    """The hazard's (or camera's) schedule ended: it is no longer watched."""
+
+
+class Severity(StrEnum):
+    """How urgent an alert is: ``high`` once it lasted ``escalate_after_s``."""
+
+    NORMAL = "normal"
+    HIGH = "high"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +137,8 @@ class Observation:
     positive: bool
     detail: str
     missing_helmets: int | None = None
+    zones: tuple[str, ...] = ()
+    """The camera's zones holding the boxes that counted (empty: no boxes, or no zones)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +162,9 @@ class AlertEvent:
     """0 for the start, +1 per later step: ``(event_id, revision)`` identifies a step."""
     missing_helmets: int | None = None
     end_reason: EndReason | None = None
+    severity: Severity = Severity.NORMAL
+    zones: tuple[str, ...] = ()
+    """Zones where the hazard was seen at the start or latest update (site rules)."""
 
     @property
     def confirming_verdicts(self) -> int:
@@ -158,6 +185,12 @@ class _HazardState:
     negatives: list[Observation] = field(default_factory=list)
     quiet_until: float = float("-inf")
     """End of the cooldown after the previous alert."""
+    seen_since: float | None = None
+    """Capture time of the first positive since the last negative (``min_duration_s``)."""
+    reported: bool = False
+    """The latest verdict counted as positive (after schedules and zones)."""
+    escalated: bool = False
+    zones: tuple[str, ...] = ()
 
 
 def _new_event_id() -> str:
@@ -172,6 +205,7 @@ class HazardTracker:
     hazards: Iterable[Hazard]
     settings: TrackerSettings = field(default_factory=TrackerSettings)
     new_event_id: Callable[[], str] = _new_event_id
+    rules: SiteRules = field(default_factory=SiteRules)
     _states: dict[Hazard, _HazardState] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -188,23 +222,41 @@ class HazardTracker:
         """The hazards this tracker watches."""
         return tuple(self._states)
 
-    def update(self, answer: Answer, at: float) -> list[AlertEvent]:
-        """Feed one verdict (of a frame captured at ``at``) and return the events it causes."""
+    def reported(self, hazard: Hazard) -> bool:
+        """Whether the latest verdict counted as positive for ``hazard`` once the site rules
+        applied (a person in an excluded zone, a hazard out of schedule: no)."""
+        return self._states[hazard].reported
+
+    def asked(self, at: float) -> tuple[Hazard, ...]:
+        """The watched hazards whose schedule is active at ``at`` (what to ask the model)."""
+        return tuple(h for h in self._states if self.rules.in_schedule(h, at))
+
+    def update(self, answer: Answer, at: float,
+               boxes: Mapping[Hazard, Sequence[FrameBox]] | None = None) -> list[AlertEvent]:
+        """Feed one verdict (of a frame captured at ``at``) and return the events it causes.
+        ``boxes``: the answer's boxes per hazard, in fractions of the frame, for the zones."""
         events: list[AlertEvent] = []
         for hazard, state in self._states.items():
-            event = self._step(hazard, state, self._observe(hazard, answer, at), at)
-            if event is not None:
-                events.append(event)
+            if self.rules.in_schedule(hazard, at):
+                seen = self._observe(hazard, answer, at)
+                if seen is not None and boxes is not None:
+                    seen = self._zoned(hazard, seen, boxes.get(hazard, ()))
+                state.reported = seen is not None and seen.positive
+                event = self._step(hazard, state, seen, at)
+            else:
+                state.reported = False
+                event = self._off_schedule(hazard, state, at)
+            events.extend(e for e in (event, self._escalate(hazard, state, at)) if e)
         return events
 
     def expire(self, now: float) -> list[AlertEvent]:
         """End alerts that saw no positive verdict for ``clear_after_s`` (call it when no
         verdicts arrive, e.g. while the camera is offline)."""
-        events = []
+        events: list[AlertEvent] = []
         for hazard, state in self._states.items():
-            event = self._step(hazard, state, None, now)
-            if event is not None:
-                events.append(event)
+            event = self._step(hazard, state, None, now) \
+                if self.rules.in_schedule(hazard, now) else self._off_schedule(hazard, state, now)
+            events.extend(e for e in (event, self._escalate(hazard, state, now)) if e)
         return events
 
     def end_all(self, at: float, reason: EndReason) -> list[AlertEvent]:
@@ -251,6 +303,43 @@ class HazardTracker:
             return Observation(at, positive=True, detail=detail, missing_helmets=missing)
         return None
 
+    def _zoned(self, hazard: Hazard, seen: Observation,
+               boxes: Sequence[FrameBox]) -> Observation:
+        """A positive as the hazard's zones see it: negative when every box lies outside
+        them; people (or fire, smoke) without a box count wherever they are."""
+        placement = self.rules.place(hazard, boxes) if seen.positive else None
+        if placement is None:
+            return seen
+        if hazard is Hazard.NO_HELMET:
+            remaining = (seen.missing_helmets or 0) - len(placement.dropped)
+            if remaining > 0:
+                return replace(seen, missing_helmets=remaining, zones=placement.zones)
+            return replace(seen, positive=False, missing_helmets=0)
+        if placement.kept:
+            return replace(seen, zones=placement.zones)
+        return replace(seen, positive=False)
+
+    def _off_schedule(self, hazard: Hazard, state: _HazardState,
+                      at: float) -> AlertEvent | None:
+        """Outside the hazard's schedule: forget what was seen, end a raised alert."""
+        state.window.clear()
+        state.seen_since = None
+        if not state.active:
+            return None
+        state.active = False
+        state.revision += 1
+        state.quiet_until = at + self.settings.cooldown_s
+        return self._event(hazard, state, EventType.END, at, (), end_reason=EndReason.SCHEDULE)
+
+    def _escalate(self, hazard: Hazard, state: _HazardState, at: float) -> AlertEvent | None:
+        """The one ``update`` raising an alert's severity after ``escalate_after_s``."""
+        after = self.rules.of(hazard).escalate_after_s
+        if not state.active or state.escalated or after is None or at - state.started_at < after:
+            return None
+        state.escalated = True
+        state.revision += 1
+        return self._event(hazard, state, EventType.UPDATE, at, ())
+
     def _step(self, hazard: Hazard, state: _HazardState, seen: Observation | None,
               at: float) -> AlertEvent | None:
         settings = self.settings
@@ -258,18 +347,28 @@ class HazardTracker:
             if seen is None:
                 return None
             state.window.append(seen)
+            if not seen.positive:
+                state.seen_since = None
+            elif state.seen_since is None:
+                state.seen_since = at
             positives = tuple(o for o in state.window if o.positive)
             if len(positives) < settings.confirm_frames or at < state.quiet_until:
+                return None
+            min_duration_s = self.rules.of(hazard).min_duration_s
+            if min_duration_s > 0 and (state.seen_since is None
+                                       or at - state.seen_since < min_duration_s):
                 return None
             state.active, state.event_id, state.revision = True, self.new_event_id(), 0
             state.started_at, state.last_positive_at = at, at
             state.detail, state.missing = seen.detail, seen.missing_helmets
+            state.zones, state.escalated, state.seen_since = seen.zones, False, None
             state.negatives.clear()
             state.window.clear()
             return self._event(hazard, state, EventType.START, at, positives)
         if seen is not None and seen.positive:
             state.negatives.clear()
             state.last_positive_at = at
+            state.zones = seen.zones or state.zones
             if hazard is Hazard.NO_HELMET and seen.missing_helmets != state.missing:
                 state.missing, state.detail = seen.missing_helmets, seen.detail
                 state.revision += 1
@@ -299,4 +398,5 @@ class HazardTracker:
             started_at=state.started_at, ended_at=at if kind is EventType.END else None, at=at,
             detail=state.detail, verdicts=verdicts, revision=state.revision,
             missing_helmets=state.missing, end_reason=end_reason,
+            severity=Severity.HIGH if state.escalated else Severity.NORMAL, zones=state.zones,
         )

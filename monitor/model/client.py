@@ -74,6 +74,7 @@ from monitor.model.answer import (
 )
 from monitor.model.endpoints import CircuitBreaker, Endpoint, EndpointPool, NoEndpointError
 from monitor.model.imaging import EncodedImage
+from monitor.model.priority import Urgency
 from monitor.model.prompts import build_messages
 from monitor.redaction import redact, register_secrets
 
@@ -210,7 +211,8 @@ class VlmClient:
             )
             self._servers[endpoint] = _Server(endpoint=endpoint, client=client)
         self._pool = EndpointPool(list(self._servers), probe=self._probe,
-                                  on_in_flight=on_in_flight, rng=self._rng)
+                                  on_in_flight=on_in_flight, rng=self._rng,
+                                  prioritise=config.priority_scheduling)
         self._busy: set[str] = set()
         self._response_format = {
             "type": "json_schema",
@@ -232,6 +234,10 @@ class VlmClient:
         """One status line per endpoint: in service with its load, or why it is out."""
         return self._pool.describe()
 
+    def unavailable_reason(self) -> str | None:
+        """Why no endpoint can take a request (every one is out of service), else ``None``."""
+        return self._pool.down_reason() if self._pool.all_down else None
+
     def request_body(self, image: EncodedImage, *, context: str = "",
                      hazards: Sequence[Hazard] | None = None) -> dict[str, Any]:
         """The chat-completion parameters sent for ``image`` (used as is by every request)."""
@@ -248,14 +254,16 @@ class VlmClient:
             body["response_format"] = self._response_format
         return body
 
-    def request(self, camera_id: str | None = None) -> ModelRequest:
+    def request(self, camera_id: str | None = None, *,
+                urgency: Urgency | None = None) -> ModelRequest:
         """One request (through its retries), of camera ``camera_id`` or of a still image
-        (``None``); enter it with ``async with`` (see the module docstring).
+        (``None``); enter it with ``async with`` (see the module docstring). ``urgency``
+        orders it among the requests waiting for a slot (:mod:`monitor.model.priority`).
 
         Raises (on entering):
             VlmCameraBusyError: the camera already has a request in flight.
         """
-        return ModelRequest(self, camera_id)
+        return ModelRequest(self, camera_id, urgency)
 
     async def analyse_image(self, image: EncodedImage, *, context: str = "",
                             hazards: Sequence[Hazard] | None = None, camera_id: str | None = None,
@@ -361,9 +369,12 @@ class ModelRequest:
     :meth:`VlmClient.request`. Entering it claims the camera (one request in flight per
     camera), leaving it frees the camera."""
 
-    def __init__(self, client: VlmClient, camera_id: str | None) -> None:
+    def __init__(self, client: VlmClient, camera_id: str | None,
+                 urgency: Urgency | None = None) -> None:
         self._client = client
         self.camera_id = camera_id
+        self.urgency = urgency
+        """How its slots are ordered among the waiting requests (``None``: routine)."""
         self.attempt = 0
         """Attempts that failed in a way worth retrying so far."""
         self._retry: _RetryableError | None = None
@@ -441,7 +452,8 @@ class ModelSlot:
         await self._request._back_off()
         pool = self._client._pool
         try:
-            self._endpoint = await pool.acquire(self._client._config.timeout_s)
+            self._endpoint = await pool.acquire(self._client._config.timeout_s,
+                                                self._request.urgency)
         except NoEndpointError as exc:
             raise VlmUnavailableError(str(exc)) from exc
         return self

@@ -3,8 +3,11 @@
 * Every endpoint has a capacity (its ``max_concurrency``, to match vLLM's ``--max-num-seqs``).
   A request takes a slot on the endpoint with the fewest requests in flight among those with a
   free slot and a closed breaker.
-* When no slot is free, requests wait in one first-come-first-served queue: when the GPUs are
-  the bottleneck every camera is served in turn, so each is analysed equally less often.
+* When no slot is free, requests wait in one queue; a freed slot goes to the waiting request
+  :func:`monitor.model.priority.next_waiter` picks: alerting cameras first, then overdue ones,
+  then by the camera's ``priority``, then the camera analysed least recently (so when the GPUs
+  are the bottleneck equal cameras are each analysed equally less often); with
+  ``prioritise=False``, first come, first served.
 * :class:`CircuitBreaker` (pure: takes ``now``, returns decisions) takes an endpoint out after
   ``threshold`` consecutive failures; the pool then probes its ``GET /v1/models`` with jittered,
   doubling delays until it answers, and puts it back.
@@ -19,11 +22,11 @@ import contextlib
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from monitor.backoff import backoff_s
+from monitor.model.priority import ROUTINE_URGENCY, Urgency, next_waiter
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +115,15 @@ class Endpoint:
 
 
 Probe = Callable[[Endpoint], Awaitable[str | None]]
+
+
+@dataclass(eq=False, slots=True)
+class _Waiter:
+    """A request waiting for a slot: its future, its urgency, its arrival number."""
+
+    future: asyncio.Future[Endpoint]
+    urgency: Urgency
+    arrival: int
 """Asks an endpoint whether it answers: ``None`` when it does, else the reason it does not."""
 
 
@@ -123,7 +135,11 @@ class EndpointPool:
     probe: Probe
     on_in_flight: Callable[[str, int], None] | None = None
     rng: random.Random = field(default_factory=random.Random)
-    _waiters: deque[asyncio.Future[Endpoint]] = field(default_factory=deque)
+    prioritise: bool = True
+    """Hand freed slots out by urgency (:mod:`monitor.model.priority`); off: first come,
+    first served."""
+    _waiters: list[_Waiter] = field(default_factory=list)
+    _arrivals: int = 0
     _closed: bool = False
 
     def __post_init__(self) -> None:
@@ -132,8 +148,9 @@ class EndpointPool:
 
     # -- slots --
 
-    async def acquire(self, timeout_s: float) -> Endpoint:
-        """A slot on the best endpoint; wait (first come, first served) up to ``timeout_s``.
+    async def acquire(self, timeout_s: float, urgency: Urgency | None = None) -> Endpoint:
+        """A slot on the best endpoint; wait up to ``timeout_s``, served in the order of
+        ``urgency`` (see the module docstring; ``None``: a routine request).
 
         Raises:
             NoEndpointError: every endpoint is out of service (at once), or no slot freed
@@ -148,13 +165,15 @@ class EndpointPool:
                 return endpoint
         self._raise_if_all_down()
         waiter: asyncio.Future[Endpoint] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        self._arrivals += 1
+        entry = _Waiter(waiter, urgency or ROUTINE_URGENCY, self._arrivals)
+        self._waiters.append(entry)
         try:
             async with asyncio.timeout(timeout_s):
                 endpoint = await waiter
         except BaseException as exc:
             with contextlib.suppress(ValueError):
-                self._waiters.remove(waiter)
+                self._waiters.remove(entry)
             if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 # The slot was handed over just as this wait was cancelled: give it back.
                 self.release(waiter.result())
@@ -195,11 +214,27 @@ class EndpointPool:
             endpoint = self._best()
             if endpoint is None:
                 return
-            waiter = self._waiters.popleft()
+            waiter = self._pop_next().future
             if waiter.done():
                 continue
             self._take(endpoint)
             waiter.set_result(endpoint)
+
+    def _pop_next(self) -> _Waiter:
+        """Remove and return the waiting request the next free slot goes to."""
+        index = next_waiter([(w.urgency, w.arrival) for w in self._waiters], time.monotonic(),
+                            prioritise=self.prioritise)
+        return self._waiters.pop(index)
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a slot now."""
+        return len(self._waiters)
+
+    @property
+    def all_down(self) -> bool:
+        """Every endpoint is out of service."""
+        return all(e.breaker.open for e in self.endpoints)
 
     def _raise_if_all_down(self) -> None:
         if all(e.breaker.open for e in self.endpoints):
@@ -237,7 +272,7 @@ class EndpointPool:
                 # Nobody can serve the queue: fail it now rather than let it wait it out.
                 reason_all = self.down_reason()
                 while self._waiters:
-                    waiter = self._waiters.popleft()
+                    waiter = self._waiters.pop(0).future
                     if not waiter.done():
                         waiter.set_exception(NoEndpointError(reason_all))
 
@@ -274,6 +309,6 @@ class EndpointPool:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         while self._waiters:
-            waiter = self._waiters.popleft()
+            waiter = self._waiters.pop(0).future
             if not waiter.done():
                 waiter.set_exception(NoEndpointError("the model client is closed"))

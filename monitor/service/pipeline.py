@@ -34,9 +34,11 @@ from typing import Protocol, TypeVar
 
 from monitor.alerts.evidence import boxes_for
 from monitor.alerts.payloads import Box, SnapshotRef
+from monitor.alerts.siterules import SiteRules, frame_boxes
 from monitor.alerts.tracker import AlertEvent, EventType, HazardTracker, TrackerSettings
 from monitor.config import CameraConfig, MonitorConfig
 from monitor.ingest.changegate import ChangeGate, thumbnail_size
+from monitor.ingest.picture import PictureWatch
 from monitor.ingest.sampling import IntervalSampler
 from monitor.model.answer import Hazard, Verdict, truncate
 from monitor.model.client import (
@@ -57,12 +59,16 @@ from monitor.model.imaging import (
     encode_yuv_jpeg,
     smart_resize,
 )
+from monitor.model.priority import Urgency, camera_urgency
 from monitor.pixels import BgrImage, GreyImage, YuvPlanes
+from monitor.rules.zones import FrameBox
 
 logger = logging.getLogger(__name__)
 
 FRAME_WAIT_S = 1.0
 """Longest sleep waiting for a new frame (the loop re-checks stopping after it)."""
+OFF_SCHEDULE_POLL_S = 5.0
+"""While every hazard is outside its schedule, how often the pipeline looks again."""
 
 _T = TypeVar("_T")
 
@@ -131,7 +137,9 @@ class ModelRequest(Protocol):
 class ModelClient(Protocol):
     """The model client (:class:`monitor.model.client.VlmClient`)."""
 
-    def request(self, camera_id: str) -> AbstractAsyncContextManager[ModelRequest]: ...
+    def request(self, camera_id: str, *,
+                urgency: Urgency | None = None) -> AbstractAsyncContextManager[ModelRequest]:
+        """One request of the camera; ``urgency`` orders it among those waiting for a slot."""
 
 
 class PipelineSink(Protocol):
@@ -186,7 +194,8 @@ class CameraPipeline:
         self.camera_id = camera.id
         self.interval_s = config.camera_interval_s(camera)
         self.tracker = HazardTracker(camera.id, [Hazard(h) for h in config.camera_hazards(camera)],
-                                     TrackerSettings.from_config(defaults))
+                                     TrackerSettings.from_config(defaults),
+                                     rules=SiteRules.from_config(config, camera))
         gate_on = camera.change_gate if camera.change_gate is not None else defaults.change_gate
         self._gate = ChangeGate(max_verdict_age_s=defaults.max_verdict_age_s,
                                 area_threshold=defaults.change_threshold) if gate_on else None
@@ -207,6 +216,15 @@ class CameraPipeline:
         """The last verdict reported a hazard: confirm now, and never skip it as unchanged."""
         self._sent_sequence: int | None = None
         """The frame last sent to the model, when newer than the one sampled."""
+        self.verdict_at: float | None = None
+        """Monotonic time the model's last verdict arrived (``None`` before the first)."""
+        self._max_verdict_age_s = defaults.max_verdict_age_s
+        health = config.health
+        self.picture: PictureWatch | None = PictureWatch(
+            blank_max_contrast=health.blank_max_contrast,
+            view_min_similarity=health.view_min_similarity) if health.enabled else None
+        """Frozen, blank, turned-away: from each sample's thumbnail (read by the health
+        checks)."""
 
     async def run(self) -> None:
         """Turn after turn until the stopping event is set."""
@@ -223,7 +241,7 @@ class CameraPipeline:
         if analysed is None:
             return None
         verdict, sent = analysed
-        self.judged_at = self._clock.monotonic()
+        self.judged_at = self.verdict_at = self._clock.monotonic()
         await self.handle_verdict(verdict, sent)
         self._confirm_now(verdict)
         return verdict
@@ -231,6 +249,11 @@ class CameraPipeline:
     async def next_frame(self) -> Frame | None:
         """Sampling: the newest frame once its interval is due and the change gate lets it
         through; ``None`` after a wait or when the unchanged scene keeps its last verdict."""
+        if not self.tracker.asked(self._clock.time()):
+            # Every hazard is outside its schedule: nothing to ask, and nothing overdue.
+            self.judged_at = self._clock.monotonic()
+            await self._pause(min(self.interval_s, OFF_SCHEDULE_POLL_S))
+            return None
         frame = self._source.latest()
         now = self._clock.monotonic()
         decision = self._sampler.decide(
@@ -252,15 +275,19 @@ class CameraPipeline:
         self._sink.sampled(self.camera_id)
         logger.debug("camera %s: sampled frame %d (age %.2f s)", self.camera_id, frame.sequence,
                      now - frame.captured_monotonic)
-        if self._gate is not None and not await self._gate_passes(frame, now):
+        if self._gate is None and self.picture is None:
+            return frame
+        size = thumbnail_size(frame.width, frame.height)
+        thumbnail = await self._run(frame.grey_thumbnail, *size)
+        if self.picture is not None:
+            self.picture.observe(thumbnail)
+        if self._gate is not None and not self._gate_passes(thumbnail, now):
             return None
         return frame
 
-    async def _gate_passes(self, frame: Frame, now: float) -> bool:
+    def _gate_passes(self, thumbnail: GreyImage, now: float) -> bool:
         """The change gate: whether the scene changed enough to be worth the model."""
         assert self._gate is not None  # noqa: S101 - checked by the caller
-        size = thumbnail_size(frame.width, frame.height)
-        thumbnail = await self._run(frame.grey_thumbnail, *size)
         # Positive answers and raised alerts are always re-checked on a fresh frame, so
         # confirming and clearing never rest on a reused verdict.
         alert_on = any(self.tracker.is_active(h) for h in self.tracker.watched)
@@ -300,7 +327,7 @@ class CameraPipeline:
 
     async def _ask_model(self, sampled: Frame) -> tuple[Analysis, Frame]:
         """Slot first, then the freshest frame, encoded and sent; again on a retry."""
-        async with self._client.request(self.camera_id) as request:
+        async with self._client.request(self.camera_id, urgency=self.urgency()) as request:
             while True:
                 # A failure worth retrying ends this block quietly; the next slot backs off.
                 async with request.slot() as slot:
@@ -312,8 +339,18 @@ class CameraPipeline:
                     image = await self._run(self._encode, frame)
                     analysis = await slot.analyse(image, captured_at=frame.captured_at,
                                                   context=self.camera.context,
-                                                  hazards=self.tracker.watched)
+                                                  hazards=self._asked(frame.captured_at))
                     return analysis, frame
+
+    def urgency(self) -> Urgency:
+        """What this camera's next request tells the pool (:mod:`monitor.model.priority`):
+        alerting while a hazard is positive and unconfirmed or an alert is active."""
+        alerting = self._last_positive or any(self.tracker.is_active(h)
+                                              for h in self.tracker.watched)
+        return camera_urgency(alerting=alerting, priority=self.camera.priority,
+                              last_verdict_at=self.verdict_at,
+                              max_verdict_age_s=self._max_verdict_age_s,
+                              interval_s=self.interval_s)
 
     def _failed(self, exc: VlmError | ImageBudgetError) -> None:
         endpoint = exc.endpoint if isinstance(exc, VlmError) and exc.endpoint else "none"
@@ -329,7 +366,8 @@ class CameraPipeline:
         """Tracking and publishing: the verdict, then the events it causes, each with its
         evidence image of ``frame`` (saved and published before the event)."""
         self._sink.verdict(verdict)
-        for event in self.tracker.update(verdict.answer, verdict.captured_at):
+        located = self._zone_boxes(verdict, frame)
+        for event in self.tracker.update(verdict.answer, verdict.captured_at, located):
             logger.info("camera %s: %s %s (event %s, %s): %s", self.camera_id,
                         event.hazard.value, EVENT_WORDS[event.type], event.event_id,
                         f"{event.missing_helmets} without hard hat"
@@ -342,15 +380,32 @@ class CameraPipeline:
                 snapshot = await self._sink.evidence(event, frame, boxes)
             self._sink.event(event, verdict=verdict, boxes=boxes, snapshot=snapshot)
 
+    def _asked(self, at: float) -> tuple[Hazard, ...]:
+        """The hazards to ask about for a frame captured at ``at``: those in schedule (all
+        watched ones if a schedule ended just now, rather than a question about nothing)."""
+        return self.tracker.asked(at) or self.tracker.watched
+
+    def _zone_boxes(self, verdict: Verdict,
+                    frame: Frame | None) -> dict[Hazard, tuple[FrameBox, ...]] | None:
+        """The answer's boxes per hazard in fractions of ``frame``, for the camera's zones
+        (``None`` when it has none, or the frame's size is unknown)."""
+        if frame is None or not self.tracker.rules.zones:
+            return None
+        return {hazard: frame_boxes(boxes_for(verdict.answer, hazard), frame.width,
+                                    frame.height) for hazard in self.tracker.watched}
+
     def _confirm_now(self, verdict: Verdict) -> None:
         """Confirm-now: after a positive verdict the next new frame is analysed as soon as
         it exists (at least ``confirm_min_gap_s`` after the previous sample)."""
-        watched = self.tracker.watched
-        self._last_positive = any(verdict.answer.is_positive(h) for h in watched)
+        # A positive the site rules discount (a person in an excluded zone) is no reason to
+        # hurry, nor to jump the queue: it would keep the camera at confirm-now pace for good.
+        positive = [h for h in self.tracker.watched
+                    if verdict.answer.is_positive(h) and self.tracker.reported(h)]
+        self._last_positive = bool(positive)
         # Only a positive still waiting for confirmation is worth hurrying: once the alert is
         # raised, re-checking at the normal interval keeps it (and clears it) just as well,
         # at a fraction of the GPU time.
-        if any(verdict.answer.is_positive(h) and not self.tracker.is_active(h) for h in watched):
+        if any(not self.tracker.is_active(h) for h in positive):
             self._sampler.expedite(self._confirm_min_gap_s)
             self._source.want_next_frame_at(self._sampler.next_due or 0.0)
 

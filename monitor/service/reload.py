@@ -7,8 +7,9 @@ with two configurations and nothing else:
 
 * a camera enabled in the new configuration and not running is added;
 * a running camera no longer enabled (or gone) is removed;
-* a running camera whose section changed, or every running camera when ``[defaults]``
-  changed (interval, hazards, tracker settings and so on apply to all), is restarted;
+* a running camera whose section changed, or every running camera when ``[defaults]`` or
+  ``[schedules]`` changed (interval, hazards, tracker settings, site rules and so on apply to
+  all), is restarted;
 * the other running cameras are kept untouched (their alerts, readers and trackers live on);
 * ``[vlm]``, ``[mqtt]``, ``[telemetry]``, ``[logging]`` and ``[clips]`` (the packet rings'
   total budget) are only read at start: a change there is reported as needing a restart of
@@ -21,8 +22,9 @@ from dataclasses import dataclass
 
 from monitor.config import CameraConfig, MonitorConfig
 
-RESTART_SECTIONS = ("vlm", "mqtt", "telemetry", "logging", "notify", "clips")
-"""Sections the running process cannot change (clients, servers, handlers built at start)."""
+RESTART_SECTIONS = ("vlm", "mqtt", "telemetry", "logging", "notify", "clips", "health")
+"""Sections the running process cannot change (clients, servers, handlers built at start;
+the health trackers keep problems that have started)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +55,7 @@ def plan_reload(old: MonitorConfig, new: MonitorConfig) -> ReloadPlan:
     """The steps from ``old`` (the running configuration) to ``new``; see the module doc."""
     running = running_cameras(old)
     wanted = running_cameras(new)
-    defaults_changed = old.defaults != new.defaults
+    defaults_changed = old.defaults != new.defaults or old.schedules != new.schedules
     remove: list[str] = []
     restart: list[CameraConfig] = []
     keep: list[str] = []

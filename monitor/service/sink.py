@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from concurrent.futures import Executor
 
 from monitor.alerts.evidence import SnapshotError, SnapshotStore
+from monitor.alerts.health import HealthEvent
 from monitor.alerts.notify.delivery import NotifyHub
 from monitor.alerts.payloads import Box, EventPayload, SnapshotRef, iso_time
 from monitor.alerts.publisher import MqttPublisher
@@ -107,3 +108,8 @@ class AlertSink:
             # After MQTT, into each channel's own queue: a channel never delays the broker.
             self._notify.event(EventPayload.from_event(event, verdict=verdict, boxes=boxes,
                                                        snapshot=snapshot, clip=clip))
+
+    def health(self, event: HealthEvent) -> None:
+        """Publish a camera health event (a destination added next to ``event`` gets these
+        too: they are events a channel may page someone for)."""
+        self._publisher.publish_health(event)

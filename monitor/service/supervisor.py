@@ -7,7 +7,8 @@ Tasks (all named, all in one ``asyncio.TaskGroup``)::
                               next frame -> model slot, freshest frame, encode (executor),
                               model -> verdict, tracker, events (through the AlertSink)
     cameras.status            retained camera status on change and as a heartbeat; notices
-                              stalled streams
+                              stalled streams; health checks (monitor.service.health) whose
+                              start/end events go out on <prefix>/health
     supervisor.watch          sd_notify watchdog and status; ends alerts nobody confirms any
                               more; restarts a camera whose reader thread died
 
@@ -43,7 +44,7 @@ from monitor.alerts.notify.delivery import NotifyCollector, NotifyHub
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.payloads import StatusPayload, iso_time
 from monitor.alerts.publisher import MqttPublisher
-from monitor.alerts.tracker import EndReason, HazardTracker
+from monitor.alerts.tracker import EndReason, EventType, HazardTracker
 from monitor.backoff import backoff_s
 from monitor.config import CameraConfig, MonitorConfig
 from monitor.console.auth import ConsoleAuth
@@ -58,6 +59,7 @@ from monitor.redaction import redact, register_secrets
 from monitor.service.clips import ClipRecorder
 from monitor.service.console_actions import ConsoleActionHandler
 from monitor.service.console_commands import ConsoleCommands
+from monitor.service.health import HealthWatch
 from monitor.service.pipeline import EVENT_WORDS, CameraPipeline
 from monitor.service.reload import plan_reload
 from monitor.service.sink import AlertSink
@@ -199,6 +201,7 @@ class Supervisor:
         self.console_web = self._console_web(config)
         self.health = HealthServer(self.metrics, self.readiness,
                                    self.console_web.add_routes if self.console_web else None)
+        self.health_watch = HealthWatch(config.health)
         self._cameras: dict[str, _Camera] = {}
         # Evidence clips: a packet ring per camera, fed by its reader, cut into the store.
         self.clips = ClipRecorder(self.snapshots, self.publisher, config.clips.max_total_bytes,
@@ -264,6 +267,8 @@ class Supervisor:
     async def _stop_camera(self, camera: _Camera) -> None:
         """Stop one camera without touching the others."""
         self._cameras.pop(camera.config.id, None)
+        for event in self.health_watch.forget_camera(camera.config.id, time.time()):
+            self.sink.health(event)
         await camera.stop()
         if self.clips is not None:
             self.clips.forget(camera.config.id)
@@ -391,6 +396,8 @@ class Supervisor:
                                task.get_name())
                 task.cancel("shutdown deadline")
         # 4. Flush the MQTT queue and publish offline, within a deadline.
+        for event in self.health_watch.end_all(time.time()):
+            self.sink.health(event)
         self.publisher.close()
         _done, pending_publisher = await asyncio.wait({publisher_task},
                                                       timeout=PUBLISHER_GRACE_S)
@@ -460,6 +467,8 @@ class Supervisor:
                 status = camera.observe_status(now, heartbeat)
                 if status is not None:
                     self.publisher.publish_status(status_payload(status, time.time()))
+            check_health(list(self._cameras.values()), self.health_watch, self.vlm, self.sink,
+                         now)
             await _pause(self._stopping, STATUS_POLL_S)
 
     def _status_line(self) -> str:
@@ -492,10 +501,42 @@ def expire_alerts(cameras: Sequence[_Camera], sink: AlertSink, now: float) -> No
     only sees time when asked."""
     for camera in cameras:
         for event in camera.pipeline.tracker.expire(now):
-            logger.info("camera %s: %s %s (event %s): no positive verdict for %.0f s",
-                        camera.config.id, event.hazard.value, EVENT_WORDS[event.type],
-                        event.event_id, now - event.started_at)
+            # Besides clear_after_s, site rules act on time alone: a schedule ends, an
+            # alert escalates.
+            why = (f"end reason {event.end_reason.value}"
+                   if event.end_reason not in (None, EndReason.TIMEOUT)
+                   else f"severity {event.severity.value}" if event.type is EventType.UPDATE
+                   else f"no positive verdict for {now - event.started_at:.0f} s")
+            logger.info("camera %s: %s %s (event %s): %s", camera.config.id,
+                        event.hazard.value, EVENT_WORDS[event.type], event.event_id, why)
             sink.event(event)
+
+
+def check_health(cameras: Sequence[_Camera], watch: HealthWatch, vlm: VlmClient,
+                 sink: AlertSink, now: float) -> None:
+    """One round of health checks (monotonic ``now``): each camera's stream, picture and
+    verdicts, and the model pool; the events go out through the sink."""
+    wall = time.time()
+    events = []
+    for camera in cameras:
+        status = camera.reader.status
+        picture = camera.pipeline.picture
+        events.extend(watch.check_camera(
+            camera.config.id, online=status.online, offline_detail=status.last_error or "",
+            picture=picture.conditions if picture is not None else None,
+            unjudged_s=unjudged_s(camera, now), now=now, wall=wall))
+    events.extend(watch.check_model(vlm.unavailable_reason(), now=now, wall=wall))
+    for event in events:
+        sink.health(event)
+
+
+def unjudged_s(camera: _Camera, now: float) -> float | None:
+    """Seconds since an online camera's scene was last judged (a verdict, or the change gate
+    keeping the last one), counted from when it came online; ``None`` while it is offline."""
+    if camera.online_since is None:
+        return None
+    judged_at = camera.pipeline.judged_at
+    return now - max(judged_at or camera.online_since, camera.online_since)
 
 
 def status_payload(status: StreamStatus, at: float) -> StatusPayload:

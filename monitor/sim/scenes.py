@@ -440,13 +440,36 @@ def frames(scene: Scene) -> Iterator[tuple[float, BgrImage]]:
         yield t, render_frame(scene, t)
 
 
+Span = tuple[float, float]
+"""A stretch of a scene's time, ``(start_s, end_s)``, end exclusive."""
+
+
+def faulty_frames(scene: Scene, *, frozen: Sequence[Span] = (),
+                  blank: Sequence[Span] = ()) -> Iterator[tuple[float, BgrImage]]:
+    """The scene's frames with camera faults: during a ``frozen`` span every frame repeats the
+    picture of the span's first frame (a stuck encoder: the stream plays, the picture does
+    not move); during a ``blank`` span every frame is black (a covered lens)."""
+    held: BgrImage | None = None
+    for t, image in frames(scene):
+        stuck = next((span for span in frozen if span[0] <= t < span[1]), None)
+        if stuck is None:
+            held = None
+        elif held is None:
+            held = image
+        if any(start <= t < end for start, end in blank):
+            yield t, np.zeros_like(image)
+        else:
+            yield t, held if held is not None else image
+
+
 def default_bitrate(scene: Scene) -> int:
     """A bitrate (bits/s) that keeps the scene's flat colours clean: 0.1 bit per pixel."""
     return max(100_000, int(0.1 * scene.width * scene.height * scene.fps))
 
 
 def write_scene(scene: Scene, path: str | Path, *, bitrate: int | None = None,
-                preset: str = "veryfast", codec: Literal["h264", "h265"] = "h264") -> Path:
+                preset: str = "veryfast", codec: Literal["h264", "h265"] = "h264",
+                frozen: Sequence[Span] = (), blank: Sequence[Span] = ()) -> Path:
     """Encode the scene as H.264 (libx264) or H.265 (libx265), yuv420p, in an MP4 file with
     ``+faststart``.
 
@@ -454,7 +477,8 @@ def write_scene(scene: Scene, path: str | Path, *, bitrate: int | None = None,
     own ``min-keyint`` to ``gop/2+1`` but scene-cut detection is off, so only the fixed interval
     places them) and there are no B-frames, so an RTSP server can send the file as is and a
     client sees the encode order equal the display order. ``bitrate`` is in bits/s (default
-    :func:`default_bitrate`); ``preset`` is x264's speed preset. Returns the path written.
+    :func:`default_bitrate`); ``preset`` is x264's speed preset; ``frozen`` and ``blank`` spans
+    fake camera faults (:func:`faulty_frames`). Returns the path written.
     """
     path = Path(path)
     rate = bitrate if bitrate is not None else default_bitrate(scene)
@@ -484,7 +508,7 @@ def write_scene(scene: Scene, path: str | Path, *, bitrate: int | None = None,
         context.color_primaries = 6  # AVCOL_PRI_SMPTE170M
         context.color_trc = 6  # AVCOL_TRC_SMPTE170M
         context.color_range = 1  # AVCOL_RANGE_MPEG
-        for index, (_, image) in enumerate(frames(scene)):
+        for index, (_, image) in enumerate(faulty_frames(scene, frozen=frozen, blank=blank)):
             frame = av.VideoFrame.from_ndarray(image, format="bgr24")
             frame.pts = index
             container.mux(stream.encode(frame))

@@ -10,11 +10,14 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from monitor.alerts.siterules import SiteRules, describe
 from monitor.config import DEFAULT_CONFIG_PATH, EX_CONFIG, ConfigError, MonitorConfig, load_config
+from monitor.model.answer import Hazard
 from monitor.redaction import redact, register_secrets
 from monitor.service.logs import LogFormat
 from monitor.service.logs import setup_logging as configure_logging
@@ -129,6 +132,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     emit(json.dumps(config.masked(), indent=2, ensure_ascii=False))
     enabled = sum(1 for camera in config.cameras if camera.enabled)
     emit(f"# {args.config}: valid; {enabled} enabled camera(s)", file=sys.stderr)
+    for camera in config.cameras:
+        hazards = [Hazard(name) for name in config.camera_hazards(camera)]
+        for line in describe(SiteRules.from_config(config, camera), hazards, time.time()):
+            emit(f"# camera {camera.id}: {line}", file=sys.stderr)
     return 0
 
 

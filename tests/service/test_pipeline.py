@@ -28,6 +28,7 @@ from monitor.model.client import (
     check_frame_age,
 )
 from monitor.model.imaging import EncodedImage
+from monitor.model.priority import Urgency
 from monitor.service.pipeline import CameraPipeline, Frame
 
 T0 = 1_700_000_000.0
@@ -160,9 +161,11 @@ class FakeClient:
         self.fail_next = 0
         self.refuse: Exception | None = None
         self.on_slot: Callable[[FakeClient], Any] = _no_wait
+        self.urgencies: list[Urgency | None] = []
 
-    def request(self, camera_id: str) -> FakeRequest:
+    def request(self, camera_id: str, *, urgency: Urgency | None = None) -> FakeRequest:
         assert camera_id == "yard"
+        self.urgencies.append(urgency)
         return FakeRequest(self)
 
 
@@ -423,3 +426,32 @@ async def test_boxes_of_a_region_of_interest_are_moved_into_the_frame(rig: Any) 
     [(image, *_)] = r.client.sent
     assert (image.source_width, image.source_height) == (320, 180)  # only the region is sent
     assert tuple(verdict.answer.helmet.boxes[0].bbox_2d) == (330, 200, 350, 220)
+
+
+# --- Urgency: what the pipeline tells the client when it asks for a slot. -----------------------
+
+
+@pytest.mark.asyncio
+async def test_each_request_says_its_urgency_alerting_after_a_positive(rig: Any) -> None:
+    config = config_from_mapping({
+        "defaults": {"interval_s": 2, "hazards": ["fire"], "max_verdict_age_s": 30},
+        "cameras": [{"id": "yard", "url": "rtsp://cam/yard", "priority": 7}],
+    }, source="test")
+    r = rig(config)
+    r.client.answers = [answer(fire=False), answer(fire=True), answer(fire=True)]
+    r.source.put(grey=40)
+    assert await r.pipeline.step() is not None
+    r.clock.advance(2.0)
+    r.source.put(grey=200)
+    assert await r.pipeline.step() is not None
+    r.clock.advance(2.0)
+    r.source.put(grey=90)
+    await r.pipeline.step()
+    first, second, third = r.client.urgencies
+    assert first == Urgency(alerting=False, priority=7, last_verdict_at=None, overdue_at=None)
+    # Routine after a quiet verdict: overdue interval_s before max_verdict_age_s runs out.
+    assert second == Urgency(alerting=False, priority=7, last_verdict_at=100.0,
+                             overdue_at=128.0)
+    # The fire answer is not confirmed yet: the camera's next request jumps the queue.
+    assert third is not None
+    assert third.alerting
