@@ -152,9 +152,9 @@ class VlmConfig(_Section):
         "off: a labelled free-text answer (for servers without structured output).",
     )
     max_tokens: int = Field(
-        default=600, ge=16, le=4096,
+        default=800, ge=16, le=4096,
         description="Answer length cap: above the longest answer the JSON schema allows "
-        "(~460 tokens), so no legal answer is cut; typical answers are 15-80 tokens.")
+        "(~630 tokens), so no legal answer is cut; typical answers are 15-80 tokens.")
     endpoints: list[EndpointConfig] = Field(
         default_factory=list,
         description="Several vLLM servers ([[vlm.endpoints]]); empty: base_url alone.")

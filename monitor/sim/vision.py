@@ -34,8 +34,10 @@ import numpy.typing as npt
 
 from monitor.model.answer import (
     MAX_BOXES,
+    WIRE_MAX_HAZARD_BOXES,
     Answer,
     Decision,
+    GroundingBox,
     HazardFinding,
     HelmetFinding,
     HelmetStatus,
@@ -70,6 +72,10 @@ PERSON_BOX_WIDEN = 0.15
 """A person's box reaches this share of the vest's width beyond it on each side."""
 
 _OPEN_KERNEL = np.ones((3, 3), dtype=np.uint8)
+_CLOSE_KERNEL = np.ones((9, 9), dtype=np.uint8)
+BLOB_MIN_SHARE = 0.1
+"""A flame or smoke blob gets a grounding box when it holds at least this share of its kind's
+pixels."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +115,10 @@ class Measurements:
     smoke_fraction: float
     smoke_centre: tuple[float, float] | None
     persons: tuple[Person, ...]
+    flame_boxes: tuple[tuple[int, int, int, int], ...] = ()
+    """The largest flame regions as ``(x1, y1, x2, y2)`` pixels of the measured image."""
+    smoke_boxes: tuple[tuple[int, int, int, int], ...] = ()
+    """The largest smoke clouds, likewise."""
 
 
 def _u8(array: object) -> Mask:
@@ -138,6 +148,21 @@ def _share_and_centre(mask: Mask) -> tuple[float, tuple[float, float] | None]:
     return area / (h * w), (moments["m10"] / area / w, moments["m01"] / area / h)
 
 
+def _blob_boxes(mask: Mask, limit: int) -> tuple[tuple[int, int, int, int], ...]:
+    """The bounding boxes of the ``limit`` largest blobs of ``mask`` that hold at least
+    :data:`BLOB_MIN_SHARE` of its pixels (so specks and rims get no box of their own)."""
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    total = int(stats[1:, cv2.CC_STAT_AREA].sum()) if count > 1 else 0
+    blobs = sorted(((int(stats[i, cv2.CC_STAT_AREA]), i) for i in range(1, count)), reverse=True)
+    boxes = []
+    for area, i in blobs[:limit]:
+        if area < BLOB_MIN_SHARE * total:
+            break
+        left, top, width, height = (int(v) for v in stats[i, :4])
+        boxes.append((left, top, left + width, top + height))
+    return tuple(boxes)
+
+
 def measure(image: BgrImage) -> Measurements:
     """Measure flame, smoke, vests and hats in a BGR image of any size."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -147,7 +172,10 @@ def measure(image: BgrImage) -> Measurements:
     total = float(h * w)
     flame = _u8(cv2.morphologyEx(_mask(image, FLAME_RULE), cv2.MORPH_OPEN, _OPEN_KERNEL))
     flame_fraction, flame_centre = _share_and_centre(flame)
-    smoke_fraction, smoke_centre = _share_and_centre(_mask(image, SMOKE_RULE))
+    smoke = _mask(image, SMOKE_RULE)
+    smoke_fraction, smoke_centre = _share_and_centre(smoke)
+    # Puffs of one cloud touch or nearly: closing joins them into one box.
+    smoke_blobs = _u8(cv2.morphologyEx(smoke, cv2.MORPH_CLOSE, _CLOSE_KERNEL))
     vest = _mask(image, VEST_RULE)
     hat = _mask(image, HAT_RULE)
     count, _, stats, _ = cv2.connectedComponentsWithStats(vest, connectivity=8)
@@ -175,7 +203,9 @@ def measure(image: BgrImage) -> Measurements:
     persons.sort(key=lambda person: person.x)
     return Measurements(width=w, height=h, flame_fraction=flame_fraction,
                         flame_centre=flame_centre, smoke_fraction=smoke_fraction,
-                        smoke_centre=smoke_centre, persons=tuple(persons))
+                        smoke_centre=smoke_centre, persons=tuple(persons),
+                        flame_boxes=_blob_boxes(flame, WIRE_MAX_HAZARD_BOXES),
+                        smoke_boxes=_blob_boxes(smoke_blobs, WIRE_MAX_HAZARD_BOXES))
 
 
 def _grade(fraction: float, yes: float, uncertain: float) -> Decision:
@@ -187,12 +217,16 @@ def _grade(fraction: float, yes: float, uncertain: float) -> Decision:
 
 
 def _hazard(kind: str, answer: Decision, fraction: float, centre: tuple[float, float] | None,
-            language: Language) -> HazardFinding:
+            language: Language, *, boxes: tuple[tuple[int, int, int, int], ...] = ()
+            ) -> HazardFinding:
     if answer is Decision.NO or centre is None:
         return HazardFinding(answer=Decision.NO, description="")
     where = location(*centre, language)
+    # Boxes only for yes: the prompt asks for them there (an uncertain answer stays short).
+    grounded = [GroundingBox(bbox_2d=list(b)) for b in boxes] if answer is Decision.YES else []
     return HazardFinding(answer=answer, location=where,
-                         description=_hazard_text(kind, answer, where, fraction, language))
+                         description=_hazard_text(kind, answer, where, fraction, language),
+                         boxes=grounded)
 
 
 def _hazard_text(kind: str, answer: Decision, where: str, fraction: float,
@@ -263,9 +297,9 @@ def answer_from(measurements: Measurements, language: Language = "en") -> Answer
     smoke = _grade(measurements.smoke_fraction, SMOKE_YES, SMOKE_UNCERTAIN)
     return Answer(
         fire=_hazard("fire", fire, measurements.flame_fraction, measurements.flame_centre,
-                     language),
+                     language, boxes=measurements.flame_boxes),
         smoke=_hazard("smoke", smoke, measurements.smoke_fraction, measurements.smoke_centre,
-                      language),
+                      language, boxes=measurements.smoke_boxes),
         helmet=_helmet(measurements.persons, language),
     )
 

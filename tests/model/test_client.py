@@ -102,7 +102,7 @@ async def test_request_is_prefix_cache_friendly_and_constrained(sim: SimServer) 
     finally:
         await client.aclose()
     assert first["temperature"] == 0.0
-    assert first["max_tokens"] == 600
+    assert first["max_tokens"] == 800
     assert first["response_format"]["type"] == "json_schema"
     assert "guided_json" not in first
     assert "extra_body" not in first
@@ -204,7 +204,7 @@ async def test_image_too_large_for_the_context_is_explained() -> None:
     ("malformed_json", VlmAnswerError, "malformed JSON"),
     ("schema_violation", VlmAnswerError, "does not match the schema"),
     ("prose", VlmAnswerError, "no JSON object"),
-    ("long", VlmAnswerError, "cut at max_tokens=600"),
+    ("long", VlmAnswerError, "cut at max_tokens=800"),
     ("empty_choices", VlmAnswerError, "without choices"),
 ])
 async def test_failure_kinds(sim: SimServer, fault: str, error: type[Exception],

@@ -372,3 +372,18 @@ def test_scene_validation() -> None:
         ScriptedObject("fire", 5.0, 4.0, x=0.5, y=0.5)
     with pytest.raises(ValueError, match="fractions"):
         ScriptedObject("smoke", 0.0, 4.0, x=1.5, y=0.5)
+
+
+def test_fire_and_smoke_answers_carry_boxes_around_the_scripted_objects() -> None:
+    fire_scene, smoke_scene = scenes.fire(), scenes.smoke()
+    fire_answer = judge(scenes.render_frame(fire_scene, 6.0))
+    (x1, y1, x2, y2), = (b.bbox_2d for b in fire_answer.boxes(Hazard.FIRE))
+    # The flame's base is scripted at (0.30, 0.80) of 640x360.
+    assert x1 < 0.30 * 640 < x2
+    assert y1 < 0.80 * 360 <= y2 + 2
+    smoke_answer = judge(scenes.render_frame(smoke_scene, 6.0))
+    (sx1, sy1, sx2, sy2), = (b.bbox_2d for b in smoke_answer.boxes(Hazard.SMOKE))
+    assert sx1 < 0.40 * 640 < sx2
+    assert sy1 < 0.30 * 360 < sy2
+    # Nothing to report: no boxes (quiet frames cost no extra tokens).
+    assert not judge(scenes.render_frame(fire_scene, 1.0)).has_boxes
