@@ -458,6 +458,28 @@ class SnapshotsConfig(_Section):
     jpeg_quality: int = Field(default=85, ge=30, le=100, description="JPEG quality.")
 
 
+class VerificationConfig(_Section):
+    """Zoom-in verification of positive verdicts (``[verification]``)."""
+
+    hazards: list[HazardName] = Field(
+        default_factory=lambda: list[HazardName](["no_helmet"]),
+        description="Hazards whose positive verdicts are checked on crops of their boxes "
+        "before they count toward an alert (empty: none).",
+    )
+    margin: float = Field(
+        default=0.3, ge=0, le=3,
+        description="Context around a box in the crop, as a fraction of the box's size on each "
+        "side.",
+    )
+    max_crops: int = Field(
+        default=3, ge=1, le=20,
+        description="Most boxes checked per hazard and verdict (the largest first).",
+    )
+    max_tokens: int = Field(
+        default=48, ge=8, le=256, description="Answer length cap of a focused question.",
+    )
+
+
 class MonitorConfig(BaseSettings):
     """The whole configuration of one daemon."""
 
@@ -481,6 +503,9 @@ class MonitorConfig(BaseSettings):
     )
     snapshots: SnapshotsConfig = Field(default_factory=SnapshotsConfig,
                                        description="Evidence images of alerts.")
+    verification: VerificationConfig = Field(
+        default_factory=VerificationConfig,
+        description="Zoom-in verification of positive verdicts.")
 
     @classmethod
     def settings_customise_sources(

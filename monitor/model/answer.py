@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -35,6 +35,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+if TYPE_CHECKING:
+    from monitor.model.verify import Verification
 
 RAW_TEXT_LOG_LIMIT = 300
 """How many characters of an unparseable answer are kept for the log line."""
@@ -350,6 +353,9 @@ class Verdict:
     endpoint: str
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    verification: Verification | None = None
+    """Zoom-in verification of its positives (:mod:`monitor.model.verify`), when any ran:
+    ``answer`` is then the gated answer and ``verification.original`` the model's."""
 
 
 class InvalidAnswerError(ValueError):

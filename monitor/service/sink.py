@@ -20,6 +20,7 @@ from monitor.alerts.payloads import Box, SnapshotRef, iso_time
 from monitor.alerts.publisher import MqttPublisher
 from monitor.alerts.tracker import AlertEvent
 from monitor.model.answer import Verdict
+from monitor.model.verify import CropCheck
 from monitor.service.pipeline import Frame
 from monitor.service.telemetry import Metrics
 
@@ -81,6 +82,34 @@ class AlertSink:
             return None
         topic = self._publisher.publish_snapshot(event.camera_id, event.hazard, jpeg)
         return store.reference(path, topic)
+
+    async def crop_evidence(self, event: AlertEvent,
+                            checks: Sequence[CropCheck]) -> list[str | None]:
+        """The zoom-in crops behind the event, saved next to its evidence image
+        (``...-r<revision>-zoom<n>.jpg``, captioned ``zoom-in <n>``); their paths, ``None``
+        where there is no crop or it cannot be written (logged)."""
+        store = self._snapshots
+        if store is None:
+            return [None] * len(checks)
+        frame_path = store.path_for(event.camera_id, event.hazard, event.event_id,
+                                    event.revision, event.at)
+        paths: list[str | None] = []
+        loop = asyncio.get_running_loop()
+        for number, check in enumerate(checks, start=1):
+            crop = check.image
+            if crop is None:
+                paths.append(None)
+                continue
+            path = frame_path.with_name(f"{frame_path.stem}-zoom{number}.jpg")
+            try:
+                await loop.run_in_executor(self._executor, store.save, crop, [],
+                                           f"zoom-in {number}", path)
+            except SnapshotError as exc:
+                logger.warning("camera %s: zoom-in crop not saved: %s", event.camera_id, exc)
+                paths.append(None)
+                continue
+            paths.append(str(path))
+        return paths
 
     def event(self, event: AlertEvent, *, verdict: Verdict | None = None,
               boxes: Sequence[Box] = (), snapshot: SnapshotRef | None = None) -> None:
