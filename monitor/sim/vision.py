@@ -38,11 +38,13 @@ from monitor.model.answer import (
     Answer,
     Decision,
     GroundingBox,
+    Hazard,
     HazardFinding,
     HelmetFinding,
     HelmetStatus,
     PersonBox,
 )
+from monitor.model.verify import CropAnswer
 from monitor.sim.scenes import (
     FLAME_RULE,
     HAT_RULE,
@@ -68,6 +70,17 @@ HAT_UNCERTAIN = 0.03
 HAT_REGION_WIDEN = 1.25
 HAT_REGION_HEIGHT = 1.0
 """The hat region's height as a multiple of the vest's height."""
+SMALL_VEST_PX = 10
+"""A person whose vest is shorter than this (in pixels of the image judged; the head is then
+about 5 pixels) is called bare-headed whatever they wear: too small to tell a hard hat from
+hair, a VLM guesses. A zoom-in crop of the full-resolution frame shows them bigger."""
+VEST_FILL = 0.88
+"""Zoom-in on a flame-coloured region: a blob filling at least this share of its bounding box
+is a rectangle (a vest, a sign, a lamp), not a flame (flames fill about 0.7)."""
+CROP_SMOKE_YES = 0.05
+"""Zoom-in on smoke: smoke pixels covering 5% of the crop mean real smoke."""
+CROP_FLAME_MIN = 0.01
+"""Zoom-in on fire: flame pixels covering less than 1% of the crop mean nothing there."""
 PERSON_BOX_WIDEN = 0.15
 """A person's box reaches this share of the vest's width beyond it on each side."""
 
@@ -93,10 +106,16 @@ class Person:
     box: tuple[int, int, int, int] = (0, 0, 0, 0)
     """The whole person (hat to feet) as ``(x1, y1, x2, y2)`` in pixels of the measured image:
     Qwen2.5-VL's grounding form, in the coordinates of the image the model was given."""
+    vest_px: int = 0
+    """The vest's height in pixels of the measured image (0: not measured)."""
 
     @property
     def wears_hat(self) -> bool | None:
-        """True with a hat, False without, None when the hat pixels are too few to tell."""
+        """True with a hat, False without, None when the hat pixels are too few to tell; a
+        head too small to see (vest under :data:`SMALL_VEST_PX`) is taken for bare, the
+        mistake real VLMs make on distant workers."""
+        if 0 < self.vest_px < SMALL_VEST_PX:
+            return False
         if self.hat_fraction >= HAT_YES:
             return True
         if self.hat_fraction < HAT_UNCERTAIN:
@@ -199,6 +218,7 @@ def measure(image: BgrImage) -> Measurements:
         persons.append(Person(
             x=(left + vest_w / 2) / w, y=top / h, vest_area=area / total,
             hat_fraction=hat_pixels / region_area if region_area else 0.0, box=box,
+            vest_px=vest_h,
         ))
     persons.sort(key=lambda person: person.x)
     return Measurements(width=w, height=h, flame_fraction=flame_fraction,
@@ -302,6 +322,53 @@ def answer_from(measurements: Measurements, language: Language = "en") -> Answer
                       language, boxes=measurements.smoke_boxes),
         helmet=_helmet(measurements.persons, language),
     )
+
+
+_CROP_SEEN: dict[tuple[Language, str], str] = {
+    ("en", "hat"): "hard hat", ("en", "bare"): "bare head", ("en", "unsure"): "cannot tell",
+    ("en", "nobody"): "no person", ("en", "flames"): "flames", ("en", "vest"): "orange vest",
+    ("en", "smoke"): "smoke", ("en", "nothing"): "nothing",
+    ("zh", "hat"): "安全帽", ("zh", "bare"): "光头", ("zh", "unsure"): "看不清",
+    ("zh", "nobody"): "无人", ("zh", "flames"): "火焰", ("zh", "vest"): "橙色背心",
+    ("zh", "smoke"): "烟雾", ("zh", "nothing"): "无",
+}
+
+
+def answer_crop(image_bgr: BgrImage, hazard: Hazard, language: Language = "en") -> CropAnswer:
+    """The simulated model's answer to a zoom-in question (:mod:`monitor.model.verify`) about
+    a crop: the same colour contract, looked at closely.
+
+    * ``no_helmet``: "hard hat on the head?" about the largest person in the crop (the small-head
+      rule applies here too: only a crop with more pixels than the whole frame had helps);
+    * ``fire``: "real flames?": flame pixels in a blob that fills its bounding box like a
+      rectangle (:data:`VEST_FILL`) are a vest, not fire;
+    * ``smoke``: "real smoke?": smoke pixels covering :data:`CROP_SMOKE_YES` of the crop.
+    """
+    def said(answer: Decision, key: str) -> CropAnswer:
+        return CropAnswer(answer=answer, seen=_CROP_SEEN[language, key])
+
+    if hazard is Hazard.NO_HELMET:
+        persons = measure(image_bgr).persons
+        if not persons:
+            return said(Decision.UNCERTAIN, "nobody")
+        wears = max(persons, key=lambda person: person.vest_area).wears_hat
+        if wears is None:
+            return said(Decision.UNCERTAIN, "unsure")
+        return said(Decision.YES, "hat") if wears else said(Decision.NO, "bare")
+    if hazard is Hazard.SMOKE:
+        share, _ = _share_and_centre(_mask(image_bgr, SMOKE_RULE))
+        return said(Decision.YES, "smoke") if share >= CROP_SMOKE_YES \
+            else said(Decision.NO, "nothing")
+    flame = _u8(cv2.morphologyEx(_mask(image_bgr, FLAME_RULE), cv2.MORPH_OPEN, _OPEN_KERNEL))
+    share, _ = _share_and_centre(flame)
+    if share < CROP_FLAME_MIN:
+        return said(Decision.NO, "nothing")
+    _, _, stats, _ = cv2.connectedComponentsWithStats(flame, connectivity=8)
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    _, _, width, height, area = (int(v) for v in stats[largest])
+    if area / (width * height) >= VEST_FILL:
+        return said(Decision.NO, "vest")
+    return said(Decision.YES, "flames")
 
 
 def judge(image_bgr: BgrImage, language: Language = "en") -> Answer:
