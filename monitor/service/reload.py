@@ -8,7 +8,8 @@ with two configurations and nothing else:
 * a camera enabled in the new configuration and not running is added;
 * a running camera no longer enabled (or gone) is removed;
 * a running camera whose section changed, or every running camera when ``[defaults]``
-  changed (interval, hazards, tracker settings and so on apply to all), is restarted;
+  changed (interval, hazards, tracker settings and so on apply to all) or ``[verification]``
+  did, is restarted;
 * the other running cameras are kept untouched (their alerts, readers and trackers live on);
 * ``[vlm]``, ``[mqtt]``, ``[telemetry]`` and ``[logging]`` are only read at start: a change
   there is reported as needing a restart of the process, and not applied.
@@ -52,7 +53,8 @@ def plan_reload(old: MonitorConfig, new: MonitorConfig) -> ReloadPlan:
     """The steps from ``old`` (the running configuration) to ``new``; see the module doc."""
     running = running_cameras(old)
     wanted = running_cameras(new)
-    defaults_changed = old.defaults != new.defaults
+    # [verification] applies to every camera's pipeline like [defaults].
+    defaults_changed = old.defaults != new.defaults or old.verification != new.verification
     remove: list[str] = []
     restart: list[CameraConfig] = []
     keep: list[str] = []
