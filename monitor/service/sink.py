@@ -59,6 +59,12 @@ class AlertSink:
             metrics.tokens.labels("prompt").inc(verdict.prompt_tokens)
         if verdict.completion_tokens is not None:
             metrics.tokens.labels("completion").inc(verdict.completion_tokens)
+        if verdict.verification is not None:
+            # The zoom-in questions are GPU work too: the same counters.
+            for result in verdict.verification.results:
+                for check in result.checks:
+                    metrics.tokens.labels("prompt").inc(check.prompt_tokens or 0)
+                    metrics.tokens.labels("completion").inc(check.completion_tokens or 0)
         self._publisher.publish_verdict(verdict)
 
     async def evidence(self, event: AlertEvent, frame: Frame,
