@@ -7,8 +7,11 @@ The flow of one turn (:meth:`CameraPipeline.step`; :meth:`CameraPipeline.run` re
     analyse        take a model slot (waits its turn on an endpoint), then the camera's
                    freshest frame: too old is dropped (``stale_dropped``), else encoded on the
                    executor and sent; a retry takes a slot and the freshest frame again
+    verify         a positive with boxes under [verification]: each box cropped from the full
+                   frame and asked about (:mod:`monitor.service.verification`); the verdict
+                   goes on gated by the answers
     verdict        published, fed to the hazard tracker; its events go out, each with its
-                   evidence image first
+                   evidence image (and zoom-in crops) first
     confirm-now    a positive still unconfirmed makes the next frame due soon
 
 Everything the pipeline talks to is injected and typed by the small protocols below: the frame
