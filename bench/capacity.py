@@ -72,6 +72,7 @@ from monitor.ingest.frame import CapturedFrame
 from monitor.model.answer import Verdict
 from monitor.model.client import VlmClient
 from monitor.model.imaging import image_tokens
+from monitor.model.verify import CropCheck
 from monitor.service.pipeline import CameraPipeline, Frame
 from monitor.service.sink import AlertSink
 from monitor.service.telemetry import Metrics
@@ -163,6 +164,10 @@ class Recorder:
     async def evidence(self, event: AlertEvent, frame: Frame,
                        boxes: Sequence[Box]) -> SnapshotRef | None:
         return await self.sink.evidence(event, frame, boxes)
+
+    async def crop_evidence(self, event: AlertEvent,
+                            checks: Sequence[CropCheck]) -> list[str | None]:
+        return await self.sink.crop_evidence(event, checks)
 
     def event(self, event: AlertEvent, *, verdict: Verdict | None = None,
               boxes: Sequence[Box] = (), snapshot: SnapshotRef | None = None) -> None:

@@ -36,7 +36,10 @@ part 1. ``monitor``: the daemon's rules - the change gate (:mod:`monitor.ingest.
 threshold; an unchanged scene is re-checked after ``max_verdict_age_s`` = 60 s), bypassed while
 the last answer was positive, with confirm-now (the next frame 0.5 s after a positive that is
 not confirmed yet) - and the default request. Tokens = prompt + completion, from the
-simulator's ``usage``.
+simulator's ``usage``. Last, what zoom-in verification (:mod:`monitor.service.verification`)
+adds to ``monitor default``: its focused questions about crops of positive verdicts' boxes,
+for ``no_helmet`` only (the default ``[verification]``) and for every hazard; it costs nothing
+on frames without a positive.
 
 Usage (from the repository root)::
 
@@ -50,22 +53,26 @@ import argparse
 import asyncio
 import base64
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import aiohttp
 import cv2
 
 from monitor.alerts.tracker import HazardTracker, TrackerSettings
-from monitor.config import DefaultsConfig, VlmConfig
+from monitor.config import DefaultsConfig, VerificationConfig, VlmConfig
 from monitor.ingest.changegate import ChangeGate, thumbnail_size
 from monitor.model.answer import Hazard
 from monitor.model.client import PIXEL_BUDGET_PRESETS, VlmClient
 from monitor.model.imaging import EncodedImage, encode_for_model, smart_resize
 from monitor.model.prompts import SYSTEM_PROMPTS, instructions
+from monitor.service.verification import Verifier
 from monitor.sim.scenes import BgrImage, Scene, ScriptedObject, render_frame
 from monitor.sim.server import SimServer, estimate_text_tokens
 
 WIDTH, HEIGHT = 1920, 1080
+_INLINE = ThreadPoolExecutor(max_workers=1)
+"""Crops and their JPEGs for the verifier (one thread: the benchmark is sequential)."""
 INTERVAL_S = 2.0
 CONFIRM_GAP_S = 0.5
 PREFIX_BLOCK = 16
@@ -254,8 +261,27 @@ async def seed_shape(sim: SimServer, http: aiohttp.ClientSession, scene: Scene,
     return tokens, requests
 
 
+@dataclass(frozen=True, slots=True)
+class _StillFrame:
+    """A rendered frame as the verifier sees a camera's frame (full resolution)."""
+
+    image: BgrImage
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+    def to_bgr(self, width: int | None = None, height: int | None = None) -> BgrImage:
+        return self.image
+
+
 async def monitor_shape(sim: SimServer, scene: Scene, duration: float, *,
-                        confirm_now: bool) -> tuple[int, int]:
+                        confirm_now: bool, verified: tuple[Hazard, ...] = (),
+                        zoom: list[int] | None = None) -> tuple[int, int]:
     """The daemon's sampling rules and default request: (tokens, requests).
 
     Change gate with the default threshold and ``max_verdict_age_s``, bypassed while the last
@@ -269,6 +295,10 @@ async def monitor_shape(sim: SimServer, scene: Scene, duration: float, *,
     tracker = HazardTracker("bench", list(Hazard), TrackerSettings.from_config(defaults))
     config = VlmConfig(base_url=sim.base_url)
     client = VlmClient(config)
+    # Zoom-in verification as the daemon runs it (monitor.service.verification), on the
+    # hazards ``verified``; its tokens and questions are added to ``zoom`` as well.
+    verifier = Verifier("bench", VerificationConfig(hazards=[h.value for h in verified]),
+                        config, client=client, executor=_INLINE)
     tokens = requests = 0
     positive = confirming = False
     t = 0.0
@@ -284,10 +314,17 @@ async def monitor_shape(sim: SimServer, scene: Scene, duration: float, *,
                 analysis = await client.analyse_image(image)
                 tokens += (analysis.prompt_tokens or 0) + (analysis.completion_tokens or 0)
                 requests += 1
-                positive = any(analysis.answer.is_positive(h) for h in Hazard)
-                tracker.update(analysis.answer, t)
+                verdict = await verifier.verify(analysis.verdict("bench", t), _StillFrame(frame),
+                                                list(Hazard))
+                if verdict.verification is not None and zoom is not None:
+                    tokens += verdict.verification.tokens
+                    zoom[0] += verdict.verification.tokens
+                    zoom[1] += sum(len(r.checks) for r in verdict.verification.results)
+                answer = verdict.answer
+                positive = any(answer.is_positive(h) for h in Hazard)
+                tracker.update(answer, t)
                 # As the daemon's _confirm_now: hurry only positives not yet confirmed.
-                confirming = any(analysis.answer.is_positive(h) and not tracker.is_active(h)
+                confirming = any(answer.is_positive(h) and not tracker.is_active(h)
                                  for h in Hazard)
             t += CONFIRM_GAP_S if confirm_now and analyse and confirming else INTERVAL_S
     finally:
@@ -308,6 +345,11 @@ async def main_async(minutes: float, skip_site: bool) -> None:
         seed, seed_n = await seed_shape(sim, http, scene, duration)
         monitor, monitor_n = await monitor_shape(sim, scene, duration, confirm_now=True)
         plain, plain_n = await monitor_shape(sim, scene, duration, confirm_now=False)
+        zoom_default, zoom_all = [0, 0], [0, 0]
+        helmet_only, _ = await monitor_shape(sim, scene, duration, confirm_now=True,
+                                             verified=(Hazard.NO_HELMET,), zoom=zoom_default)
+        verified_all, _ = await monitor_shape(sim, scene, duration, confirm_now=True,
+                                              verified=tuple(Hazard), zoom=zoom_all)
     print(f"Part 2: GPU tokens per camera-minute, static 1080p site with occasional activity "
           f"(positives {POSITIVE_S * minutes / 10:g} s of {minutes * 60:g} s), "
           f"{INTERVAL_S:g} s interval, {minutes:g} simulated minutes")
@@ -316,6 +358,13 @@ async def main_async(minutes: float, skip_site: bool) -> None:
           f"requests: change gate + confirm-now)   ratio {seed / monitor:.1f}x")
     print(f"monitor, no confirm-now     {plain / minutes:>8.0f} tokens/min  ({plain_n} "
           f"requests: positives re-checked every {INTERVAL_S:g} s)   ratio {seed / plain:.1f}x")
+    print("zoom-in verification on positives (what it adds to monitor default, per "
+          "camera-minute):")
+    for label, total, (extra, questions) in (
+            ("no_helmet (the default)", helmet_only, zoom_default),
+            ("fire, smoke and no_helmet", verified_all, zoom_all)):
+        print(f"  {label:<26} {total / minutes:>8.0f} tokens/min  (+{extra / minutes:.0f} "
+              f"tokens/min, {questions} questions; x{total / monitor:.3f} of monitor default)")
     print(f"(ran in {time.monotonic() - started:.0f} s)")
 
 

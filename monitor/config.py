@@ -171,9 +171,9 @@ class VlmConfig(_Section):
         "off: a labelled free-text answer (for servers without structured output).",
     )
     max_tokens: int = Field(
-        default=600, ge=16, le=4096,
+        default=800, ge=16, le=4096,
         description="Answer length cap: above the longest answer the JSON schema allows "
-        "(~460 tokens), so no legal answer is cut; typical answers are 15-80 tokens.")
+        "(~630 tokens), so no legal answer is cut; typical answers are 15-80 tokens.")
     endpoints: list[EndpointConfig] = Field(
         default_factory=list,
         description="Several vLLM servers ([[vlm.endpoints]]); empty: base_url alone.")
@@ -678,6 +678,28 @@ class HealthConfig(_Section):
         description="Correlation with the usual view (-1..1) below which the view changed.")
 
 
+class VerificationConfig(_Section):
+    """Zoom-in verification of positive verdicts (``[verification]``)."""
+
+    hazards: list[HazardName] = Field(
+        default_factory=lambda: list[HazardName](["no_helmet"]),
+        description="Hazards whose positive verdicts are checked on crops of their boxes "
+        "before they count toward an alert (empty: none).",
+    )
+    margin: float = Field(
+        default=0.3, ge=0, le=3,
+        description="Context around a box in the crop, as a fraction of the box's size on each "
+        "side.",
+    )
+    max_crops: int = Field(
+        default=3, ge=1, le=20,
+        description="Most boxes checked per hazard and verdict (the largest first).",
+    )
+    max_tokens: int = Field(
+        default=48, ge=8, le=256, description="Answer length cap of a focused question.",
+    )
+
+
 class MonitorConfig(BaseSettings):
     """The whole configuration of one daemon."""
 
@@ -711,6 +733,9 @@ class MonitorConfig(BaseSettings):
         default_factory=dict, description="Named weekly schedules for site rules.")
     health: HealthConfig = Field(default_factory=HealthConfig,
                                  description="Camera health events.")
+    verification: VerificationConfig = Field(
+        default_factory=VerificationConfig,
+        description="Zoom-in verification of positive verdicts.")
 
     @classmethod
     def settings_customise_sources(

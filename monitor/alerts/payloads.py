@@ -22,6 +22,7 @@ from monitor.alerts.discovery import BinarySensorDiscovery
 from monitor.alerts.health import HealthEvent, HealthProblem
 from monitor.alerts.tracker import AlertEvent, Observation
 from monitor.model.answer import Answer, Hazard, Verdict
+from monitor.model.verify import CropCheck, HazardCheck, agrees
 
 
 def iso_time(epoch_s: float) -> str:
@@ -80,6 +81,51 @@ class ClipRef(_Payload):
     expected_at: str = Field(description="When the file will be complete (ISO 8601 UTC).")
 
 
+class CropCheckPayload(_Payload):
+    """One zoom-in question about one box of a positive verdict."""
+
+    box: Box = Field(description="The verdict's box, in pixels of the original frame.")
+    crop: list[int] = Field(description="[x1, y1, x2, y2] cropped from the full-resolution "
+                            "frame (the box with its margin).")
+    answer: Literal["yes", "no", "uncertain"] | None = Field(
+        description="The focused answer (no_helmet: hard hat on the head?; fire/smoke: real?); "
+        "null when the question failed.")
+    seen: str = Field(description="What the model saw in the crop, in a few words.")
+    agrees: bool = Field(description="Whether this crop confirms the hazard.")
+    error: str | None = Field(default=None, description="Why the question got no answer.")
+    evidence: str | None = Field(default=None,
+                                 description="File path of the crop's evidence JPEG.")
+
+    @classmethod
+    def from_check(cls, hazard: Hazard, check: CropCheck) -> CropCheckPayload:
+        """The wire form of one crop check."""
+        x1, y1, x2, y2 = check.box.bbox_2d
+        answer = check.answer
+        return cls(box=Box(label=check.box.label or hazard.value, x1=x1, y1=y1, x2=x2, y2=y2),
+                   crop=list(check.region), answer=answer.answer.value if answer else None,
+                   seen=answer.seen if answer else "",
+                   agrees=answer is not None and agrees(hazard, answer), error=check.error,
+                   evidence=check.evidence_path)
+
+
+class VerificationPayload(_Payload):
+    """Zoom-in verification of one hazard of a verdict."""
+
+    hazard: Hazard
+    outcome: Literal["confirmed", "rejected", "failed", "unverified"] = Field(
+        description="confirmed: a crop agrees, the verdict counts; rejected: every crop "
+        "disagrees, it counts as negative; failed: no usable answer, it counts as uncertain; "
+        "unverified: no box to crop, it counts as given.")
+    tokens: int = Field(description="Prompt + completion tokens the questions cost.")
+    checks: list[CropCheckPayload]
+
+    @classmethod
+    def from_result(cls, result: HazardCheck) -> VerificationPayload:
+        """The wire form of one hazard's verification."""
+        return cls(hazard=result.hazard, outcome=result.outcome.value, tokens=result.tokens,
+                   checks=[CropCheckPayload.from_check(result.hazard, c) for c in result.checks])
+
+
 class EventPayload(_Payload):
     """A step of an alert's lifecycle (``<prefix>/events``, QoS 1, not retained).
 
@@ -114,6 +160,8 @@ class EventPayload(_Payload):
     zones: list[str] = Field(
         default_factory=list, description="The camera's zones where the hazard was seen "
         "(boxes that counted under its site rules); empty without boxes or zones.")
+    verification: VerificationPayload | None = Field(
+        default=None, description="Zoom-in verification of the verdict behind this step.")
 
     @classmethod
     def from_event(cls, event: AlertEvent, *, verdict: Verdict | None = None,
@@ -133,6 +181,7 @@ class EventPayload(_Payload):
             latency_s=round(verdict.latency_s, 3) if verdict else None,
             boxes=list(boxes), snapshot=snapshot, clip=clip,
             severity=event.severity.value, zones=list(event.zones),
+            verification=_verification_of(verdict, event.hazard),
         )
 
 
@@ -189,15 +238,24 @@ class VerdictPayload(_Payload):
     answer: Answer
     prompt_tokens: int | None
     completion_tokens: int | None
+    verification: list[VerificationPayload] | None = Field(
+        default=None, description="Zoom-in verification of the verdict's positives; answer is "
+        "then the verified answer.")
+    unverified_answer: Answer | None = Field(
+        default=None, description="The model's whole-frame answer before verification.")
 
     @classmethod
     def from_verdict(cls, verdict: Verdict) -> VerdictPayload:
         """The wire form of a verdict."""
+        checked = verdict.verification
         return cls(
             camera=verdict.camera_id, captured_at=iso_time(verdict.captured_at),
             analysed_at=iso_time(verdict.analysed_at), latency_s=round(verdict.latency_s, 3),
             model=verdict.model, answer=verdict.answer, prompt_tokens=verdict.prompt_tokens,
             completion_tokens=verdict.completion_tokens,
+            verification=[VerificationPayload.from_result(r) for r in checked.results]
+            if checked else None,
+            unverified_answer=checked.original if checked else None,
         )
 
 
@@ -225,6 +283,14 @@ class HealthEventPayload(_Payload):
                    ended_at=iso_time(event.ended_at) if event.ended_at is not None else None,
                    at=iso_time(event.at), detail=event.detail,
                    end_reason=event.end_reason.value if event.end_reason else None)
+
+
+def _verification_of(verdict: Verdict | None, hazard: Hazard) -> VerificationPayload | None:
+    """The verification of ``hazard`` in ``verdict``, in wire form (``None``: none ran)."""
+    if verdict is None or verdict.verification is None:
+        return None
+    result = verdict.verification.result(hazard)
+    return VerificationPayload.from_result(result) if result is not None else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
@@ -38,6 +38,7 @@ from pydantic import (
 
 if TYPE_CHECKING:
     from monitor.model.imaging import EncodedImage
+    from monitor.model.verify import Verification
 
 RAW_TEXT_LOG_LIMIT = 300
 """How many characters of an unparseable answer are kept for the log line."""
@@ -78,8 +79,11 @@ WIRE_LOCATION_MAX = 20
 WIRE_DESCRIPTION_MAX = 60
 WIRE_MAX_BOXES = 6
 """Limits of the form the model writes (:class:`WireDecision`): they bound the longest legal
-answer (about 460 tokens in Chinese), which ``vlm.max_tokens`` must exceed - an answer cut by
+answer (about 630 tokens in Chinese), which ``vlm.max_tokens`` must exceed - an answer cut by
 ``max_tokens`` is invalid JSON, and an invalid answer never raises an alert."""
+WIRE_MAX_HAZARD_BOXES = 2
+"""Most ``fire_boxes`` / ``smoke_boxes`` the model writes (the biggest regions: enough to aim a
+zoom-in at, for few tokens)."""
 COORDINATE_MAX = 16384
 """Largest pixel coordinate accepted in a box (Qwen2.5-VL's images are far smaller)."""
 
@@ -98,10 +102,15 @@ class HazardFinding(BaseModel):
         default="", max_length=DESCRIPTION_MAX,
         description="What was seen, briefly; empty when no.",
     )
+    boxes: list[GroundingBox] = Field(
+        default_factory=list, max_length=MAX_BOXES,
+        description="Where the flames or the smoke are; given only for yes.",
+    )
 
 
-class PersonBox(BaseModel):
-    """A person without a hard hat, in Qwen2.5-VL's grounding form.
+class GroundingBox(BaseModel):
+    """A region the model points at (a flame, a smoke cloud, a person without a hard hat), in
+    Qwen2.5-VL's grounding form.
 
     Qwen2.5-VL grounds objects as ``{"bbox_2d": [x1, y1, x2, y2], "label": ...}`` in absolute
     pixels of the image it was given (not 0..1000 like Qwen2-VL). :meth:`Answer.to_frame`
@@ -123,6 +132,13 @@ class PersonBox(BaseModel):
         return [min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)]
 
 
+PersonBox = GroundingBox
+"""A person without a hard hat: the grounding box's first use, and its name before fire and
+smoke had boxes too (kept for code that imports it)."""
+
+HazardFinding.model_rebuild()
+
+
 class HelmetFinding(BaseModel):
     """The answer to "is everyone wearing a hard hat?"."""
 
@@ -136,7 +152,7 @@ class HelmetFinding(BaseModel):
         default="", max_length=DESCRIPTION_MAX,
         description="Who is without a hard hat and where, briefly.",
     )
-    boxes: list[PersonBox] = Field(
+    boxes: list[GroundingBox] = Field(
         default_factory=list, max_length=MAX_BOXES,
         description="One box per person without a hard hat.",
     )
@@ -204,7 +220,7 @@ class Answer(BaseModel):
                  frame_height: int) -> Answer:
         """The answer with its boxes mapped from the image sent (``sent_*``, the resized
         image the model saw) to the original frame, clipped to the frame."""
-        if not self.helmet.boxes:
+        if not self.has_boxes:
             return self
         if min(sent_width, sent_height, frame_width, frame_height) <= 0:
             raise ValueError(f"image sizes must be positive, got {sent_width}x{sent_height} "
@@ -218,18 +234,38 @@ class Answer(BaseModel):
                 min(frame_width, round(x2 * scale_x)), min(frame_height, round(y2 * scale_y)),
             ])
 
-        helmet = self.helmet.model_copy(update={"boxes": [mapped(b) for b in self.helmet.boxes]})
-        return self.model_copy(update={"helmet": helmet})
+        return self._with_boxes(mapped)
 
     def shifted(self, dx: int, dy: int) -> Answer:
         """The answer with its boxes moved by ``(dx, dy)`` pixels (a cropped region's boxes
         into the whole frame's coordinates)."""
-        if not self.helmet.boxes or (dx, dy) == (0, 0):
+        if not self.has_boxes or (dx, dy) == (0, 0):
             return self
-        boxes = [PersonBox(label=b.label, bbox_2d=[b.bbox_2d[0] + dx, b.bbox_2d[1] + dy,
-                                                   b.bbox_2d[2] + dx, b.bbox_2d[3] + dy])
-                 for b in self.helmet.boxes]
-        return self.model_copy(update={"helmet": self.helmet.model_copy(update={"boxes": boxes})})
+
+        def moved(b: GroundingBox) -> GroundingBox:
+            return GroundingBox(label=b.label, bbox_2d=[b.bbox_2d[0] + dx, b.bbox_2d[1] + dy,
+                                                        b.bbox_2d[2] + dx, b.bbox_2d[3] + dy])
+
+        return self._with_boxes(moved)
+
+    @property
+    def has_boxes(self) -> bool:
+        """Whether any finding (fire, smoke, hard hats) carries a grounding box."""
+        return bool(self.fire.boxes or self.smoke.boxes or self.helmet.boxes)
+
+    def boxes(self, hazard: Hazard) -> list[GroundingBox]:
+        """The grounding boxes the answer gives for ``hazard``."""
+        if hazard is Hazard.NO_HELMET:
+            return list(self.helmet.boxes)
+        return list((self.fire if hazard is Hazard.FIRE else self.smoke).boxes)
+
+    def _with_boxes(self, change: Callable[[GroundingBox], GroundingBox]) -> Answer:
+        """The answer with ``change`` applied to every box of every finding."""
+        return self.model_copy(update={
+            name: finding.model_copy(update={"boxes": [change(b) for b in finding.boxes]})
+            for name, finding in (("fire", self.fire), ("smoke", self.smoke),
+                                  ("helmet", self.helmet))
+        })
 
 
 class WireAnswer(BaseModel):
@@ -248,13 +284,21 @@ class WireAnswer(BaseModel):
     fire: Decision = Field(description="Signs of fire: yes, no, or uncertain")
     fire_location: str = Field(default="", max_length=WIRE_LOCATION_MAX)
     fire_description: str = Field(default="", max_length=WIRE_DESCRIPTION_MAX)
+    fire_boxes: list[GroundingBox] = Field(
+        default_factory=list, max_length=WIRE_MAX_HAZARD_BOXES,
+        description="For yes: one bbox_2d per flame region, in pixels of the image "
+        f"(at most {WIRE_MAX_HAZARD_BOXES}, the largest)")
     smoke: Decision = Field(description="Visible smoke: yes, no, or uncertain")
     smoke_location: str = Field(default="", max_length=WIRE_LOCATION_MAX)
     smoke_description: str = Field(default="", max_length=WIRE_DESCRIPTION_MAX)
+    smoke_boxes: list[GroundingBox] = Field(
+        default_factory=list, max_length=WIRE_MAX_HAZARD_BOXES,
+        description="For yes: one bbox_2d per smoke cloud, in pixels of the image "
+        f"(at most {WIRE_MAX_HAZARD_BOXES}, the largest)")
     hard_hats: HelmetStatus = Field(description="Hard-hat status of the people in view")
     missing: int = Field(default=0, ge=0, le=1000,
                          description="People without a hard hat")
-    boxes: list[PersonBox] = Field(
+    boxes: list[GroundingBox] = Field(
         default_factory=list, max_length=WIRE_MAX_BOXES,
         description="One bbox_2d per person without a hard hat, in pixels of the image "
         f"(at most {WIRE_MAX_BOXES}; missing counts them all)")
@@ -264,9 +308,9 @@ class WireAnswer(BaseModel):
         """The nested form."""
         return Answer(
             fire=HazardFinding(answer=self.fire, location=self.fire_location,
-                               description=self.fire_description),
+                               description=self.fire_description, boxes=self.fire_boxes),
             smoke=HazardFinding(answer=self.smoke, location=self.smoke_location,
-                                description=self.smoke_description),
+                                description=self.smoke_description, boxes=self.smoke_boxes),
             helmet=HelmetFinding(status=self.hard_hats, missing_count=self.missing,
                                  description=self.hard_hats_description, boxes=self.boxes),
         )
@@ -279,8 +323,10 @@ class WireAnswer(BaseModel):
         return cls(
             fire=answer.fire.answer, fire_location=answer.fire.location[:loc],
             fire_description=answer.fire.description[:text],
+            fire_boxes=answer.fire.boxes[:WIRE_MAX_HAZARD_BOXES],
             smoke=answer.smoke.answer, smoke_location=answer.smoke.location[:loc],
             smoke_description=answer.smoke.description[:text],
+            smoke_boxes=answer.smoke.boxes[:WIRE_MAX_HAZARD_BOXES],
             hard_hats=answer.helmet.status, missing=answer.helmet.missing_count,
             boxes=answer.helmet.boxes[:WIRE_MAX_BOXES],
             hard_hats_description=answer.helmet.description[:text],
@@ -313,6 +359,9 @@ class Verdict:
     image_offset: tuple[int, int] = (0, 0)
     """Where the sent image's top-left corner lies in the frame (a region of interest's
     crop); the answer's boxes are in frame pixels."""
+    verification: Verification | None = None
+    """Zoom-in verification of its positives (:mod:`monitor.model.verify`), when any ran:
+    ``answer`` is then the gated answer and ``verification.original`` the model's."""
 
 
 class InvalidAnswerError(ValueError):

@@ -76,6 +76,7 @@ from monitor.model.endpoints import CircuitBreaker, Endpoint, EndpointPool, NoEn
 from monitor.model.imaging import EncodedImage
 from monitor.model.priority import Urgency
 from monitor.model.prompts import build_messages
+from monitor.model.verify import CropAnswer, crop_answer_schema, crop_messages, parse_crop_answer
 from monitor.redaction import redact, register_secrets
 
 logger = logging.getLogger(__name__)
@@ -175,6 +176,16 @@ class Analysis:
             completion_tokens=self.completion_tokens, image=self.image)
 
 
+@dataclass(frozen=True, slots=True)
+class CropReply:
+    """The model's answer to a focused question about a crop, and what it cost."""
+
+    answer: CropAnswer
+    latency_s: float
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+
 @dataclass(eq=False, slots=True)
 class _Server:
     endpoint: Endpoint
@@ -217,6 +228,11 @@ class VlmClient:
         self._response_format = {
             "type": "json_schema",
             "json_schema": {"name": "safety_answer", "schema": answer_json_schema(),
+                            "strict": True},
+        }
+        self._crop_format = {
+            "type": "json_schema",
+            "json_schema": {"name": "crop_check", "schema": crop_answer_schema(),
                             "strict": True},
         }
 
@@ -288,6 +304,62 @@ class VlmClient:
         config = self._config
         name = server.endpoint.name
         body = self.request_body(image, context=context, hazards=hazards)
+        completion, latency = await self._complete(server, body, image, camera_id)
+        choice = completion.choices[0]
+        text = choice.message.content or ""
+        try:
+            answer = parse_answer(text)
+        except InvalidAnswerError as exc:
+            cut = (f" (cut at max_tokens={config.max_tokens}: finish_reason length)"
+                   if choice.finish_reason == "length" else "")
+            raise VlmAnswerError(f"{name}: {exc}{cut}", endpoint=name,
+                                 raw_text=text) from exc
+        answer = answer.to_frame(image.width, image.height, image.source_width,
+                                 image.source_height)
+        usage = completion.usage
+        return Analysis(
+            answer=answer, raw_text=text, latency_s=latency,
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            endpoint=name, image=image, captured_at=captured_at,
+            finish_reason=choice.finish_reason, model=config.model, analysed_at=time.time(),
+        )
+
+    def crop_request_body(self, image: EncodedImage, hazard: Hazard, *,
+                          max_tokens: int) -> dict[str, Any]:
+        """The chat-completion parameters of a focused question about a crop
+        (:mod:`monitor.model.verify`)."""
+        config = self._config
+        body: dict[str, Any] = {
+            "model": config.model,
+            "messages": crop_messages(image.data_url, config.language, hazard),
+            "max_tokens": max_tokens,
+            "temperature": 0.0,
+        }
+        if config.structured_output:
+            body["response_format"] = self._crop_format
+        return body
+
+    async def _check_attempt(self, server: _Server, image: EncodedImage, hazard: Hazard, *,
+                             max_tokens: int, camera_id: str | None) -> CropReply:
+        name = server.endpoint.name
+        body = self.crop_request_body(image, hazard, max_tokens=max_tokens)
+        completion, latency = await self._complete(server, body, image, camera_id)
+        text = completion.choices[0].message.content or ""
+        try:
+            answer = parse_crop_answer(text)
+        except InvalidAnswerError as exc:
+            raise VlmAnswerError(f"{name}: {exc}", endpoint=name, raw_text=text) from exc
+        usage = completion.usage
+        return CropReply(answer=answer, latency_s=latency,
+                         prompt_tokens=usage.prompt_tokens if usage else None,
+                         completion_tokens=usage.completion_tokens if usage else None)
+
+    async def _complete(self, server: _Server, body: dict[str, Any], image: EncodedImage,
+                        camera_id: str | None) -> tuple[Any, float]:
+        """One chat completion with its latency; failures sorted into retryable and not."""
+        config = self._config
+        name = server.endpoint.name
         started = time.monotonic()
         try:
             # **body: response_format is present or absent ("absent" is how a server without
@@ -321,25 +393,7 @@ class VlmClient:
         self._pool.record_success(server.endpoint)
         if not completion.choices:
             raise VlmAnswerError(f"{name}: answer without choices", endpoint=name)
-        choice = completion.choices[0]
-        text = choice.message.content or ""
-        try:
-            answer = parse_answer(text)
-        except InvalidAnswerError as exc:
-            cut = (f" (cut at max_tokens={config.max_tokens}: finish_reason length)"
-                   if choice.finish_reason == "length" else "")
-            raise VlmAnswerError(f"{name}: {exc}{cut}", endpoint=name,
-                                 raw_text=text) from exc
-        answer = answer.to_frame(image.width, image.height, image.source_width,
-                                 image.source_height)
-        usage = completion.usage
-        return Analysis(
-            answer=answer, raw_text=text, latency_s=latency,
-            prompt_tokens=usage.prompt_tokens if usage else None,
-            completion_tokens=usage.completion_tokens if usage else None,
-            endpoint=name, image=image, captured_at=captured_at,
-            finish_reason=choice.finish_reason, model=config.model, analysed_at=time.time(),
-        )
+        return completion, latency
 
     async def _probe(self, endpoint: Endpoint) -> str | None:
         """``GET /v1/models``: ``None`` when the server answers, else why not."""
@@ -501,6 +555,31 @@ class ModelSlot:
                 retries = f" (after {attempt} retr{'y' if attempt == 1 else 'ies'})" \
                     if attempt else ""
                 raise VlmUnavailableError(f"{endpoint.name}: {failure.reason}{retries}",
+                                          endpoint=endpoint.name) from None
+            request._failed(failure, endpoint.name)
+            raise
+
+
+    async def check_crop(self, image: EncodedImage, hazard: Hazard, *,
+                         max_tokens: int) -> CropReply:
+        """Ask the focused question about ``hazard`` for a crop (:mod:`monitor.model.verify`)
+        on this slot's endpoint; once per slot, retried like :meth:`analyse`.
+
+        Raises:
+            VlmUnavailableError (retries used up), VlmRequestRejectedError, VlmAnswerError
+        """
+        if self._endpoint is None or self._used:
+            raise RuntimeError("a model slot sends one request, inside its async with block")
+        self._used = True
+        client, endpoint, request = self._client, self._endpoint, self._request
+        try:
+            return await client._check_attempt(client._servers[endpoint], image, hazard,
+                                                max_tokens=max_tokens,
+                                                camera_id=request.camera_id)
+        except _RetryableError as failure:
+            client._pool.record_failure(endpoint, failure.reason)
+            if request.attempt >= client._config.max_retries:
+                raise VlmUnavailableError(f"{endpoint.name}: {failure.reason}",
                                           endpoint=endpoint.name) from None
             request._failed(failure, endpoint.name)
             raise

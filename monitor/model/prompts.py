@@ -32,7 +32,8 @@ _JSON_INSTRUCTIONS: dict[Language, str] = {
     "zh": (
         "检查图像：1. 是否有火灾迹象（火焰、烧焦物）？2. 是否有明显烟雾？"
         "3. 人员是否都正确佩戴安全帽？只输出 JSON。fire、smoke 为 yes/no/uncertain，"
-        "为 yes 时加 *_location（如左下方）和简短的 *_description。hard_hats 为 all_worn/"
+        "为 yes 时加 *_location（如左下方）、简短的 *_description 和 *_boxes（最大的火焰或"
+        '烟雾区域，每处一项 {"bbox_2d": [x1, y1, x2, y2]}）。hard_hats 为 all_worn/'
         "some_missing/none_worn/no_person/uncertain；有人未戴时加 missing（人数）、boxes"
         '（每人一项 {"bbox_2d": [x1, y1, x2, y2]}，本图像素坐标）和 hard_hats_description。'
         "无法确定时答 uncertain。无内容的字段省略，描述不超过 20 字。"
@@ -40,8 +41,9 @@ _JSON_INSTRUCTIONS: dict[Language, str] = {
     "en": (
         "Inspect the image: 1. signs of fire (flames, burnt material)? 2. visible smoke? "
         "3. is everyone wearing a hard hat correctly? Output JSON only. fire, smoke: "
-        "yes/no/uncertain; for yes add *_location (e.g. bottom-left) and a short "
-        "*_description. hard_hats: all_worn/some_missing/none_worn/no_person/uncertain; when "
+        "yes/no/uncertain; for yes add *_location (e.g. bottom-left), a short "
+        '*_description and *_boxes (one {"bbox_2d": [x1, y1, x2, y2]} per largest flame or '
+        "smoke region). hard_hats: all_worn/some_missing/none_worn/no_person/uncertain; when "
         'someone has none, add missing (count), boxes (one {"bbox_2d": [x1, y1, x2, y2]} per '
         "person, pixels of this image) and hard_hats_description. Answer uncertain when you "
         "cannot tell. Leave out empty fields; descriptions at most 15 words."

@@ -7,8 +7,11 @@ The flow of one turn (:meth:`CameraPipeline.step`; :meth:`CameraPipeline.run` re
     analyse        take a model slot (waits its turn on an endpoint), then the camera's
                    freshest frame: too old is dropped (``stale_dropped``), else encoded on the
                    executor and sent; a retry takes a slot and the freshest frame again
+    verify         a positive with boxes under [verification]: each box cropped from the full
+                   frame and asked about (:mod:`monitor.service.verification`); the verdict
+                   goes on gated by the answers
     verdict        published, fed to the hazard tracker; its events go out, each with its
-                   evidence image first
+                   evidence image (and zoom-in crops) first
     confirm-now    a positive still unconfirmed makes the next frame due soon
 
 Everything the pipeline talks to is injected and typed by the small protocols below: the frame
@@ -43,6 +46,7 @@ from monitor.ingest.sampling import IntervalSampler
 from monitor.model.answer import Hazard, Verdict, truncate
 from monitor.model.client import (
     Analysis,
+    CropReply,
     VlmAnswerError,
     VlmCameraBusyError,
     VlmError,
@@ -60,8 +64,10 @@ from monitor.model.imaging import (
     smart_resize,
 )
 from monitor.model.priority import Urgency, camera_urgency
+from monitor.model.verify import CropCheck
 from monitor.pixels import BgrImage, GreyImage, YuvPlanes
 from monitor.rules.zones import FrameBox
+from monitor.service.verification import Verifier
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +132,9 @@ class ModelSlot(Protocol):
     async def analyse(self, image: EncodedImage, *, captured_at: float | None = None,
                       context: str = "", hazards: Sequence[Hazard] | None = None) -> Analysis:
         """Send the image; a failure worth retrying ends the slot's block quietly."""
+    async def check_crop(self, image: EncodedImage, hazard: Hazard, *,
+                         max_tokens: int) -> CropReply:
+        """Ask the zoom-in question about a crop (:mod:`monitor.service.verification`)."""
 
 
 class ModelRequest(Protocol):
@@ -159,6 +168,10 @@ class PipelineSink(Protocol):
     def event(self, event: AlertEvent, *, verdict: Verdict | None = None,
               boxes: Sequence[Box] = (), snapshot: SnapshotRef | None = None) -> None:
         """An alert event to publish."""
+    async def crop_evidence(self, event: AlertEvent,
+                            checks: Sequence[CropCheck]) -> list[str | None]:
+        """The zoom-in crops behind the event saved as evidence: their paths, in order
+        (``None`` for one not saved)."""
 
 
 class Clock(Protocol):
@@ -207,6 +220,8 @@ class CameraPipeline:
         self._executor = executor
         self._clock = clock or SystemClock()
         self._stopping = stopping or asyncio.Event()
+        self._verifier = Verifier(camera.id, config.verification, config.vlm, client=client,
+                                  executor=executor)
         self.last_error: str | None = None
         """Why the last frame was not analysed (``None`` once one is)."""
         self.judged_at: float | None = None
@@ -241,6 +256,8 @@ class CameraPipeline:
         if analysed is None:
             return None
         verdict, sent = analysed
+        # Zoom-in verification of positives (nothing to do, no cost, for the others).
+        verdict = await self._verifier.verify(verdict, sent, self.tracker.watched)
         self.judged_at = self.verdict_at = self._clock.monotonic()
         await self.handle_verdict(verdict, sent)
         self._confirm_now(verdict)
@@ -378,7 +395,18 @@ class CameraPipeline:
             snapshot = None
             if frame is not None and event.type is not EventType.END:
                 snapshot = await self._sink.evidence(event, frame, boxes)
-            self._sink.event(event, verdict=verdict, boxes=boxes, snapshot=snapshot)
+            self._sink.event(event, verdict=await self._with_crop_evidence(verdict, event),
+                             boxes=boxes, snapshot=snapshot)
+
+    async def _with_crop_evidence(self, verdict: Verdict, event: AlertEvent) -> Verdict:
+        """The verdict with the zoom-in crops behind ``event`` saved as evidence."""
+        checked = verdict.verification.result(event.hazard) if verdict.verification else None
+        if checked is None or not checked.checks or event.type is EventType.END:
+            return verdict
+        assert verdict.verification is not None  # noqa: S101 - checked is its result
+        paths = await self._sink.crop_evidence(event, checked.checks)
+        return dataclasses.replace(
+            verdict, verification=verdict.verification.with_evidence(event.hazard, paths))
 
     def _asked(self, at: float) -> tuple[Hazard, ...]:
         """The hazards to ask about for a frame captured at ``at``: those in schedule (all

@@ -7,9 +7,9 @@ with two configurations and nothing else:
 
 * a camera enabled in the new configuration and not running is added;
 * a running camera no longer enabled (or gone) is removed;
-* a running camera whose section changed, or every running camera when ``[defaults]`` or
-  ``[schedules]`` changed (interval, hazards, tracker settings, site rules and so on apply to
-  all), is restarted;
+* a running camera whose section changed, or every running camera when ``[defaults]``,
+  ``[schedules]`` or ``[verification]`` changed (interval, hazards, tracker settings, site
+  rules, zoom-in verification and so on apply to all), is restarted;
 * the other running cameras are kept untouched (their alerts, readers and trackers live on);
 * ``[vlm]``, ``[mqtt]``, ``[telemetry]``, ``[logging]`` and ``[clips]`` (the packet rings'
   total budget) are only read at start: a change there is reported as needing a restart of
@@ -55,7 +55,9 @@ def plan_reload(old: MonitorConfig, new: MonitorConfig) -> ReloadPlan:
     """The steps from ``old`` (the running configuration) to ``new``; see the module doc."""
     running = running_cameras(old)
     wanted = running_cameras(new)
-    defaults_changed = old.defaults != new.defaults or old.schedules != new.schedules
+    # [schedules] and [verification] apply to every camera's pipeline like [defaults].
+    defaults_changed = (old.defaults != new.defaults or old.schedules != new.schedules
+                        or old.verification != new.verification)
     remove: list[str] = []
     restart: list[CameraConfig] = []
     keep: list[str] = []

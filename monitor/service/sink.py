@@ -23,6 +23,7 @@ from monitor.alerts.publisher import MqttPublisher
 from monitor.alerts.tracker import AlertEvent
 from monitor.console.state import ConsoleState
 from monitor.model.answer import Verdict
+from monitor.model.verify import CropCheck
 from monitor.service.clips import ClipRecorder
 from monitor.service.pipeline import Frame
 from monitor.service.telemetry import Metrics
@@ -69,6 +70,12 @@ class AlertSink:
             metrics.tokens.labels("prompt").inc(verdict.prompt_tokens)
         if verdict.completion_tokens is not None:
             metrics.tokens.labels("completion").inc(verdict.completion_tokens)
+        if verdict.verification is not None:
+            # The zoom-in questions are GPU work too: the same counters.
+            for result in verdict.verification.results:
+                for check in result.checks:
+                    metrics.tokens.labels("prompt").inc(check.prompt_tokens or 0)
+                    metrics.tokens.labels("completion").inc(check.completion_tokens or 0)
         self._publisher.publish_verdict(verdict)
         if self.console is not None:
             self.console.record_verdict(verdict)
@@ -94,6 +101,34 @@ class AlertSink:
             return None
         topic = self._publisher.publish_snapshot(event.camera_id, event.hazard, jpeg)
         return store.reference(path, topic)
+
+    async def crop_evidence(self, event: AlertEvent,
+                            checks: Sequence[CropCheck]) -> list[str | None]:
+        """The zoom-in crops behind the event, saved next to its evidence image
+        (``...-r<revision>-zoom<n>.jpg``, captioned ``zoom-in <n>``); their paths, ``None``
+        where there is no crop or it cannot be written (logged)."""
+        store = self._snapshots
+        if store is None:
+            return [None] * len(checks)
+        frame_path = store.path_for(event.camera_id, event.hazard, event.event_id,
+                                    event.revision, event.at)
+        paths: list[str | None] = []
+        loop = asyncio.get_running_loop()
+        for number, check in enumerate(checks, start=1):
+            crop = check.image
+            if crop is None:
+                paths.append(None)
+                continue
+            path = frame_path.with_name(f"{frame_path.stem}-zoom{number}.jpg")
+            try:
+                await loop.run_in_executor(self._executor, store.save, crop, [],
+                                           f"zoom-in {number}", path)
+            except SnapshotError as exc:
+                logger.warning("camera %s: zoom-in crop not saved: %s", event.camera_id, exc)
+                paths.append(None)
+                continue
+            paths.append(str(path))
+        return paths
 
     def event(self, event: AlertEvent, *, verdict: Verdict | None = None,
               boxes: Sequence[Box] = (), snapshot: SnapshotRef | None = None) -> None:

@@ -31,6 +31,9 @@ worker      hi-vis vest rectangle, lime (120,230,40);   vest: G>=180, R<=170, B<
             dark trousers (50,50,60) below it
 hard hat    yellow (255,215,0) dome and brim on the     hat: R>=220, G>=180, B<=90
             head of a ``worker_helmet``
+look-alike  ``worker_orange_vest``: a worker with a     matches the flame rule (the whole-frame
+            hard hat in an orange vest (250,115,20)     judge calls it fire); a crop shows a
+                                                        filled rectangle, not a flame
 ==========  ==========================================  ========================================
 
 The rules were checked against blends of every pair of neighbouring colours (anti-aliased edges,
@@ -72,7 +75,7 @@ from monitor.model.answer import Answer, Decision, HazardFinding, HelmetFinding,
 
 BgrImage = npt.NDArray[np.uint8]
 Rgb = tuple[int, int, int]
-ObjectKind = Literal["fire", "smoke", "worker_helmet", "worker_no_helmet"]
+ObjectKind = Literal["fire", "smoke", "worker_helmet", "worker_no_helmet", "worker_orange_vest"]
 Language = Literal["zh", "en"]
 
 # --- The colour contract (RGB). -----------------------------------------------------------------
@@ -91,6 +94,9 @@ VEST: Rgb = (120, 230, 40)
 SKIN: Rgb = (225, 180, 140)
 HAT: Rgb = (255, 215, 0)
 TROUSERS: Rgb = (50, 50, 60)
+ORANGE_VEST: Rgb = (250, 115, 20)
+"""An orange hi-vis vest: flame-coloured on purpose (the look-alike a whole-frame judge calls
+fire; its rectangular shape gives it away on a zoomed-in crop)."""
 
 HORIZON = 0.42
 """Fraction of the height where the sky ends and the ground begins."""
@@ -152,7 +158,8 @@ class ScriptedObject:
     scale: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.kind not in ("fire", "smoke", "worker_helmet", "worker_no_helmet"):
+        if self.kind not in ("fire", "smoke", "worker_helmet", "worker_no_helmet",
+                             "worker_orange_vest"):
             raise ValueError(f"unknown object kind {self.kind!r}")
         if not 0 <= self.start_s < self.end_s:
             raise ValueError(f"need 0 <= start_s < end_s, got {self.start_s}..{self.end_s}")
@@ -391,9 +398,10 @@ def _draw_worker(image: BgrImage, obj: ScriptedObject, t: float, index: int) -> 
     cv2.rectangle(image, (_fx(cx - legs_w / 2), _fx(vest_bottom)), (_fx(cx + legs_w / 2),
                   _fx(feet)), _bgr(TROUSERS), -1, cv2.LINE_AA, _SHIFT)
     cv2.rectangle(image, (_fx(cx - vest_w / 2), _fx(vest_top)), (_fx(cx + vest_w / 2),
-                  _fx(vest_bottom)), _bgr(VEST), -1, cv2.LINE_AA, _SHIFT)
+                  _fx(vest_bottom)), _bgr(ORANGE_VEST if obj.kind == "worker_orange_vest"
+                                          else VEST), -1, cv2.LINE_AA, _SHIFT)
     cv2.circle(image, (_fx(cx), _fx(head_cy)), _fx(head_r), _bgr(SKIN), -1, cv2.LINE_AA, _SHIFT)
-    if obj.kind == "worker_helmet":
+    if obj.kind in ("worker_helmet", "worker_orange_vest"):
         dome_cy = head_cy - 0.004 * size
         cv2.ellipse(image, (_fx(cx), _fx(dome_cy)), (_fx(0.024 * size), _fx(0.022 * size)),
                     0.0, 180.0, 360.0, _bgr(HAT), -1, cv2.LINE_AA, _SHIFT)
@@ -417,7 +425,7 @@ def render_frame(scene: Scene, t: float) -> BgrImage:
     drawers: Sequence[tuple[tuple[ObjectKind, ...], Callable[..., None]]] = (
         (("smoke",), _draw_smoke),
         (("fire",), _draw_fire),
-        (("worker_helmet", "worker_no_helmet"), _draw_worker),
+        (("worker_helmet", "worker_no_helmet", "worker_orange_vest"), _draw_worker),
     )
     for kinds, draw in drawers:
         for index, obj in active:
@@ -531,6 +539,7 @@ def expected_answer(scene: Scene, t: float, language: Language = "en") -> Answer
     workers = sorted((obj for obj in active if obj.kind.startswith("worker")),
                      key=lambda obj: obj.x)
     missing = [obj for obj in workers if obj.kind == "worker_no_helmet"]
+    # A worker in an orange vest wears a hard hat, and nothing of them is fire.
 
     def places(objs: list[ScriptedObject]) -> str:
         return ", ".join(location(obj.x, obj.y, language) for obj in objs)
@@ -616,3 +625,40 @@ PRESETS: dict[str, Callable[..., Scene]] = {
     "quiet": quiet,
 }
 """Named scenes; each takes ``width``, ``height``, ``fps``, ``gop`` and ``seed`` keywords."""
+
+
+# --- Look-alikes: scenes the whole-frame judge gets wrong the way real VLMs do. ------------------
+
+FAR_WORKER_SCALE = 0.45
+"""A distant worker: 0.09 of the frame height tall (a 100-pixel worker of a 1080p frame)."""
+
+
+def vest_lookalike(*, width: int = 640, height: int = 360, fps: int = 10, gop: int = 20,
+                   seed: int = 0) -> Scene:
+    """No hazard at all, 20 s: a worker in an orange hi-vis vest (and a hard hat) walks in at
+    3 s and leaves at 15 s; a worker in a green vest and a hard hat stays. The whole-frame
+    judge takes the orange vest for flames (a false fire); a zoom-in on it says it is not."""
+    return _scene("vest_lookalike", 20.0, [
+        ScriptedObject("worker_orange_vest", 3.0, 15.0, x=0.35, y=0.90),
+        ScriptedObject("worker_helmet", 0.0, _FOREVER, x=0.75, y=0.86),
+    ], width=width, height=height, fps=fps, gop=gop, seed=seed)
+
+
+def far_worker(*, width: int = 640, height: int = 360, fps: int = 10, gop: int = 20,
+               seed: int = 0) -> Scene:
+    """No hazard, 20 s: from 3 s on a distant worker wearing a hard hat stands at the back.
+    Where the image sent is so small that their vest is under
+    :data:`monitor.sim.vision.SMALL_VEST_PX` pixels tall (a 960x540 frame at a 160-token
+    budget, say), the whole-frame judge calls the head bare (a false no-helmet); a crop of the
+    full-resolution frame shows the hat."""
+    return _scene("far_worker", 20.0, [
+        ScriptedObject("worker_helmet", 3.0, _FOREVER, x=0.62, y=0.62, scale=FAR_WORKER_SCALE),
+    ], width=width, height=height, fps=fps, gop=gop, seed=seed)
+
+
+LOOKALIKES: dict[str, Callable[..., Scene]] = {
+    "vest_lookalike": vest_lookalike,
+    "far_worker": far_worker,
+}
+"""Scenes with no hazard that the whole-frame judge calls hazardous (kept out of
+:data:`PRESETS`, whose scenes it judges right); same keywords as the presets."""

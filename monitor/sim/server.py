@@ -56,6 +56,10 @@ the kinds (:data:`FAULT_KINDS`):
 ``empty_choices``   a completion with ``"choices": []``
 ==================  ===========================================================================
 
+Zoom-in questions (a request whose text is one of :data:`monitor.model.verify.CROP_QUESTIONS`)
+are answered about the crop they carry (:func:`monitor.sim.vision.answer_crop`): compact JSON of
+:class:`~monitor.model.verify.CropAnswer` with a response format, else ``no, orange vest``.
+
 Structured answers are compact JSON without the fields that are empty or default (what a model
 told "omit them when there is nothing to report" writes, and what the schema allows); hard-hat
 answers carry a grounding box per person without a hard hat, in pixels of the received image.
@@ -89,10 +93,19 @@ import cv2
 import numpy as np
 from aiohttp import web
 
-from monitor.model.answer import Answer, WireAnswer
+from monitor.model.answer import (
+    Answer,
+    Decision,
+    Hazard,
+    HazardFinding,
+    HelmetFinding,
+    HelmetStatus,
+    WireAnswer,
+)
 from monitor.model.imaging import image_tokens
+from monitor.model.verify import CROP_QUESTIONS, CropAnswer
 from monitor.sim.scenes import BgrImage, Language
-from monitor.sim.vision import judge, seed_text, terse
+from monitor.sim.vision import answer_crop, judge, seed_text, terse
 
 LOG = logging.getLogger(__name__)
 
@@ -141,6 +154,12 @@ _LONG_SENTENCE = ("The image shows an outdoor construction site under a clear sk
                   "now describe every part of it in great detail, region by region. ")
 _SCHEMA_VIOLATION = ('{"fire":{"answer":"maybe","confidence":0.4},"smoke":"no",'
                      '"helmet":{"status":"all_worn","missing_count":-1}}')
+
+
+_NO_ANSWER: Final = Answer(fire=HazardFinding(answer=Decision.NO),
+                           smoke=HazardFinding(answer=Decision.NO),
+                           helmet=HelmetFinding(status=HelmetStatus.NO_PERSON))
+"""What a content fault of a zoom-in answer cuts up or replaces (any answer serves)."""
 
 
 # --- Behaviour. ---------------------------------------------------------------------------------
@@ -305,6 +324,12 @@ class _ChatRequest:
     @property
     def language(self) -> Language:
         return "zh" if any(_CJK.search(text) for text in self.texts) else "en"
+
+    @property
+    def crop_question(self) -> Hazard | None:
+        """The hazard of the zoom-in question the request asks (``None``: a whole frame)."""
+        return next((hazard for (_, hazard), question in CROP_QUESTIONS.items()
+                     if question in self.texts), None)
 
 
 def _parse_chat_request(body: object, model_name: str, fault: str | None = None) -> _ChatRequest:
@@ -499,7 +524,8 @@ class SimServer:
     @property
     def stats(self) -> dict[str, int]:
         """Requests so far: ``requests`` in all and one count per outcome, plus ``in_flight``
-        and the answer forms (``json_answers``, ``text_answers``).
+        and the answer forms (``json_answers``, ``text_answers``; ``crop_answers``: answers to
+        zoom-in questions).
 
         ``hung`` counts requests that started hanging; each of them also ends up counted as
         ``cancelled`` (its client gave up) or ``shutting_down`` (server stopped or ``hang_s``
@@ -509,7 +535,7 @@ class SimServer:
             outcome: self._counts[outcome] for outcome in (
                 "ok", "bad_answer", "failed", "hung", "not_found", "bad_request", "cancelled",
                 "shutting_down", "reset", "json_answers", "text_answers", "queued",
-                "prompt_tokens", "completion_tokens")
+                "prompt_tokens", "completion_tokens", "crop_answers")
         }, **{f"fault_{kind}": self._counts[f"fault_{kind}"] for kind in FAULT_KINDS},
             "in_flight": self._in_flight, "in_service": self._in_service,
             "max_in_service": self._max_in_service}
@@ -636,6 +662,17 @@ class SimServer:
         self._counts["text_answers"] += 1
         return seed_text(answer, chat.language), "ok"
 
+    def _crop_content(self, chat: _ChatRequest, answer: CropAnswer, fault: str,
+                      prose_roll: float) -> tuple[str, Outcome]:
+        """A zoom-in answer's text (JSON, or ``no, orange vest``), or a content fault's."""
+        if fault in ("prose", "malformed_json", "schema_violation", "long"):
+            return self._content(chat, _NO_ANSWER, fault, prose_roll)
+        self._counts["crop_answers"] += 1
+        if chat.structured and not self._behaviour.force_text:
+            return answer.model_dump_json(exclude_defaults=True), "ok"
+        seen = f", {answer.seen}" if answer.seen else ""
+        return f"{answer.answer.value}{seen}", "ok"
+
     async def _answer(self, request: web.Request) -> tuple[web.Response, Outcome]:
         header_fault = request.headers.get(FAULT_HEADER)
         try:
@@ -683,8 +720,14 @@ class SimServer:
                 f"({prompt_tokens} in the messages, {chat.max_tokens or 0} in the completion). "
                 f"Please reduce the length of the messages or completion.")
             return _error_response(error), "bad_request"
-        answer: Answer = await asyncio.to_thread(judge, image, chat.language)
-        content, outcome = self._content(chat, answer, fault, rolls[2])
+        question = chat.crop_question
+        if question is not None:
+            # A zoom-in question about a crop: a tiny answer of its own schema.
+            checked = await asyncio.to_thread(answer_crop, image, question, chat.language)
+            content, outcome = self._crop_content(chat, checked, fault, rolls[2])
+        else:
+            answer: Answer = await asyncio.to_thread(judge, image, chat.language)
+            content, outcome = self._content(chat, answer, fault, rolls[2])
         completion_tokens = estimate_text_tokens(content) + 1  # + <|im_end|>
         finish_reason = "stop"
         if chat.max_tokens is not None and completion_tokens > chat.max_tokens:

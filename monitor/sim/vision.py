@@ -34,13 +34,17 @@ import numpy.typing as npt
 
 from monitor.model.answer import (
     MAX_BOXES,
+    WIRE_MAX_HAZARD_BOXES,
     Answer,
     Decision,
+    GroundingBox,
+    Hazard,
     HazardFinding,
     HelmetFinding,
     HelmetStatus,
     PersonBox,
 )
+from monitor.model.verify import CropAnswer
 from monitor.sim.scenes import (
     FLAME_RULE,
     HAT_RULE,
@@ -66,10 +70,25 @@ HAT_UNCERTAIN = 0.03
 HAT_REGION_WIDEN = 1.25
 HAT_REGION_HEIGHT = 1.0
 """The hat region's height as a multiple of the vest's height."""
+SMALL_VEST_PX = 10
+"""A person whose vest is shorter than this (in pixels of the image judged; the head is then
+about 5 pixels) is called bare-headed whatever they wear: too small to tell a hard hat from
+hair, a VLM guesses. A zoom-in crop of the full-resolution frame shows them bigger."""
+VEST_FILL = 0.88
+"""Zoom-in on a flame-coloured region: a blob filling at least this share of its bounding box
+is a rectangle (a vest, a sign, a lamp), not a flame (flames fill about 0.7)."""
+CROP_SMOKE_YES = 0.05
+"""Zoom-in on smoke: smoke pixels covering 5% of the crop mean real smoke."""
+CROP_FLAME_MIN = 0.01
+"""Zoom-in on fire: flame pixels covering less than 1% of the crop mean nothing there."""
 PERSON_BOX_WIDEN = 0.15
 """A person's box reaches this share of the vest's width beyond it on each side."""
 
 _OPEN_KERNEL = np.ones((3, 3), dtype=np.uint8)
+_CLOSE_KERNEL = np.ones((9, 9), dtype=np.uint8)
+BLOB_MIN_SHARE = 0.1
+"""A flame or smoke blob gets a grounding box when it holds at least this share of its kind's
+pixels."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +106,16 @@ class Person:
     box: tuple[int, int, int, int] = (0, 0, 0, 0)
     """The whole person (hat to feet) as ``(x1, y1, x2, y2)`` in pixels of the measured image:
     Qwen2.5-VL's grounding form, in the coordinates of the image the model was given."""
+    vest_px: int = 0
+    """The vest's height in pixels of the measured image (0: not measured)."""
 
     @property
     def wears_hat(self) -> bool | None:
-        """True with a hat, False without, None when the hat pixels are too few to tell."""
+        """True with a hat, False without, None when the hat pixels are too few to tell; a
+        head too small to see (vest under :data:`SMALL_VEST_PX`) is taken for bare, the
+        mistake real VLMs make on distant workers."""
+        if 0 < self.vest_px < SMALL_VEST_PX:
+            return False
         if self.hat_fraction >= HAT_YES:
             return True
         if self.hat_fraction < HAT_UNCERTAIN:
@@ -109,6 +134,10 @@ class Measurements:
     smoke_fraction: float
     smoke_centre: tuple[float, float] | None
     persons: tuple[Person, ...]
+    flame_boxes: tuple[tuple[int, int, int, int], ...] = ()
+    """The largest flame regions as ``(x1, y1, x2, y2)`` pixels of the measured image."""
+    smoke_boxes: tuple[tuple[int, int, int, int], ...] = ()
+    """The largest smoke clouds, likewise."""
 
 
 def _u8(array: object) -> Mask:
@@ -138,6 +167,21 @@ def _share_and_centre(mask: Mask) -> tuple[float, tuple[float, float] | None]:
     return area / (h * w), (moments["m10"] / area / w, moments["m01"] / area / h)
 
 
+def _blob_boxes(mask: Mask, limit: int) -> tuple[tuple[int, int, int, int], ...]:
+    """The bounding boxes of the ``limit`` largest blobs of ``mask`` that hold at least
+    :data:`BLOB_MIN_SHARE` of its pixels (so specks and rims get no box of their own)."""
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    total = int(stats[1:, cv2.CC_STAT_AREA].sum()) if count > 1 else 0
+    blobs = sorted(((int(stats[i, cv2.CC_STAT_AREA]), i) for i in range(1, count)), reverse=True)
+    boxes = []
+    for area, i in blobs[:limit]:
+        if area < BLOB_MIN_SHARE * total:
+            break
+        left, top, width, height = (int(v) for v in stats[i, :4])
+        boxes.append((left, top, left + width, top + height))
+    return tuple(boxes)
+
+
 def measure(image: BgrImage) -> Measurements:
     """Measure flame, smoke, vests and hats in a BGR image of any size."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -147,7 +191,10 @@ def measure(image: BgrImage) -> Measurements:
     total = float(h * w)
     flame = _u8(cv2.morphologyEx(_mask(image, FLAME_RULE), cv2.MORPH_OPEN, _OPEN_KERNEL))
     flame_fraction, flame_centre = _share_and_centre(flame)
-    smoke_fraction, smoke_centre = _share_and_centre(_mask(image, SMOKE_RULE))
+    smoke = _mask(image, SMOKE_RULE)
+    smoke_fraction, smoke_centre = _share_and_centre(smoke)
+    # Puffs of one cloud touch or nearly: closing joins them into one box.
+    smoke_blobs = _u8(cv2.morphologyEx(smoke, cv2.MORPH_CLOSE, _CLOSE_KERNEL))
     vest = _mask(image, VEST_RULE)
     hat = _mask(image, HAT_RULE)
     count, _, stats, _ = cv2.connectedComponentsWithStats(vest, connectivity=8)
@@ -171,11 +218,14 @@ def measure(image: BgrImage) -> Measurements:
         persons.append(Person(
             x=(left + vest_w / 2) / w, y=top / h, vest_area=area / total,
             hat_fraction=hat_pixels / region_area if region_area else 0.0, box=box,
+            vest_px=vest_h,
         ))
     persons.sort(key=lambda person: person.x)
     return Measurements(width=w, height=h, flame_fraction=flame_fraction,
                         flame_centre=flame_centre, smoke_fraction=smoke_fraction,
-                        smoke_centre=smoke_centre, persons=tuple(persons))
+                        smoke_centre=smoke_centre, persons=tuple(persons),
+                        flame_boxes=_blob_boxes(flame, WIRE_MAX_HAZARD_BOXES),
+                        smoke_boxes=_blob_boxes(smoke_blobs, WIRE_MAX_HAZARD_BOXES))
 
 
 def _grade(fraction: float, yes: float, uncertain: float) -> Decision:
@@ -187,12 +237,16 @@ def _grade(fraction: float, yes: float, uncertain: float) -> Decision:
 
 
 def _hazard(kind: str, answer: Decision, fraction: float, centre: tuple[float, float] | None,
-            language: Language) -> HazardFinding:
+            language: Language, *, boxes: tuple[tuple[int, int, int, int], ...] = ()
+            ) -> HazardFinding:
     if answer is Decision.NO or centre is None:
         return HazardFinding(answer=Decision.NO, description="")
     where = location(*centre, language)
+    # Boxes only for yes: the prompt asks for them there (an uncertain answer stays short).
+    grounded = [GroundingBox(bbox_2d=list(b)) for b in boxes] if answer is Decision.YES else []
     return HazardFinding(answer=answer, location=where,
-                         description=_hazard_text(kind, answer, where, fraction, language))
+                         description=_hazard_text(kind, answer, where, fraction, language),
+                         boxes=grounded)
 
 
 def _hazard_text(kind: str, answer: Decision, where: str, fraction: float,
@@ -263,11 +317,58 @@ def answer_from(measurements: Measurements, language: Language = "en") -> Answer
     smoke = _grade(measurements.smoke_fraction, SMOKE_YES, SMOKE_UNCERTAIN)
     return Answer(
         fire=_hazard("fire", fire, measurements.flame_fraction, measurements.flame_centre,
-                     language),
+                     language, boxes=measurements.flame_boxes),
         smoke=_hazard("smoke", smoke, measurements.smoke_fraction, measurements.smoke_centre,
-                      language),
+                      language, boxes=measurements.smoke_boxes),
         helmet=_helmet(measurements.persons, language),
     )
+
+
+_CROP_SEEN: dict[tuple[Language, str], str] = {
+    ("en", "hat"): "hard hat", ("en", "bare"): "bare head", ("en", "unsure"): "cannot tell",
+    ("en", "nobody"): "no person", ("en", "flames"): "flames", ("en", "vest"): "orange vest",
+    ("en", "smoke"): "smoke", ("en", "nothing"): "nothing",
+    ("zh", "hat"): "安全帽", ("zh", "bare"): "光头", ("zh", "unsure"): "看不清",
+    ("zh", "nobody"): "无人", ("zh", "flames"): "火焰", ("zh", "vest"): "橙色背心",
+    ("zh", "smoke"): "烟雾", ("zh", "nothing"): "无",
+}
+
+
+def answer_crop(image_bgr: BgrImage, hazard: Hazard, language: Language = "en") -> CropAnswer:
+    """The simulated model's answer to a zoom-in question (:mod:`monitor.model.verify`) about
+    a crop: the same colour contract, looked at closely.
+
+    * ``no_helmet``: "hard hat on the head?" about the largest person in the crop (the small-head
+      rule applies here too: only a crop with more pixels than the whole frame had helps);
+    * ``fire``: "real flames?": flame pixels in a blob that fills its bounding box like a
+      rectangle (:data:`VEST_FILL`) are a vest, not fire;
+    * ``smoke``: "real smoke?": smoke pixels covering :data:`CROP_SMOKE_YES` of the crop.
+    """
+    def said(answer: Decision, key: str) -> CropAnswer:
+        return CropAnswer(answer=answer, seen=_CROP_SEEN[language, key])
+
+    if hazard is Hazard.NO_HELMET:
+        persons = measure(image_bgr).persons
+        if not persons:
+            return said(Decision.UNCERTAIN, "nobody")
+        wears = max(persons, key=lambda person: person.vest_area).wears_hat
+        if wears is None:
+            return said(Decision.UNCERTAIN, "unsure")
+        return said(Decision.YES, "hat") if wears else said(Decision.NO, "bare")
+    if hazard is Hazard.SMOKE:
+        share, _ = _share_and_centre(_mask(image_bgr, SMOKE_RULE))
+        return said(Decision.YES, "smoke") if share >= CROP_SMOKE_YES \
+            else said(Decision.NO, "nothing")
+    flame = _u8(cv2.morphologyEx(_mask(image_bgr, FLAME_RULE), cv2.MORPH_OPEN, _OPEN_KERNEL))
+    share, _ = _share_and_centre(flame)
+    if share < CROP_FLAME_MIN:
+        return said(Decision.NO, "nothing")
+    _, _, stats, _ = cv2.connectedComponentsWithStats(flame, connectivity=8)
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    _, _, width, height, area = (int(v) for v in stats[largest])
+    if area / (width * height) >= VEST_FILL:
+        return said(Decision.NO, "vest")
+    return said(Decision.YES, "flames")
 
 
 def judge(image_bgr: BgrImage, language: Language = "en") -> Answer:

@@ -352,6 +352,41 @@ def _add_model_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     evaluation.set_defaults(handler=cmd_eval)
 
 
+def cmd_eval_video(args: argparse.Namespace) -> int:
+    """``monitor eval-video DIR``: the pipeline over recorded clips, scored as events."""
+    from monitor.tools.eventeval import main as eval_video  # noqa: PLC0415
+
+    setup_logging(args.log_level or "WARNING")
+    return eval_video(args)
+
+
+def cmd_sim_clips(args: argparse.Namespace) -> int:
+    """``monitor sim-clips DIR``: a synthetic labelled clip set with look-alikes."""
+    from monitor.sim.clips import write_clip_set  # noqa: PLC0415
+
+    for path in write_clip_set(args.directory, duration_s=args.duration):
+        emit(f"wrote {path}")
+    emit(f"wrote {args.directory / 'labels.csv'}, whole-frame.toml, zoom-in.toml")
+    return 0
+
+
+def _add_event_eval_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser],
+                             ) -> None:
+    """``eval-video`` and ``sim-clips`` (issue #17: event-level evaluation)."""
+    from monitor.tools.eventeval import add_arguments  # noqa: PLC0415
+
+    video = commands.add_parser(
+        "eval-video", help="run the pipeline over labelled clips: incidents caught, false "
+        "alarms per camera-hour, time to alert, tokens")
+    add_arguments(video)
+    video.set_defaults(handler=cmd_eval_video)
+    clips = commands.add_parser(
+        "sim-clips", help="write a synthetic labelled clip set (with look-alikes) for eval-video")
+    clips.add_argument("directory", type=Path, metavar="DIR")
+    clips.add_argument("--duration", type=float, default=20.0, help="seconds per clip")
+    clips.set_defaults(handler=cmd_sim_clips)
+
+
 def _add_simulator_commands(
         commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``sim-vlm`` and ``sim-scene``: the simulator and its synthetic scenes."""
@@ -435,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     download_arguments(download)
     download.set_defaults(handler=cmd_download_model)
     _add_model_commands(commands)
+    _add_event_eval_commands(commands)
     return parser
 
 

@@ -120,8 +120,8 @@ def test_schema_is_strict_and_complete() -> None:
     # The decisions are required; every detail is optional, so "nothing to report" is short.
     assert set(schema["required"]) == {"fire", "smoke", "hard_hats"}
     assert schema["additionalProperties"] is False
-    assert list(schema["properties"])[:4] == ["fire", "fire_location", "fire_description",
-                                              "smoke"]
+    assert list(schema["properties"])[:5] == ["fire", "fire_location", "fire_description",
+                                              "fire_boxes", "smoke"]
     answer_enum = schema["$defs"]["Decision"]["enum"]
     assert answer_enum == ["yes", "no", "uncertain"]
 
@@ -277,7 +277,7 @@ def test_bad_boxes_are_schema_violations(box: list[object]) -> None:
 
 def test_schema_carries_boxes_and_locations() -> None:
     schema = answer_json_schema()
-    box = schema["$defs"]["PersonBox"]["properties"]["bbox_2d"]
+    box = schema["$defs"]["GroundingBox"]["properties"]["bbox_2d"]
     assert (box["minItems"], box["maxItems"]) == (4, 4)
     assert "smoke_location" in schema["properties"]
     assert schema["properties"]["boxes"]["maxItems"] == 6
@@ -298,14 +298,42 @@ def test_longest_legal_answer_fits_the_default_max_tokens() -> None:
         WIRE_DESCRIPTION_MAX,
         WIRE_LOCATION_MAX,
         WIRE_MAX_BOXES,
+        WIRE_MAX_HAZARD_BOXES,
     )
     from monitor.sim.server import estimate_text_tokens  # noqa: PLC0415
 
     where, what = "左" * WIRE_LOCATION_MAX, "火" * WIRE_DESCRIPTION_MAX
+    region = [PersonBox(bbox_2d=[16384] * 4, label="x" * 40)] * WIRE_MAX_HAZARD_BOXES
     longest = WireAnswer(
-        fire=Decision.UNCERTAIN, fire_location=where, fire_description=what,
+        fire=Decision.UNCERTAIN, fire_location=where, fire_description=what, fire_boxes=region,
         smoke=Decision.UNCERTAIN, smoke_location=where, smoke_description=what,
+        smoke_boxes=region,
         hard_hats=HelmetStatus.SOME_MISSING, missing=1000, hard_hats_description=what,
         boxes=[PersonBox(bbox_2d=[16384] * 4, label="x" * 40)] * WIRE_MAX_BOXES,
     ).model_dump_json()
     assert estimate_text_tokens(longest) * 1.15 < VlmConfig().max_tokens
+
+
+def test_fire_and_smoke_boxes_travel_from_the_wire_to_the_frame() -> None:
+    # Qwen2.5-VL grounds flames and smoke like people: pixels of the image it was shown.
+    wire = ('{"fire":"yes","fire_boxes":[{"bbox_2d":[112,63,224,126]}],"smoke":"yes",'
+            '"smoke_boxes":[{"bbox_2d":[0,0,44,25]},{"bbox_2d":[400,200,448,252]}],'
+            '"hard_hats":"no_person"}')
+    answer = parse_answer(wire)
+    assert answer.boxes(Hazard.FIRE)[0].bbox_2d == [112, 63, 224, 126]
+    assert len(answer.boxes(Hazard.SMOKE)) == 2
+    assert answer.has_boxes
+    framed = answer.to_frame(448, 252, 1920, 1080)
+    assert framed.fire.boxes[0].bbox_2d == [480, 270, 960, 540]
+    assert framed.smoke.boxes[1].bbox_2d == [1714, 857, 1920, 1080]
+    assert framed.shifted(5, 5).fire.boxes[0].bbox_2d == [485, 275, 965, 545]
+    # The flat form keeps them, within the wire's limit.
+    assert WireAnswer.from_answer(framed).to_answer().boxes(Hazard.SMOKE) == framed.smoke.boxes
+
+
+def test_too_many_fire_boxes_are_a_schema_violation() -> None:
+    boxes = [{"bbox_2d": [0, 0, 10, 10]}] * 3
+    text = json.dumps({"fire": "yes", "fire_boxes": boxes, "smoke": "no",
+                       "hard_hats": "no_person"})
+    with pytest.raises(InvalidAnswerError, match="fire_boxes"):
+        parse_answer(text)

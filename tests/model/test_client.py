@@ -16,6 +16,7 @@ from monitor.config import VlmConfig
 from monitor.model.answer import Decision, Hazard, HelmetStatus
 from monitor.model.client import (
     Analysis,
+    CropReply,
     VlmAnswerError,
     VlmCameraBusyError,
     VlmClient,
@@ -24,8 +25,10 @@ from monitor.model.client import (
     VlmUnavailableError,
 )
 from monitor.model.imaging import EncodedImage, encode_for_model
-from monitor.sim.scenes import PRESETS, render_frame
+from monitor.model.verify import crop_region
+from monitor.sim.scenes import LOOKALIKES, PRESETS, BgrImage, render_frame
 from monitor.sim.server import SimBehaviour, SimServer
+from monitor.sim.vision import judge
 
 SECRET = "sk-very-secret-key"
 
@@ -102,7 +105,7 @@ async def test_request_is_prefix_cache_friendly_and_constrained(sim: SimServer) 
     finally:
         await client.aclose()
     assert first["temperature"] == 0.0
-    assert first["max_tokens"] == 600
+    assert first["max_tokens"] == 800
     assert first["response_format"]["type"] == "json_schema"
     assert "guided_json" not in first
     assert "extra_body" not in first
@@ -204,7 +207,7 @@ async def test_image_too_large_for_the_context_is_explained() -> None:
     ("malformed_json", VlmAnswerError, "malformed JSON"),
     ("schema_violation", VlmAnswerError, "does not match the schema"),
     ("prose", VlmAnswerError, "no JSON object"),
-    ("long", VlmAnswerError, "cut at max_tokens=600"),
+    ("long", VlmAnswerError, "cut at max_tokens=800"),
     ("empty_choices", VlmAnswerError, "without choices"),
 ])
 async def test_failure_kinds(sim: SimServer, fault: str, error: type[Exception],
@@ -509,3 +512,53 @@ async def test_a_slot_sends_one_request_and_frees_the_camera(sim: SimServer) -> 
     finally:
         await client.aclose()
     assert sim.stats["requests"] == 2
+
+
+# --- Zoom-in questions. ---------------------------------------------------------------------------
+
+
+async def ask_crop(client: VlmClient, image: EncodedImage, hazard: Hazard) -> CropReply:
+    async with client.request("cam") as request:
+        while True:
+            async with request.slot() as slot:
+                return await slot.check_crop(image, hazard, max_tokens=48)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("structured", [True, False])
+@pytest.mark.parametrize("language", ["zh", "en"])
+async def test_zoom_in_questions_get_short_answers_about_the_crop(
+        sim: SimServer, structured: bool, language: str) -> None:
+    # The orange vest a whole frame calls fire is, up close, a vest; a real flame is fire.
+    # (The boxes come from the judge itself: a text answer carries none.)
+    vest_frame = render_frame(LOOKALIKES["vest_lookalike"](), 6.0)
+    fire_frame = render_frame(PRESETS["fire"](), 8.0)
+
+    def crop(frame: BgrImage) -> EncodedImage:
+        [box] = judge(frame).boxes(Hazard.FIRE)
+        x1, y1, x2, y2 = crop_region(box, 640, 360, margin=0.3)
+        return encode_for_model(frame[y1:y2, x1:x2].copy(), max_pixels=448 * 448)
+
+    client = make_client(sim.base_url, structured_output=structured, language=language)
+    try:
+        vest = await ask_crop(client, crop(vest_frame), Hazard.FIRE)
+        fire = await ask_crop(client, crop(fire_frame), Hazard.FIRE)
+    finally:
+        await client.aclose()
+    assert vest.answer.answer is Decision.NO
+    assert fire.answer.answer is Decision.YES
+    assert vest.answer.seen  # what it is instead, in the prompt's language
+    assert vest.completion_tokens is not None
+    assert vest.completion_tokens < 16  # tiny next to a whole-frame answer
+    assert sim.stats["crop_answers"] == 2
+
+
+@pytest.mark.asyncio
+async def test_an_unusable_zoom_in_answer_is_an_answer_error(sim: SimServer) -> None:
+    client = make_client(sim.base_url)
+    sim.set_behaviour(fault="prose")
+    try:
+        with pytest.raises(VlmAnswerError, match="neither JSON nor a leading"):
+            await ask_crop(client, scene_image(), Hazard.FIRE)
+    finally:
+        await client.aclose()

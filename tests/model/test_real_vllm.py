@@ -35,11 +35,12 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from monitor.config import VlmConfig
+from monitor.config import VerificationConfig, VlmConfig
 from monitor.model import answer as verdict_module
-from monitor.model.answer import Answer, answer_json_schema
+from monitor.model.answer import Answer, Hazard, answer_json_schema
 from monitor.model.client import VlmClient, VlmRequestRejectedError, VlmUnavailableError
 from monitor.model.imaging import EncodedImage, encode_for_model, image_tokens
+from monitor.model.verify import CropAnswer, parse_crop_answer
 from monitor.sim.broker import MosquittoBroker, free_port
 from tests.conftest import ROOT
 from tests.support.mqtt_client import Subscriber, wait_until
@@ -246,6 +247,31 @@ async def test_structured_output_form_is_enforced(vllm_server: VllmServer,
     legacy = {k: v for k, v in body.items() if k != "response_format"}
     legacy["extra_body"] = {"guided_json": schema}
     assert not await asyncio.to_thread(answer_is_enforced, vllm_server, legacy)
+
+
+@pytest.mark.asyncio
+async def test_zoom_in_question_form_is_enforced(vllm_server: VllmServer,
+                                                 tmp_path: Path) -> None:
+    # The focused question's tiny schema, as the client sends it, within its max_tokens.
+    config = VlmConfig(base_url=vllm_server.base_url)
+    frame = cv2.imread(str(write_image(tmp_path / "crop.png", 160, 120)))
+    image = encode_for_model(np.asarray(frame, dtype=np.uint8), max_pixels=config.max_pixels)
+    client = VlmClient(config)
+    try:
+        body = client.crop_request_body(image, Hazard.NO_HELMET,
+                                        max_tokens=VerificationConfig().max_tokens)
+    finally:
+        await client.aclose()
+
+    def ask() -> tuple[str, str]:
+        with openai.OpenAI(base_url=vllm_server.base_url, api_key="EMPTY", max_retries=0,
+                           timeout=60) as api:
+            choice = api.chat.completions.create(**body).choices[0]
+        return choice.message.content or "", choice.finish_reason
+
+    text, finish_reason = await asyncio.to_thread(ask)
+    assert finish_reason == "stop", text
+    assert CropAnswer.model_validate_json(text) == parse_crop_answer(text)
 
 
 # --- errors as a user meets them ------------------------------------------------------------

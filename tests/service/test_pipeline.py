@@ -20,15 +20,17 @@ from monitor.alerts.payloads import Box, SnapshotRef
 from monitor.alerts.tracker import AlertEvent
 from monitor.config import MonitorConfig, config_from_mapping
 from monitor.ingest.frame import CapturedFrame
-from monitor.model.answer import Answer, Hazard, Verdict
+from monitor.model.answer import Answer, Decision, Hazard, Verdict
 from monitor.model.client import (
     Analysis,
+    CropReply,
     VlmCameraBusyError,
     VlmUnavailableError,
     check_frame_age,
 )
 from monitor.model.imaging import EncodedImage
 from monitor.model.priority import Urgency
+from monitor.model.verify import CropAnswer, CropCheck
 from monitor.service.pipeline import CameraPipeline, Frame
 
 T0 = 1_700_000_000.0
@@ -125,6 +127,15 @@ class FakeSlot:
                         analysed_at=self.client.clock.time() + 0.5)
 
 
+    async def check_crop(self, image: EncodedImage, hazard: Hazard, *,
+                         max_tokens: int) -> CropReply:
+        self.client.crops.append((image, hazard))
+        # Unless a test scripts the zoom-in answers, the crop confirms what the verdict said.
+        agreeing = CropAnswer(answer=Decision.NO if hazard is Hazard.NO_HELMET else Decision.YES)
+        answer = self.client.crop_answers.pop(0) if self.client.crop_answers else agreeing
+        return CropReply(answer=answer, latency_s=0.1, prompt_tokens=100, completion_tokens=8)
+
+
 class FakeRequest:
     def __init__(self, client: FakeClient) -> None:
         self.client = client
@@ -162,6 +173,8 @@ class FakeClient:
         self.refuse: Exception | None = None
         self.on_slot: Callable[[FakeClient], Any] = _no_wait
         self.urgencies: list[Urgency | None] = []
+        self.crop_answers: list[CropAnswer] = []
+        self.crops: list[tuple[EncodedImage, Hazard]] = []
 
     def request(self, camera_id: str, *, urgency: Urgency | None = None) -> FakeRequest:
         assert camera_id == "yard"
@@ -195,6 +208,11 @@ class RecordingSink:
     def event(self, event: AlertEvent, *, verdict: Verdict | None = None,
               boxes: Sequence[Box] = (), snapshot: SnapshotRef | None = None) -> None:
         self.log.append(("event", (event.type.value, event.hazard.value, snapshot)))
+
+    async def crop_evidence(self, event: AlertEvent,
+                            checks: Sequence[CropCheck]) -> list[str | None]:
+        self.log.append(("crops", len(checks)))
+        return [f"/snap/{event.event_id}-zoom{n}.jpg" for n in range(1, len(checks) + 1)]
 
     def kinds(self) -> list[str]:
         return [kind for kind, _ in self.log]
@@ -455,3 +473,103 @@ async def test_each_request_says_its_urgency_alerting_after_a_positive(rig: Any)
     # The fire answer is not confirmed yet: the camera's next request jumps the queue.
     assert third is not None
     assert third.alerting
+
+
+# --- Zoom-in verification: the pipeline's decision (the crop answers are scripted). -----------
+
+
+def fire_with_box() -> Answer:
+    return Answer.model_validate({
+        "fire": {"answer": "yes", "description": "flames",
+                 "boxes": [{"bbox_2d": [300, 200, 340, 260]}]},
+        "smoke": {"answer": "no"}, "helmet": {"status": "no_person"}})
+
+
+def verified_fire(**defaults: Any) -> MonitorConfig:
+    return config_from_mapping({
+        "defaults": {"interval_s": 2, "confirm_frames": 2, "hazards": ["fire"],
+                     "change_gate": False, **defaults},
+        "verification": {"hazards": ["fire"], "margin": 0.5},
+        "cameras": [{"id": "yard", "url": "rtsp://cam/yard"}],
+    }, source="test")
+
+
+async def run_steps(r: Any, count: int) -> list[Verdict]:
+    verdicts = []
+    for _ in range(count):
+        r.clock.advance(2.0)
+        r.source.put()
+        verdict = await r.pipeline.step()
+        assert verdict is not None
+        verdicts.append(verdict)
+    return verdicts
+
+
+@pytest.mark.asyncio
+async def test_a_positive_the_zoom_in_rejects_never_counts_toward_an_alert(rig: Any) -> None:
+    r = rig(verified_fire())
+    r.client.answers = [fire_with_box() for _ in range(4)]
+    r.client.crop_answers = [CropAnswer(answer=Decision.NO, seen="orange vest")] * 4
+    verdicts = await run_steps(r, 4)
+    assert "event" not in r.sink.kinds()
+    assert not r.pipeline.tracker.is_active(Hazard.FIRE)
+    # Each crop is cut from the full-resolution frame: the box (40x60) plus half of it around.
+    assert [(image.source_width, image.source_height) for image, _ in r.client.crops] \
+        == [(80, 120)] * 4
+    last = verdicts[-1]
+    assert last.answer.is_negative(Hazard.FIRE)
+    assert last.verification is not None
+    assert last.verification.original is not None
+    assert last.verification.original.is_positive(Hazard.FIRE)
+    result = last.verification.result(Hazard.FIRE)
+    assert result is not None
+    assert result.outcome.value == "rejected"
+    assert result.tokens == 108
+    # Rejected: no confirm-now hurry either (the next frame comes at the interval).
+    assert r.source.wanted_at[-1] == r.clock.now + 2.0
+
+
+@pytest.mark.asyncio
+async def test_a_positive_the_zoom_in_confirms_alerts_with_its_crops_as_evidence(
+        rig: Any) -> None:
+    r = rig(verified_fire())
+    events: list[Verdict | None] = []
+    record = r.sink.event
+
+    def event(event: AlertEvent, *, verdict: Verdict | None = None,
+              boxes: Sequence[Box] = (), snapshot: SnapshotRef | None = None) -> None:
+        events.append(verdict)
+        record(event, verdict=verdict, boxes=boxes, snapshot=snapshot)
+
+    r.sink.event = event
+    r.client.answers = [fire_with_box(), fire_with_box()]
+    r.client.crop_answers = [CropAnswer(answer=Decision.YES, seen="flames")] * 2
+    await run_steps(r, 2)
+    assert r.sink.kinds()[-3:] == ["evidence", "crops", "event"]
+    [verdict] = events
+    assert verdict is not None
+    assert verdict.verification is not None
+    result = verdict.verification.result(Hazard.FIRE)
+    assert result is not None
+    assert result.outcome.value == "confirmed"
+    assert result.checks[0].evidence_path is not None
+    assert result.checks[0].evidence_path.endswith("-zoom1.jpg")
+
+
+@pytest.mark.asyncio
+async def test_verification_costs_nothing_where_it_is_off_or_nothing_is_positive(
+        rig: Any) -> None:
+    # Fire is not under verification by default (no_helmet is): the verdict counts as given.
+    default = rig(config_from_mapping({
+        "defaults": {"hazards": ["fire", "no_helmet"], "change_gate": False},
+        "cameras": [{"id": "yard", "url": "rtsp://cam/yard"}]}, source="test"))
+    default.client.answers = [fire_with_box(), answer(fire=False)]
+    verdicts = await run_steps(default, 2)
+    assert default.client.crops == []
+    assert all(v.verification is None for v in verdicts)
+    assert verdicts[0].answer.is_positive(Hazard.FIRE)
+    # Under verification, but a quiet frame: no crop either.
+    quiet = rig(verified_fire())
+    quiet.client.answers = [answer(fire=False)]
+    await run_steps(quiet, 1)
+    assert quiet.client.crops == []

@@ -59,3 +59,9 @@ def test_sections_read_only_at_start_are_reported_not_applied() -> None:
     plan = plan_reload(old, new)
     assert plan.sections_needing_restart == ("vlm", "mqtt", "telemetry", "logging")
     assert ids(plan) == ((), (), (), ("a",))
+
+
+def test_changed_verification_restarts_every_running_camera() -> None:
+    old = config([camera("a"), camera("b")])
+    new = config([camera("a"), camera("b")], verification={"hazards": ["fire", "no_helmet"]})
+    assert ids(plan_reload(old, new)) == ((), (), ("a", "b"), ())

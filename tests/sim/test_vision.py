@@ -45,7 +45,7 @@ from monitor.sim.scenes import (
     Scene,
     ScriptedObject,
 )
-from monitor.sim.vision import Measurements, Person, answer_from, judge, seed_text
+from monitor.sim.vision import Measurements, Person, answer_crop, answer_from, judge, seed_text
 
 SMALL_BUDGET = 256 * 28 * 28
 """200,704 pixels: the smallest budget the judge must cope with."""
@@ -372,3 +372,72 @@ def test_scene_validation() -> None:
         ScriptedObject("fire", 5.0, 4.0, x=0.5, y=0.5)
     with pytest.raises(ValueError, match="fractions"):
         ScriptedObject("smoke", 0.0, 4.0, x=1.5, y=0.5)
+
+
+def test_fire_and_smoke_answers_carry_boxes_around_the_scripted_objects() -> None:
+    fire_scene, smoke_scene = scenes.fire(), scenes.smoke()
+    fire_answer = judge(scenes.render_frame(fire_scene, 6.0))
+    (x1, y1, x2, y2), = (b.bbox_2d for b in fire_answer.boxes(Hazard.FIRE))
+    # The flame's base is scripted at (0.30, 0.80) of 640x360.
+    assert x1 < 0.30 * 640 < x2
+    assert y1 < 0.80 * 360 <= y2 + 2
+    smoke_answer = judge(scenes.render_frame(smoke_scene, 6.0))
+    (sx1, sy1, sx2, sy2), = (b.bbox_2d for b in smoke_answer.boxes(Hazard.SMOKE))
+    assert sx1 < 0.40 * 640 < sx2
+    assert sy1 < 0.30 * 360 < sy2
+    # Nothing to report: no boxes (quiet frames cost no extra tokens).
+    assert not judge(scenes.render_frame(fire_scene, 1.0)).has_boxes
+
+
+# --- Look-alikes and zoom-in answers. ------------------------------------------------------------
+
+LOOKALIKE_BUDGET = 160 * 28 * 28
+"""A small budget: a 960x540 frame is sent as 448x252, where a distant worker's head is ~4 px."""
+
+
+def _zoom(frame: BgrImage, answer: Answer, hazard: Hazard, scale: float) -> BgrImage:
+    """The crop of the answer's first box from the full frame (boxes in ``scale`` pixels)."""
+    x1, y1, x2, y2 = (round(v / scale) for v in answer.boxes(hazard)[0].bbox_2d)
+    pad_x, pad_y = (x2 - x1) // 3 + 8, (y2 - y1) // 3 + 8
+    return frame[max(0, y1 - pad_y):y2 + pad_y, max(0, x1 - pad_x):x2 + pad_x].copy()
+
+
+@pytest.mark.parametrize(("name", "hazard"), [("vest_lookalike", Hazard.FIRE),
+                                              ("far_worker", Hazard.NO_HELMET)])
+def test_lookalikes_fool_the_whole_frame_but_not_the_zoom_in(name: str, hazard: Hazard) -> None:
+    scene = scenes.LOOKALIKES[name](width=960, height=540)
+    frame = scenes.render_frame(scene, 6.0)
+    sent = encode_for_model(frame, max_pixels=LOOKALIKE_BUDGET)
+    whole = judge(decode_jpeg(sent.jpeg))
+    # The scene has no hazard, yet the whole frame reports one (and grounds it).
+    assert not scenes.expected_answer(scene, 6.0).is_positive(hazard)
+    assert whole.is_positive(hazard)
+    crop = _zoom(frame, whole, hazard, sent.width / 960)
+    close = answer_crop(crop, hazard)
+    # Up close the truth shows: a vest is not fire, the distant head wears a hard hat.
+    assert close.answer is (Decision.NO if hazard is Hazard.FIRE else Decision.YES)
+    assert close.seen == ("orange vest" if hazard is Hazard.FIRE else "hard hat")
+
+
+@pytest.mark.parametrize(("name", "hazard", "seen"), [("fire", Hazard.FIRE, "flames"),
+                                                      ("smoke", Hazard.SMOKE, "smoke"),
+                                                      ("no_helmet", Hazard.NO_HELMET,
+                                                       "bare head")])
+def test_real_hazards_are_confirmed_up_close(name: str, hazard: Hazard, seen: str) -> None:
+    frame = scenes.render_frame(scenes.PRESETS[name](width=960, height=540), 8.0)
+    sent = encode_for_model(frame, max_pixels=LOOKALIKE_BUDGET)
+    whole = judge(decode_jpeg(sent.jpeg))
+    close = answer_crop(_zoom(frame, whole, hazard, sent.width / 960), hazard, "en")
+    assert close.seen == seen
+    assert close.answer is (Decision.NO if hazard is Hazard.NO_HELMET else Decision.YES)
+    # Chinese descriptions when asked in Chinese.
+    assert answer_crop(_zoom(frame, whole, hazard, sent.width / 960), hazard, "zh").seen \
+        != seen
+
+
+def test_a_crop_of_nothing_is_no_fire_and_no_person() -> None:
+    empty = scenes.render_frame(Scene(width=160, height=160, fps=10, gop=20, duration_s=1.0),
+                                0.0)
+    assert answer_crop(empty, Hazard.FIRE).answer is Decision.NO
+    assert answer_crop(empty, Hazard.SMOKE).answer is Decision.NO
+    assert answer_crop(empty, Hazard.NO_HELMET).answer is Decision.UNCERTAIN
