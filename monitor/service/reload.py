@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from monitor.config import CameraConfig, MonitorConfig
 
-RESTART_SECTIONS = ("vlm", "mqtt", "telemetry", "logging")
+RESTART_SECTIONS = ("vlm", "mqtt", "telemetry", "logging", "console")
 """Sections the running process cannot change (clients, servers, handlers built at start)."""
 
 
