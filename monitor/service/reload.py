@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 from monitor.config import CameraConfig, MonitorConfig
 
-RESTART_SECTIONS = ("vlm", "mqtt", "telemetry", "logging", "notify", "clips", "health")
+RESTART_SECTIONS = ("vlm", "mqtt", "telemetry", "logging", "console", "notify", "clips",
+                    "health")
 """Sections the running process cannot change (clients, servers, handlers built at start;
 the health trackers keep problems that have started)."""
 

@@ -367,7 +367,8 @@ class Supervisor:
             self._start_camera(self._build_camera(new, camera_config))
             logger.info("camera %s: added by reload", camera_config.id)
         self.config = new.model_copy(update={"vlm": old.vlm, "mqtt": old.mqtt,
-                                             "telemetry": old.telemetry})
+                                             "telemetry": old.telemetry,
+                                             "console": old.console})
         if self.console is not None:
             self.console.set_cameras(camera_views(new))
         # Alerts, retained topics and Home Assistant entities of removed cameras/hazards end

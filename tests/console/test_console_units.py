@@ -17,6 +17,7 @@ from monitor.console.feedback import FeedbackFolder
 from monitor.console.holds import Hold, SceneHolds, jpeg_thumbnail
 from monitor.console.schemas import schema_models
 from monitor.model.answer import Answer, Hazard, HelmetStatus
+from monitor.service.reload import plan_reload
 from monitor.tools.evaluate import read_manifest
 from tests.conftest import ROOT
 
@@ -120,3 +121,9 @@ def test_lifting_the_hold_lets_the_hazard_alert_again() -> None:
     assert tracker.update(fire(yes=True), T0 + 2) == []
     tracker.lift_hold(Hazard.FIRE, T0 + 3)
     assert [e.type for e in tracker.update(fire(yes=True), T0 + 4)] == [EventType.START]
+
+
+def test_a_console_change_needs_a_restart() -> None:
+    old = config_from_mapping({})
+    new = config_from_mapping({"console": {"token": "x", "false_alarm_hold_s": 5}})
+    assert plan_reload(old, new).sections_needing_restart == ("console",)
