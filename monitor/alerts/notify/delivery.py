@@ -221,9 +221,10 @@ class ChannelWorker:
         if notification.part == "image" and image is None:
             return Outcome("dropped", "evidence image missing or too large for the service")
         if self.channel.type == "email":
-            message = build_email(self.channel, notification, image)
-            return await asyncio.to_thread(send_email, self.channel, message,
-                                           self.channel.timeout_s)
+            channel = self.channel
+            return await asyncio.to_thread(
+                lambda: send_email(channel, build_email(channel, notification, image),
+                                   channel.timeout_s))
         request = build_request(self.channel, notification, image, self._clock())
         return await self._http(request)
 
