@@ -188,7 +188,8 @@ class ChannelWorker:
         stats = self.stats
         if outcome.kind == "ok":
             if stats.refusal is not None or self._failures:
-                logger.info("notify %s: delivering again (%s)", self.name, outcome.detail)
+                logger.info("notify %s: delivering again (%s)", self.name,
+                            redact(outcome.detail))
             stats.sent += 1
             stats.refusal = None
             stats.last_error = None
@@ -204,7 +205,7 @@ class ChannelWorker:
         self._failures += 1
         if outcome.kind == "refused":
             stats.refusals += 1
-            if stats.refusal is None or stats.refusal.detail != outcome.detail:
+            if stats.refusal is None or stats.refusal.detail != detail:
                 logger.error("notify %s: refused by the service: %s; fix: %s. Notifications "
                              "wait in the channel's queue (%d)", self.name, detail,
                              outcome.fix, self.outbox.depth)

@@ -69,7 +69,9 @@ async def test_an_alert_reaches_each_service_in_its_documented_shape(
     expected_messages = 2 if kind == "wecom" else 1
     async with sending(worker):
         worker.offer(payload)
-        await wait_for(lambda: len(fake.accepted) >= expected_messages)
+        # Until acknowledged: the server records a message before its answer arrives.
+        await wait_for(lambda: len(fake.accepted) >= expected_messages
+                       and worker.outbox.depth == 0)
     image = jpeg.read_bytes()
     first = fake.accepted[0]
     assert first.service == kind
@@ -132,7 +134,7 @@ async def test_rate_limits_5xx_and_timeouts_are_retried_until_delivered_once(
     worker = worker_for(channel_for(kind, fake), tmp_path)
     async with sending(worker):
         worker.offer(event_payload())
-        await wait_for(lambda: len(fake.accepted) >= 1)
+        await wait_for(lambda: len(fake.accepted) >= 1 and worker.stats.sent == 1)
     # Four requests at least (a loaded machine may time out one more): delivered once.
     assert fake.requests[:4] == [kind] * 4
     assert len(fake.accepted) == 1
@@ -160,7 +162,8 @@ async def test_a_refused_key_is_logged_once_shown_and_kept_until_fixed(
         metrics = generate_latest(registry).decode()
         assert f'monitor_notify_refused{{channel="{kind}-1"}} 1.0' in metrics
         assert worker.outbox.depth == 1  # kept, not dropped
-        await wait_for(lambda: len(fake.accepted) == 1)  # the "fix": the service accepts
+        # The "fix": the service accepts.
+        await wait_for(lambda: len(fake.accepted) == 1 and worker.outbox.depth == 0)
     refusals = [r for r in caplog.records if "refused by the service" in r.getMessage()]
     assert len(refusals) == 1
     assert worker.reasons() == []
@@ -175,7 +178,7 @@ async def test_a_message_the_service_rejects_is_dropped_not_blocking(
     async with sending(worker):
         worker.offer(event_payload(event_id="bad"))
         worker.offer(event_payload(event_id="good"))
-        await wait_for(lambda: len(fake.accepted) == 1)
+        await wait_for(lambda: len(fake.accepted) == 1 and worker.outbox.depth == 0)
     assert fake.accepted[0].headers["Idempotency-Key"] == "good:0"
     assert worker.stats.dropped == 1
     assert worker.outbox.depth == 0
