@@ -29,7 +29,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -184,7 +184,7 @@ class ClipRecorder:
             if rest is not None:
                 until = end_at - stream_offset(packets)
                 packets += tuple(p for p in rest.packets if p.pts_s <= until)
-            whole = ClipPackets(first.codec, first.extradata, packets)
+            whole = replace(first, packets=packets)
             duration = write_mp4(whole, path)
             pre_roll = alert_at - stream_offset(packets) - packets[0].pts_s
             size = path.stat().st_size

@@ -238,6 +238,8 @@ def _ntfy(channel: Any, notification: Notification, image: bytes | None) -> Http
                "Tags": ",".join(tag for tag in ("rotating_light" if notification.kind == "start"
                                                 else "", NTFY_TAGS.get(notification.hazard or "",
                                                                        "")) if tag)}
+    if not headers["Tags"]:
+        del headers["Tags"]
     if channel.token is not None:
         headers["Authorization"] = f"Bearer {channel.token.get_secret_value()}"
     text = truncate_utf8(notification.text, NTFY_MESSAGE_BYTES)
@@ -245,8 +247,6 @@ def _ntfy(channel: Any, notification: Notification, image: bytes | None) -> Http
         headers["Filename"] = "evidence.jpg"
         headers["Message"] = _header_value(text)
         return HttpRequest("PUT", url, headers, image)
-    if not headers["Tags"]:
-        del headers["Tags"]
     return HttpRequest("POST", url, headers, text.encode())
 
 

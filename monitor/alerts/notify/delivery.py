@@ -188,7 +188,8 @@ class ChannelWorker:
         stats = self.stats
         if outcome.kind == "ok":
             if stats.refusal is not None or self._failures:
-                logger.info("notify %s: delivering again (%s)", self.name, outcome.detail)
+                logger.info("notify %s: delivering again (%s)", self.name,
+                            redact(outcome.detail))
             stats.sent += 1
             stats.refusal = None
             stats.last_error = None
@@ -204,7 +205,7 @@ class ChannelWorker:
         self._failures += 1
         if outcome.kind == "refused":
             stats.refusals += 1
-            if stats.refusal is None or stats.refusal.detail != outcome.detail:
+            if stats.refusal is None or stats.refusal.detail != detail:
                 logger.error("notify %s: refused by the service: %s; fix: %s. Notifications "
                              "wait in the channel's queue (%d)", self.name, detail,
                              outcome.fix, self.outbox.depth)
@@ -221,9 +222,10 @@ class ChannelWorker:
         if notification.part == "image" and image is None:
             return Outcome("dropped", "evidence image missing or too large for the service")
         if self.channel.type == "email":
-            message = build_email(self.channel, notification, image)
-            return await asyncio.to_thread(send_email, self.channel, message,
-                                           self.channel.timeout_s)
+            channel = self.channel
+            return await asyncio.to_thread(
+                lambda: send_email(channel, build_email(channel, notification, image),
+                                   channel.timeout_s))
         request = build_request(self.channel, notification, image, self._clock())
         return await self._http(request)
 

@@ -25,7 +25,9 @@ def build_email(channel: Any, notification: Notification, image: bytes | None) -
     message["From"] = channel.sender
     message["To"] = ", ".join(channel.recipients)
     message["Date"] = formatdate(localtime=False, usegmt=True)
-    message["Message-ID"] = make_msgid(idstring=notification.key.replace(":", "."))
+    # The sender's domain: make_msgid would otherwise ask the resolver for this host's name.
+    message["Message-ID"] = make_msgid(idstring=notification.key.replace(":", "."),
+                                       domain=channel.sender.rpartition("@")[2] or "monitor")
     message["X-Monitor-Key"] = notification.key
     text = notification.text
     if notification.image_url:

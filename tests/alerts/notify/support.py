@@ -22,7 +22,7 @@ CHANNEL = TypeAdapter(NotifyChannelConfig)
 
 def channel_for(kind: str, fake: FakeServices, **fields: Any) -> Any:
     """A ``[[notify]]`` table of ``kind`` pointed at ``fake``, with its secrets."""
-    table: dict[str, Any] = {"name": f"{kind}-1", "type": kind, "timeout_s": 1.0,
+    table: dict[str, Any] = {"name": f"{kind}-1", "type": kind, "timeout_s": 1.5,
                              "retry_cap_s": 1.0, "events": ["start", "update", "end"]}
     if kind == "telegram":
         table.update(bot_token=svc.TELEGRAM_TOKEN, chat_id="-1001234", api_url=fake.url(kind))

@@ -111,6 +111,7 @@ async def test_a_down_channel_keeps_its_notifications_through_a_sigkill(
         await wait_until(lambda: any(a.headers["Idempotency-Key"] == f"{start['id']}:1"
                                      for a in fake.accepted), 30,
                          "the queued start, then the end of the alert the kill left open")
+        await wait_until(lambda: queued(queue) == [], 10, "the channel's queue emptied")
         assert await daemon.stop(signal.SIGTERM) == 0, daemon.tail()
     except AssertionError as exc:
         pytest.fail(f"{exc}; log: {daemon.tail()}")

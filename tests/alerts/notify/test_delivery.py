@@ -69,7 +69,9 @@ async def test_an_alert_reaches_each_service_in_its_documented_shape(
     expected_messages = 2 if kind == "wecom" else 1
     async with sending(worker):
         worker.offer(payload)
-        await wait_for(lambda: len(fake.accepted) >= expected_messages)
+        # Until acknowledged: the server records a message before its answer arrives.
+        await wait_for(lambda: len(fake.accepted) >= expected_messages
+                       and worker.outbox.depth == 0)
     image = jpeg.read_bytes()
     first = fake.accepted[0]
     assert first.service == kind
@@ -132,10 +134,11 @@ async def test_rate_limits_5xx_and_timeouts_are_retried_until_delivered_once(
     worker = worker_for(channel_for(kind, fake), tmp_path)
     async with sending(worker):
         worker.offer(event_payload())
-        await wait_for(lambda: len(fake.accepted) >= 1)
-    assert fake.requests == [kind] * 4
+        await wait_for(lambda: len(fake.accepted) >= 1 and worker.stats.sent == 1)
+    # Four requests at least (a loaded machine may time out one more): delivered once.
+    assert fake.requests[:4] == [kind] * 4
     assert len(fake.accepted) == 1
-    assert worker.stats.retried == 3
+    assert worker.stats.retried >= 3
     assert worker.stats.last_error is None
     assert worker.reasons() == []
 
@@ -159,7 +162,8 @@ async def test_a_refused_key_is_logged_once_shown_and_kept_until_fixed(
         metrics = generate_latest(registry).decode()
         assert f'monitor_notify_refused{{channel="{kind}-1"}} 1.0' in metrics
         assert worker.outbox.depth == 1  # kept, not dropped
-        await wait_for(lambda: len(fake.accepted) == 1)  # the "fix": the service accepts
+        # The "fix": the service accepts.
+        await wait_for(lambda: len(fake.accepted) == 1 and worker.outbox.depth == 0)
     refusals = [r for r in caplog.records if "refused by the service" in r.getMessage()]
     assert len(refusals) == 1
     assert worker.reasons() == []
@@ -174,7 +178,7 @@ async def test_a_message_the_service_rejects_is_dropped_not_blocking(
     async with sending(worker):
         worker.offer(event_payload(event_id="bad"))
         worker.offer(event_payload(event_id="good"))
-        await wait_for(lambda: len(fake.accepted) == 1)
+        await wait_for(lambda: len(fake.accepted) == 1 and worker.outbox.depth == 0)
     assert fake.accepted[0].headers["Idempotency-Key"] == "good:0"
     assert worker.stats.dropped == 1
     assert worker.outbox.depth == 0
@@ -184,7 +188,7 @@ async def test_a_message_the_service_rejects_is_dropped_not_blocking(
 async def test_a_channel_that_is_down_delays_no_other_and_keeps_order_per_camera(
         fake: FakeServices, tmp_path: Path) -> None:
     down = worker_for(channel_for("webhook", fake, name="down", timeout_s=0.5), tmp_path)
-    fake.then("webhook", *["timeout"] * 3)
+    fake.then("webhook", *["timeout"] * 1000)
     healthy = worker_for(channel_for("feishu", fake), tmp_path)
     hub = NotifyHub([down, healthy])
     steps = [("cam1", "a", "start"), ("cam2", "b", "start"), ("cam1", "a", "end"),
@@ -192,9 +196,9 @@ async def test_a_channel_that_is_down_delays_no_other_and_keeps_order_per_camera
     async with sending(down, healthy):
         for camera, alert, kind in steps:
             hub.event(event_payload(kind, camera=camera, event_id=alert))
-        await wait_for(lambda: sum(a.service == "feishu" for a in fake.accepted) == 5,
-                       timeout_s=5)
+        await wait_for(lambda: sum(a.service == "feishu" for a in fake.accepted) == 5)
         assert not any(a.service == "webhook" for a in fake.accepted)  # still timing out
+        fake.script["webhook"].clear()  # the webhook's service comes back
         await wait_for(lambda: sum(a.service == "webhook" for a in fake.accepted) == 5)
     hooks = [a.data["notification"]["key"] for a in fake.accepted if a.service == "webhook"]
     assert hooks == ["a:0", "b:0", "a:1", "b:1", "c:0"]

@@ -120,7 +120,7 @@ async def test_starttls_with_login_delivers_the_mail_with_its_image(
     worker = worker_for(channel, tmp_path)
     async with sending(worker):
         worker.offer(event_payload(snapshot=jpeg))
-        await wait_for(lambda: len(mailbox.messages) == 1)
+        await wait_for(lambda: len(mailbox.messages) == 1 and worker.outbox.depth == 0)
     mail = mailbox.messages[0]
     assert "cam1" in str(mail["Subject"])
     assert mail["X-Monitor-Key"] == "alert-1:0"

@@ -57,7 +57,7 @@ async def test_sink_events_reach_the_channel_and_a_refusal_is_reported(
         metrics = supervisor.metrics.render().decode()
         assert 'monitor_notify_refused{channel="hook"} 1.0' in metrics
         assert 'monitor_notify_queue_depth{channel="hook"} 1.0' in metrics
-        await wait_for(lambda: len(fake.accepted) == 1)
+        await wait_for(lambda: len(fake.accepted) == 1 and worker.stats.sent == 1)
     finally:
         task.cancel()
         supervisor.notify.close()
