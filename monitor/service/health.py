@@ -55,11 +55,13 @@ class HealthWatch:
 
     def check_camera(self, camera_id: str, *, online: bool, offline_detail: str,
                      picture: PictureConditions | None, unjudged_s: float | None,
-                     now: float, wall: float) -> list[HealthEvent]:
+                     now: float, wall: float, sampling: bool = True) -> list[HealthEvent]:
         """The events of one camera's problems at monotonic ``now`` (``wall``: epoch).
 
         ``picture``: the conditions of its latest sample (``None``: none yet); ``unjudged_s``:
-        seconds since its scene was last judged while online (``None``: not applicable)."""
+        seconds since its scene was last judged while online (``None``: not applicable);
+        ``sampling``: whether the camera's frames are being sampled (not while every hazard
+        is outside its schedule: its last picture then says nothing about now)."""
         if not self.config.enabled:
             return []
         tracker = self._cameras.get(camera_id)
@@ -68,7 +70,8 @@ class HealthWatch:
                 camera_id, camera_thresholds(self.config))
         # Picture conditions only mean something while frames arrive; an offline camera is
         # reported as offline, not also as frozen on its last picture.
-        seen = picture if online and picture is not None else PictureConditions()
+        seen = picture if online and sampling and picture is not None \
+            else PictureConditions()
         unjudged = unjudged_s or 0.0
         offline = offline_detail or "the stream delivers no frames"
         frozen = "new frames arrive but the picture does not change"

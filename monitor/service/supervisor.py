@@ -525,7 +525,8 @@ def check_health(cameras: Sequence[_Camera], watch: HealthWatch, vlm: VlmClient,
         events.extend(watch.check_camera(
             camera.config.id, online=status.online, offline_detail=status.last_error or "",
             picture=picture.conditions if picture is not None else None,
-            unjudged_s=unjudged_s(camera, now), now=now, wall=wall))
+            unjudged_s=unjudged_s(camera, now), now=now, wall=wall,
+            sampling=bool(camera.pipeline.tracker.asked(wall))))
     events.extend(watch.check_model(vlm.unavailable_reason(), now=now, wall=wall))
     for event in events:
         sink.health(event)

@@ -87,3 +87,12 @@ def test_a_reload_that_changes_health_says_it_needs_a_restart() -> None:
     old = config_from_mapping({}, source="test")
     new = config_from_mapping({"health": {"frozen_after_s": 10}}, source="test")
     assert plan_reload(old, new).sections_needing_restart == ("health",)
+
+
+def test_a_camera_not_sampled_off_schedule_ends_its_picture_problems() -> None:
+    watch = HealthWatch(HealthConfig(frozen_after_s=0))
+    frozen = PictureConditions(frozen=True)
+    assert check(watch, 0.0, picture=frozen) == [(HealthProblem.FROZEN, EventType.START)]
+    events = watch.check_camera("gate", online=True, offline_detail="", picture=frozen,
+                                unjudged_s=0.0, now=1.0, wall=WALL0 + 1, sampling=False)
+    assert [(e.problem, e.type) for e in events] == [(HealthProblem.FROZEN, EventType.END)]
