@@ -269,7 +269,7 @@ def format_reports(reports: Sequence[Report]) -> str:
         label = hazard.value
         rows += [
             (f"{label}: incidents caught / missed", *(f"{s.caught} / {s.missed}" for s in per)),
-            (f"{label}: false alarms per camera-hour",
+            (f"{label}: false alarms per camera-hour (count)",
              *(f"{s.false_alarms_per_camera_hour:.1f} ({s.false_alarms})" for s in per)),
             (f"{label}: time to alert p50 / p95 (s)",
              *(f"{seconds(s.time_to_alert_s(0.5))} / {seconds(s.time_to_alert_s(0.95))}"

@@ -100,7 +100,7 @@ def test_two_short_clips_compared_with_and_without_zoom_in(
     # The table form names both configurations.
     assert main(["eval-video", str(clips), "-c", str(clips / "zoom-in.toml"), "--sim"]) == 0
     table = capsys.readouterr().out
-    assert "fire: false alarms per camera-hour" in table
+    assert "fire: false alarms per camera-hour (count)" in table
     assert "zoom-in" in table
 
 
