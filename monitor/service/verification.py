@@ -28,6 +28,7 @@ from monitor.model.answer import GroundingBox, Hazard, Verdict
 from monitor.model.client import CropReply, VlmError
 from monitor.model.imaging import EncodedImage, ImageBudgetError, encode_for_model
 from monitor.model.verify import (
+    CheckOutcome,
     CropCheck,
     HazardCheck,
     Verification,
@@ -80,6 +81,7 @@ class Verifier:
         self.hazards = tuple(Hazard(h) for h in config.hazards)
         self._config, self._vlm = config, vlm
         self._client, self._executor = client, executor
+        self._last_outcome: dict[Hazard, CheckOutcome] = {}
 
     def wanted(self, verdict: Verdict, watched: Sequence[Hazard]) -> list[Hazard]:
         """The hazards of ``verdict`` that verification checks: watched, under verification,
@@ -106,9 +108,14 @@ class Verifier:
                 checks.append(await self._check(full, box, hazard))
             result = decide(hazard, tuple(checks))
             results.append(result)
-            logger.info("camera %s: zoom-in %s %s (%s)", self.camera_id, hazard.value,
-                        result.outcome.value, "; ".join(_describe(c) for c in checks) or
-                        "no box to aim at")
+            # INFO when the outcome changes (a persistent alert is re-verified every interval:
+            # the same line each time would flood the journal), DEBUG otherwise.
+            changed = self._last_outcome.get(hazard) is not result.outcome
+            self._last_outcome[hazard] = result.outcome
+            logger.log(logging.INFO if changed else logging.DEBUG,
+                       "camera %s: zoom-in %s %s (%s)", self.camera_id, hazard.value,
+                       result.outcome.value, "; ".join(_describe(c) for c in checks) or
+                       "no box to aim at")
         verification = Verification(results=tuple(results), original=verdict.answer)
         return dataclasses.replace(verdict, answer=gate(verdict.answer, verification.results),
                                    verification=verification)

@@ -269,7 +269,7 @@ def format_reports(reports: Sequence[Report]) -> str:
         label = hazard.value
         rows += [
             (f"{label}: incidents caught / missed", *(f"{s.caught} / {s.missed}" for s in per)),
-            (f"{label}: false alarms per camera-hour",
+            (f"{label}: false alarms per camera-hour (count)",
              *(f"{s.false_alarms_per_camera_hour:.1f} ({s.false_alarms})" for s in per)),
             (f"{label}: time to alert p50 / p95 (s)",
              *(f"{seconds(s.time_to_alert_s(0.5))} / {seconds(s.time_to_alert_s(0.95))}"
@@ -550,11 +550,14 @@ def _load(path: Path | None) -> MonitorConfig:
     return load_config(path) if path is not None else MonitorConfig()
 
 
-def _with_base_url(config: MonitorConfig, base_url: str | None) -> MonitorConfig:
+def _with_base_url(config: MonitorConfig, base_url: str | None,
+                   model: str | None = None) -> MonitorConfig:
     if base_url is None:
         return config
-    vlm = config.vlm.model_copy(update={"base_url": base_url, "endpoints": []})
-    return config.model_copy(update={"vlm": vlm})
+    update: dict[str, object] = {"base_url": base_url, "endpoints": []}
+    if model is not None:
+        update["model"] = model
+    return config.model_copy(update={"vlm": config.vlm.model_copy(update=update)})
 
 
 async def evaluate_folder(args: argparse.Namespace) -> list[Report]:
@@ -570,11 +573,11 @@ async def evaluate_folder(args: argparse.Namespace) -> list[Report]:
     if len(set(names)) < len(names):
         names = [f"{n} ({i + 1})" for i, n in enumerate(names)]
 
-    async def run(base_url: str | None) -> list[Report]:
+    async def run(base_url: str | None, model: str | None = None) -> list[Report]:
         reports = []
         for name, (_, config) in zip(names, named, strict=True):
-            reports.append(await evaluate_clips(_with_base_url(config, base_url), directory,
-                                                incidents, clips, name=name,
+            reports.append(await evaluate_clips(_with_base_url(config, base_url, model),
+                                                directory, incidents, clips, name=name,
                                                 grace_s=args.grace))
         return reports
 
@@ -583,7 +586,8 @@ async def evaluate_folder(args: argparse.Namespace) -> list[Report]:
     from monitor.sim.server import SimServer  # noqa: PLC0415 - only with --sim
 
     async with SimServer() as sim:
-        return await run(sim.base_url)
+        # Whatever model the configurations name, the simulator answers for it.
+        return await run(sim.base_url, sim.model_name)
 
 
 def main(args: argparse.Namespace) -> int:

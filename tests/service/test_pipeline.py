@@ -573,3 +573,18 @@ async def test_verification_costs_nothing_where_it_is_off_or_nothing_is_positive
     quiet.client.answers = [answer(fire=False)]
     await run_steps(quiet, 1)
     assert quiet.client.crops == []
+
+
+@pytest.mark.asyncio
+async def test_zoom_in_outcomes_are_logged_when_they_change(
+        rig: Any, caplog: pytest.LogCaptureFixture) -> None:
+    r = rig(verified_fire())
+    r.client.answers = [fire_with_box() for _ in range(4)]
+    r.client.crop_answers = [CropAnswer(answer=Decision.NO, seen="orange vest")] * 3 + [
+        CropAnswer(answer=Decision.YES, seen="flames")]
+    with caplog.at_level(logging.INFO, "monitor.service.verification"):
+        await run_steps(r, 4)
+    lines = [m for m in caplog.messages if "zoom-in" in m]
+    assert lines == [
+        "camera yard: zoom-in fire rejected ([300, 200, 340, 260]: no (orange vest))",
+        "camera yard: zoom-in fire confirmed ([300, 200, 340, 260]: yes (flames))"]
