@@ -105,6 +105,7 @@ async def test_fire_alert_gets_a_clip_with_the_first_flame_in_its_pre_roll(
                                 + path.relative_to(tmp_path / "state" / "snapshots").as_posix())
     assert supervisor.clips.finished_path(start["id"]) == waited == path
     assert 'monitor_clip_ring_bytes{camera="yard"}' in metrics
+    assert 'monitor_clip_ring_overflows_total{camera="yard"} 0.0' in metrics
     assert 'monitor_clips_total{outcome="written"} 1.0' in metrics
 
     assert_valid_mp4(path)
