@@ -113,6 +113,10 @@ class ClipRecorder:
         """Bytes held per camera's ring."""
         return {camera_id: camera.ring.used_bytes for camera_id, camera in self._cameras.items()}
 
+    def overflows(self) -> dict[str, int]:
+        """Per camera, GOPs its ring dropped whole for not fitting ``clip_max_bytes``."""
+        return {camera_id: camera.ring.overflows for camera_id, camera in self._cameras.items()}
+
     def add_listener(self, listener: Callable[[ClipPayload], None]) -> None:
         """Call ``listener`` (on the event loop) with every clip written or given up."""
         self._listeners.append(listener)
@@ -246,6 +250,12 @@ class _ClipCollector(Collector):
         for camera_id, used in recorder.memory().items():
             memory.add_metric([camera_id], used)
         yield memory
+        overflows = CounterMetricFamily(
+            "monitor_clip_ring_overflows", "GOPs a camera's ring dropped whole because one GOP "
+            "was larger than clip_max_bytes (raise it)", labels=["camera"])
+        for camera_id, count in recorder.overflows().items():
+            overflows.add_metric([camera_id], count)
+        yield overflows
         yield GaugeMetricFamily("monitor_clip_ring_total_bytes", "Memory held by all packet "
                                 "rings together (capped by clips.max_total_bytes)",
                                 value=recorder.budget.used)

@@ -5,7 +5,7 @@ at its pictures.
 
 The fire scene shows no flame for 4 s, then fire from 4 s on; each RTSP client sees the file
 from its first frame (keyframes every 2 s), so the alert starts some 5 s after connecting and a
-3 s pre-roll reaches back before the first flame.
+4.5 s pre-roll reaches back before the first flame.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ from tests.support.rtsp import RtspServer, rtsp_server_available
 
 pytestmark = [pytest.mark.rtsp]
 
-PRE_ROLL_S = 3.0
+PRE_ROLL_S = 4.5
+"""Long enough that the clip starts before the first flame even when the alert is late (the
+alert's frame is captured at 4.5 s at the earliest: two positives at least 0.5 s apart)."""
 POST_ROLL_S = 2.0
 SCENE_GOP_S = 2.0
 """The session's scene clips: 10 fps, a keyframe every 20 frames."""
@@ -103,6 +105,7 @@ async def test_fire_alert_gets_a_clip_with_the_first_flame_in_its_pre_roll(
                                 + path.relative_to(tmp_path / "state" / "snapshots").as_posix())
     assert supervisor.clips.finished_path(start["id"]) == waited == path
     assert 'monitor_clip_ring_bytes{camera="yard"}' in metrics
+    assert 'monitor_clip_ring_overflows_total{camera="yard"} 0.0' in metrics
     assert 'monitor_clips_total{outcome="written"} 1.0' in metrics
 
     assert_valid_mp4(path)
