@@ -51,6 +51,8 @@ THREAD_READS = 5
 starts and ends worker threads of its own (libavutil slice threads, two per decoder or scaler
 here) as streams loop and frames are converted, so one read catches a passing crowd."""
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+PROBLEM_LINES_SHOWN = 10
+"""ERROR and Traceback lines of the daemon's log printed in the report."""
 
 
 def scene_clips(cache: Path) -> dict[str, Path]:
@@ -396,6 +398,9 @@ def report(args: argparse.Namespace, samples: list[Sample], maps: list[dict[str,
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
     print(f"  daemon exit code {code} after SIGTERM; {len(problems)} ERROR/Traceback line(s) in "
           f"its log of {len(log)} lines")
+    # The work directory goes with the run: show what went wrong while it can be read.
+    for line in problems[:PROBLEM_LINES_SHOWN]:
+        print(f"    {line[:300]}")
     print(f"verdict: {'PASS' if ok else 'FAIL'} (RSS growth <= {RSS_GROWTH_LIMIT:.0%} after "
           f"warm-up, descriptors and threads flat)", flush=True)
     return ok
