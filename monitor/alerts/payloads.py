@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -336,11 +336,13 @@ class Topics:
         return f"{self.prefix}/{camera_id}/verdict"
 
 
-def write_schemas(directory: Path) -> list[Path]:
-    """Write the JSON Schema of every JSON payload into ``directory``; returns the files."""
+def write_schemas(directory: Path,
+                  models: Mapping[str, type[BaseModel]] | None = None) -> list[Path]:
+    """Write the JSON Schema of every JSON payload (or of ``models``: file stem → model) into
+    ``directory``; returns the files."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, model in schema_models().items():
+    for name, model in (schema_models() if models is None else models).items():
         path = directory / f"{name}.schema.json"
         path.write_text(schema_text(model), encoding="utf-8")
         written.append(path)

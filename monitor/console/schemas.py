@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from monitor.alerts.payloads import schema_text
+from monitor.alerts import payloads
 
 HazardName = Literal["fire", "smoke", "no_helmet"]
 
@@ -136,13 +136,7 @@ def schema_models() -> dict[str, type[BaseModel]]:
 
 def write_schemas(directory: Path) -> list[Path]:
     """Write every schema into ``directory``; returns the files."""
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, model in schema_models().items():
-        path = directory / f"{name}.schema.json"
-        path.write_text(schema_text(model), encoding="utf-8")
-        written.append(path)
-    return written
+    return payloads.write_schemas(directory, schema_models())
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m monitor.console.schemas DIR`
