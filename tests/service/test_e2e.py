@@ -10,18 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import aiomqtt
 import pytest
 
 from monitor.sim.broker import MosquittoBroker
-from tests.conftest import ROOT
-from tests.support.processes import SimProcess, clean_env
+from tests.support.processes import DaemonProcess, SimProcess, wait_for
 from tests.support.rtsp import RtspServer, rtsp_server_available
 
 pytestmark = [pytest.mark.e2e, pytest.mark.rtsp]
@@ -98,15 +93,6 @@ def events_of(messages: list[tuple[str, bytes, bool]]) -> list[dict[str, object]
     return [json.loads(payload) for topic, payload, _ in messages if topic == "monitor/events"]
 
 
-async def wait_for(predicate: object, timeout_s: float) -> None:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError
-        await asyncio.sleep(0.1)
-
-
 @pytest.mark.asyncio
 async def test_fire_appears_and_goes(tmp_path: Path, mosquitto: MosquittoBroker,
                                      sim_process: SimProcess, rtsp: RtspServer) -> None:
@@ -117,12 +103,7 @@ async def test_fire_appears_and_goes(tmp_path: Path, mosquitto: MosquittoBroker,
         write_config(config, mosquitto, sim_process, rtsp)
         viewer = asyncio.create_task(watch(mosquitto, messages, subscribed))
         await subscribed.wait()
-        log_path = tmp_path / "daemon.log"
-        with log_path.open("wb") as log:
-            daemon = subprocess.Popen([sys.executable, "-m", "monitor", "run", "-c", str(config)],
-                                      stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                      env=clean_env())
-        try:
+        async with DaemonProcess(config, tmp_path / "daemon.log") as daemon:
             def fire_events() -> list[dict[str, object]]:
                 return [e for e in events_of(messages) if e["hazard"] == "fire"]
 
@@ -130,17 +111,12 @@ async def test_fire_appears_and_goes(tmp_path: Path, mosquitto: MosquittoBroker,
                 await wait_for(lambda: len(fire_events()) >= 2, timeout_s=60)
             except TimeoutError:
                 pytest.fail(f"no fire start+end within 60 s; events: {events_of(messages)}; "
-                            f"log: {log_path.read_text()[-3000:]}")
-            daemon.send_signal(signal.SIGTERM)
-            exit_code = await asyncio.to_thread(daemon.wait, 30)
-        finally:
-            if daemon.poll() is None:
-                daemon.kill()
-                daemon.wait()
+                            f"log: {daemon.log_tail()}")
+            exit_code = await daemon.stop()
         await asyncio.sleep(0.5)
         viewer.cancel()
 
-    log_text = log_path.read_text()
+    log_text = daemon.log_path.read_text()
     assert exit_code == 0, log_text[-3000:]
     check_fire_lifecycle(messages)
     check_other_cameras(messages)

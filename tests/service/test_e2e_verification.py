@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from monitor.sim.broker import MosquittoBroker
 from monitor.sim.scenes import Scene, ScriptedObject, write_scene
-from tests.conftest import ROOT
-from tests.service.test_e2e import events_of, wait_for, watch
-from tests.support.processes import SimProcess, clean_env
+from tests.service.test_e2e import events_of, watch
+from tests.support.processes import DaemonProcess, SimProcess, wait_for
 
 pytestmark = [pytest.mark.e2e]
 
@@ -80,32 +76,25 @@ loop = true
     subscribed = asyncio.Event()
     viewer = asyncio.create_task(watch(mosquitto, messages, subscribed))
     await subscribed.wait()
-    log_path = tmp_path / "daemon.log"
-    with log_path.open("wb") as log:
-        daemon = subprocess.Popen([sys.executable, "-m", "monitor", "run", "-c", str(config)],
-                                  stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                  env=clean_env())
+    daemon = DaemonProcess(config, tmp_path / "daemon.log")
 
     def vest_verdicts() -> list[dict[str, object]]:
         return [json.loads(p) for t, p, _ in messages if t == "monitor/vest-cam/verdict"]
 
     try:
-        try:
-            # The fire alerts, and the vest camera has had enough whole-frame "fire" verdicts
-            # to have alerted without verification (confirm_frames = 2).
-            await wait_for(lambda: any(e["type"] == "start" for e in events_of(messages))
-                           and len(vest_verdicts()) >= 3, timeout_s=60)
-        except TimeoutError:
-            pytest.fail(f"no fire alert and vest verdicts within 60 s; events: "
-                        f"{events_of(messages)}; log: {log_path.read_text()[-3000:]}")
-        daemon.send_signal(signal.SIGTERM)
-        exit_code = await asyncio.to_thread(daemon.wait, 30)
+        async with daemon:
+            try:
+                # The fire alerts, and the vest camera has had enough whole-frame "fire"
+                # verdicts to have alerted without verification (confirm_frames = 2).
+                await wait_for(lambda: any(e["type"] == "start" for e in events_of(messages))
+                               and len(vest_verdicts()) >= 3, timeout_s=60)
+            except TimeoutError:
+                pytest.fail(f"no fire alert and vest verdicts within 60 s; events: "
+                            f"{events_of(messages)}; log: {daemon.log_tail()}")
+            exit_code = await daemon.stop()
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
         viewer.cancel()
-    log_text = log_path.read_text()
+    log_text = daemon.log_path.read_text()
     assert exit_code == 0, log_text[-3000:]
     events = events_of(messages)
     assert {e["camera"] for e in events} == {"fire-cam"}, events

@@ -12,9 +12,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +22,7 @@ from jsonschema import Draft202012Validator
 from monitor.alerts.payloads import HealthEventPayload, schema_text
 from monitor.sim.broker import MosquittoBroker
 from monitor.sim.scenes import PRESETS, write_scene
-from tests.conftest import ROOT
-from tests.service.test_e2e import wait_for
-from tests.support.processes import SimProcess, clean_env
+from tests.support.processes import DaemonProcess, SimProcess, wait_for
 
 pytestmark = [pytest.mark.e2e]
 
@@ -92,28 +87,21 @@ async def test_a_frozen_and_a_black_picture_each_start_and_end_a_health_event(
     subscribed = asyncio.Event()
     viewer = asyncio.create_task(watch(mosquitto, events, subscribed))
     await subscribed.wait()
-    log_path = tmp_path / "daemon.log"
-    with log_path.open("wb") as log:
-        daemon = subprocess.Popen([sys.executable, "-m", "monitor", "run", "-c", str(config)],
-                                  stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                  env=clean_env())
     try:
-        def both_over() -> bool:
-            return all(lifecycle(events, p)[:2] == ["start", "end"] for p in ("frozen", "blank"))
+        async with DaemonProcess(config, tmp_path / "daemon.log") as daemon:
+            def both_over() -> bool:
+                return all(lifecycle(events, p)[:2] == ["start", "end"]
+                           for p in ("frozen", "blank"))
 
-        try:
-            await wait_for(both_over, timeout_s=45)
-        except TimeoutError:
-            pytest.fail(f"no frozen and blank start+end within 45 s; health events: {events}; "
-                        f"log: {log_path.read_text()[-3000:]}")
-        daemon.send_signal(signal.SIGTERM)
-        exit_code = await asyncio.to_thread(daemon.wait, 30)
+            try:
+                await wait_for(both_over, timeout_s=45)
+            except TimeoutError:
+                pytest.fail(f"no frozen and blank start+end within 45 s; health events: "
+                            f"{events}; log: {daemon.log_tail()}")
+            exit_code = await daemon.stop()
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
         viewer.cancel()
-    assert exit_code == 0, log_path.read_text()[-3000:]
+    assert exit_code == 0, daemon.log_tail()
 
     validator = Draft202012Validator(json.loads(schema_text(HealthEventPayload)))
     for event in events:
@@ -129,5 +117,5 @@ async def test_a_frozen_and_a_black_picture_each_start_and_end_a_health_event(
     assert frozen_start["at"] < blank_start["at"]  # in the clip's order
     # A black picture is blank, not also frozen; a live camera raises nothing else.
     assert {e["problem"] for e in events} == {"frozen", "blank"}, events
-    log_text = log_path.read_text()
+    log_text = daemon.log_path.read_text()
     assert "health problem frozen" in log_text

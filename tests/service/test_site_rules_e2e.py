@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,9 +26,7 @@ from jsonschema import Draft202012Validator
 from monitor.alerts.payloads import EventPayload, schema_text
 from monitor.sim.broker import MosquittoBroker
 from monitor.sim.scenes import Scene, ScriptedObject, write_scene
-from tests.conftest import ROOT
-from tests.service.test_e2e import wait_for
-from tests.support.processes import SimProcess, clean_env
+from tests.support.processes import DaemonProcess, SimProcess, wait_for
 
 pytestmark = [pytest.mark.e2e]
 
@@ -120,11 +115,7 @@ async def test_durations_and_zones_decide_which_sightings_raise_an_alert(
     subscribed = asyncio.Event()
     viewer = asyncio.create_task(watch(mosquitto, messages, subscribed))
     await subscribed.wait()
-    log_path = tmp_path / "daemon.log"
-    with log_path.open("wb") as log:
-        daemon = subprocess.Popen([sys.executable, "-m", "monitor", "run", "-c", str(config)],
-                                  stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                  env=clean_env())
+    daemon = DaemonProcess(config, tmp_path / "daemon.log")
 
     def events() -> list[dict[str, Any]]:
         return [payload for topic, payload in messages if topic == "monitor/events"]
@@ -143,20 +134,17 @@ async def test_durations_and_zones_decide_which_sightings_raise_an_alert(
         return True in seen and False in seen[seen.index(True):]
 
     try:
-        try:
-            await wait_for(lambda: bool(started("lasting") and started("yard"))
-                           and brief_sighting_over(), timeout_s=45)
-        except TimeoutError:
-            pytest.fail(f"no start from lasting and yard within 45 s; events: {events()}; "
-                        f"log: {log_path.read_text()[-3000:]}")
-        daemon.send_signal(signal.SIGTERM)
-        exit_code = await asyncio.to_thread(daemon.wait, 30)
+        async with daemon:
+            try:
+                await wait_for(lambda: bool(started("lasting") and started("yard"))
+                               and brief_sighting_over(), timeout_s=45)
+            except TimeoutError:
+                pytest.fail(f"no start from lasting and yard within 45 s; events: {events()}; "
+                            f"log: {daemon.log_tail()}")
+            exit_code = await daemon.stop()
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
         viewer.cancel()
-    assert exit_code == 0, log_path.read_text()[-3000:]
+    assert exit_code == 0, daemon.log_tail()
 
     validator = Draft202012Validator(json.loads(schema_text(EventPayload)))
     for event in events():

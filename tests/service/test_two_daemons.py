@@ -7,18 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import aiomqtt
 import pytest
 
 from monitor.sim.broker import MosquittoBroker
-from tests.conftest import ROOT
-from tests.service.test_e2e import wait_for
-from tests.support.processes import SimProcess, clean_env
+from tests.support.processes import DaemonProcess, SimProcess, wait_for
 
 pytestmark = [pytest.mark.e2e]
 
@@ -90,12 +86,6 @@ async def retained(broker: MosquittoBroker, name: str) -> dict[str, bytes]:
     return state
 
 
-def start(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "monitor", "run", "-c", str(config)],
-                                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=clean_env())
-
-
 def discovery_topic(box: str, camera: str) -> str:
     return f"homeassistant/binary_sensor/site_{box}_{camera}/fire/config"
 
@@ -106,8 +96,7 @@ async def test_two_daemons_on_one_broker_keep_their_state_apart(
         scene_clips: dict[str, Path]) -> None:
     configs = {box: write_config(tmp_path / box, box, mosquitto, sim_process,
                                  scene_clips["quiet"]) for box in BOXES}
-    daemons: dict[str, subprocess.Popen[bytes]] = {}
-    logs = {box: tmp_path / f"{box}.log" for box in BOXES}
+    daemons = {box: DaemonProcess(configs[box], tmp_path / f"{box}.log") for box in BOXES}
     state: dict[str, bytes] = {}
 
     def complete(box: str, camera: str) -> bool:
@@ -120,17 +109,17 @@ async def test_two_daemons_on_one_broker_keep_their_state_apart(
             await wait_for(lambda: all(complete(b, BOXES[b]) for b in boxes), timeout_s=40)
         except TimeoutError:
             pytest.fail(f"retained state of {boxes} incomplete: {sorted(state)}; logs: "
-                        + " | ".join(logs[b].read_text()[-1500:] for b in boxes))
+                        + " | ".join(daemons[b].log_tail(1500) for b in boxes))
 
     subscribed = asyncio.Event()
     viewer = asyncio.create_task(follow(mosquitto, "viewer", state, subscribed))
     await subscribed.wait()
     try:
-        daemons["box-a"] = start(configs["box-a"], logs["box-a"])
+        daemons["box-a"].start()
         await wait_complete("box-a")
         a_before = dict(state)
         # The second daemon's start-up reconciles only what it owns (its state directory).
-        daemons["box-b"] = start(configs["box-b"], logs["box-b"])
+        daemons["box-b"].start()
         await wait_complete("box-a", "box-b")
         state = await retained(mosquitto, "late-viewer")
         for topic in ("site/box-a/availability", "site/box-a/gate/fire",
@@ -146,22 +135,19 @@ async def test_two_daemons_on_one_broker_keep_their_state_apart(
         assert not any(t.startswith(("site/box-a/yard", "site/box-b/gate")) for t in state)
 
         # Stopping one: only its availability goes offline; both keep their discovery.
-        daemons["box-a"].send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(daemons["box-a"].wait, 30) == 0
+        assert await daemons["box-a"].stop() == 0
         after = await retained(mosquitto, "viewer-after")
         assert after["site/box-a/availability"] == b"offline"
         assert after["site/box-b/availability"] == b"online"
         assert discovery_topic("box-a", "gate") in after
         assert discovery_topic("box-b", "yard") in after
-        assert daemons["box-b"].poll() is None
+        assert daemons["box-b"].running
     finally:
         viewer.cancel()
         await asyncio.gather(viewer, return_exceptions=True)
         for daemon in daemons.values():
-            if daemon.poll() is None:
-                daemon.send_signal(signal.SIGTERM)
+            if daemon.running:
                 try:
-                    await asyncio.to_thread(daemon.wait, 15)
+                    await daemon.stop(15)
                 except subprocess.TimeoutExpired:
-                    daemon.kill()
-                    daemon.wait()
+                    await daemon.kill()
