@@ -51,6 +51,11 @@ THREAD_READS = 5
 starts and ends worker threads of its own (libavutil slice threads, two per decoder or scaler
 here) as streams loop and frames are converted, so one read catches a passing crowd."""
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+FILLED_AFTER_S = 600.0
+"""By then the daemon's bounded memories are full at this soak's alert rate (about 40 alerts a
+minute): growth after it is what a leak would look like."""
+CONSOLE_ALERTS = 500
+"""The console's default ``max_events``."""
 PROBLEM_LINES_SHOWN = 10
 """ERROR and Traceback lines of the daemon's log printed in the report."""
 
@@ -380,6 +385,12 @@ def report(args: argparse.Namespace, samples: list[Sample], maps: list[dict[str,
         print("  " + line)
     # A leak grows at a steady rate; an allocator or cache warming up grows less and less.
     middle = samples[len(samples) // 2]
+    late = next((s for s in samples if s.elapsed_s >= FILLED_AFTER_S), None)
+    if late is not None and late is not end:
+        print(f"  RSS growth from {late.elapsed_s:.0f} s on (the bounded in-memory state full: "
+              f"the console's {CONSOLE_ALERTS} alerts, the evidence store): "
+              f"{late.rss_kib / 1024:.1f} -> {end.rss_kib / 1024:.1f} MiB "
+              f"{growth(late.rss_kib, end.rss_kib):+.1%}")
     print(f"  RSS growth in the first half of the window "
           f"{growth(start.rss_kib, middle.rss_kib):+.1%}, in the second half "
           f"{growth(middle.rss_kib, end.rss_kib):+.1%}")
