@@ -220,7 +220,7 @@ class ConsoleAlert:
             "clip": self.clip.model_dump(mode="json") if self.clip is not None else None,
             "verification": self.verification,
             "crops": [{"path": path, "url": f"/api/evidence/{self.event_id}/crop{number}.jpg"}
-                      for number, path in enumerate(self.crop_paths)],
+                      for number, path in enumerate(self.crop_paths, start=1)],
         }
 
     @property
@@ -445,7 +445,7 @@ class ConsoleState:
                 for e in sorted(events, key=lambda e: e.started_at)]
 
     def evidence_path(self, event_id: str, name: str) -> str | None:
-        """The evidence file ``name`` (``clip.mp4``, ``crop<n>.jpg``) of an alert, as events
+        """The evidence file ``name`` (``clip.mp4``, ``crop<n>.jpg`` from 1) of an alert, as events
         named it; ``None``: no such file known (only files named by events are served)."""
         alert = self._alerts.get(event_id)
         if alert is None:
@@ -455,8 +455,8 @@ class ConsoleState:
         crops = alert.crop_paths
         number = name.removeprefix("crop").removesuffix(".jpg")
         if name.startswith("crop") and name.endswith(".jpg") and number.isdigit() \
-                and int(number) < len(crops):
-            return crops[int(number)]
+                and 1 <= int(number) <= len(crops):
+            return crops[int(number) - 1]
         return None
 
     def active_alerts(self, camera_id: str) -> list[ConsoleAlert]:
