@@ -66,8 +66,8 @@ class ConsoleDaemon:
 
 def daemon_config(tmp: Path, broker: MosquittoBroker, sim_url: str,
                   clips: dict[str, Path]) -> MonitorConfig:
-    """Three file cameras (a fire, a quiet gate with a hostile context, a worker without a
-    hard hat) sampled twice a second; the console with a token and a login."""
+    """Three file cameras (a fire with a zone, a quiet gate with a hostile context, a worker
+    without a hard hat) sampled twice a second; the console with a token and a login."""
     return config_from_mapping({
         "vlm": {"base_url": sim_url, "timeout_s": 10, "api_key": VLM_KEY},
         "mqtt": {"host": broker.host, "port": broker.port, "client_id": "console-test"},
@@ -78,7 +78,8 @@ def daemon_config(tmp: Path, broker: MosquittoBroker, sim_url: str,
                     "false_alarm_hold_s": 60, "feedback_dir": str(tmp / "feedback"),
                     "mqtt_commands": True},
         "cameras": [
-            {"id": "yard", "url": str(clips["fire"]), "loop": True},
+            {"id": "yard", "url": str(clips["fire"]), "loop": True,
+             "zones": {"tank": [[0.0, 0.0], [0.5, 0.0], [0.5, 0.5]]}},
             {"id": "gate", "url": str(clips["quiet"]), "loop": True,
              "context": HOSTILE_CONTEXT},
             {"id": "scaffold", "url": str(clips["no_helmet"]), "loop": True},
