@@ -52,6 +52,8 @@ class ConsoleDaemon:
     sim_url: str
     mqtt: MqttLog
     feedback: Path
+    loop: asyncio.AbstractEventLoop
+    """The daemon's event loop (for feeding its sink from a test: call_soon_threadsafe)."""
 
     def wait_for(self, predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
         """Poll ``predicate`` until it returns something truthy."""
@@ -121,6 +123,11 @@ class DaemonThread:
         if not self._ready.wait(timeout_s) or "error" in self.started:
             pytest.fail(f"daemon did not start: {self.started.get('error')!r}")
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the daemon runs on."""
+        return self._loop
+
     def stop(self) -> None:
         """Shut the daemon down in order and close the loop."""
         self._loop.call_soon_threadsafe(self._shutdown.set)
@@ -169,7 +176,8 @@ def console_daemon(tmp_path_factory: pytest.TempPathFactory,
         supervisor = started["supervisor"]
         yield ConsoleDaemon(url=f"http://127.0.0.1:{supervisor.health.port}",
                             config=started["config"], supervisor=supervisor,
-                            sim_url=started["sim_url"], mqtt=log, feedback=tmp / "feedback")
+                            sim_url=started["sim_url"], mqtt=log, feedback=tmp / "feedback",
+                            loop=daemon.loop)
     finally:
         daemon.stop()
         with contextlib.suppress(Exception):
