@@ -139,7 +139,13 @@ function showHealth(camera, problems) {
 }
 
 function evidenceCell(row, alert) {
-  const td = cell(row, alert.snapshot || "", "evidence");
+  const td = cell(row, "", "evidence");
+  if (alert.snapshot) {
+    const snapshot = document.createElement("span");
+    snapshot.className = "path";
+    snapshot.textContent = alert.snapshot;
+    td.appendChild(snapshot);
+  }
   if (alert.clip) {
     const clip = document.createElement("div");
     clip.className = "clip";
