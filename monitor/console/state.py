@@ -26,7 +26,7 @@ from monitor.alerts.payloads import (
     VerificationPayload,
     iso_time,
 )
-from monitor.alerts.tracker import AlertEvent, EventType
+from monitor.alerts.tracker import AlertEvent, EventType, Severity
 from monitor.config import CameraConfig, MonitorConfig
 from monitor.console.overlays import (
     SentGeometry,
@@ -230,9 +230,14 @@ class ConsoleAlert:
 
     @property
     def crop_paths(self) -> list[str]:
-        """The newest verification's crop evidence JPEGs (files in the evidence store)."""
-        checks = (self.verification or {}).get("checks") or []
-        return [c["evidence"] for c in checks if isinstance(c.get("evidence"), str)]
+        """The crop evidence JPEGs (files in the evidence store) of the newest step that saved
+        any (an end's verification, say the rejection that cleared it, saves none)."""
+        for step in reversed(self.steps):
+            checks = (step.verification or {}).get("checks") or []
+            paths = [c["evidence"] for c in checks if isinstance(c.get("evidence"), str)]
+            if paths:
+                return paths
+        return []
 
 
 def summary_text(answer: Answer) -> str:
@@ -343,8 +348,8 @@ class ConsoleState:
         if event.type is EventType.END:
             alert.ended_at = event.ended_at if event.ended_at is not None else event.at
             alert.end_reason = event.end_reason.value if event.end_reason else None
-        if event.severity.value == "high":
-            alert.severity = "high"
+        if event.severity is Severity.HIGH:
+            alert.severity = Severity.HIGH.value  # it stays high to the end
         alert.zones = tuple(event.zones) or alert.zones
         if clip is not None:
             alert.clip = clip
