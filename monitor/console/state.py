@@ -1,7 +1,8 @@
 """The console's memory: per camera the last analysed samples, and the recent alerts.
 
 Fed one way by the daemon's sink (:meth:`ConsoleState.record_verdict`,
-:meth:`ConsoleState.record_event`) on the event loop; nothing here calls back into the
+:meth:`ConsoleState.record_event`, :meth:`ConsoleState.record_health`) and the clip recorder
+(:meth:`ConsoleState.record_clip`) on the event loop; nothing here calls back into the
 pipeline. A sample keeps the JPEG exactly as it was sent to the model: a viewer gets those
 bytes, so watching the console never costs an encode. Everything is bounded: a ring of
 ``samples_per_camera`` samples per camera, at most ``max_events`` alerts, and each live
