@@ -34,6 +34,53 @@ class OverlayBoxModel(_Model):
     y2: float
 
 
+class ZoneModel(_Model):
+    """A camera's named zone: ``points`` as ``[x, y]`` (fractions of the frame in a camera,
+    pixels of the served JPEG in a sample)."""
+
+    name: str
+    points: list[list[float]]
+
+
+class CropModel(_Model):
+    """One zoom-in crop, in pixels of the served JPEG, and what the model said of it."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    answer: Literal["yes", "no", "uncertain"] | None
+    seen: str
+    agrees: bool = Field(description="Whether this crop confirmed the hazard.")
+    error: str | None
+
+
+class SampleVerificationModel(_Model):
+    """The zoom-in verification of one hazard of a sample."""
+
+    hazard: HazardName
+    outcome: Literal["confirmed", "rejected", "failed", "unverified"]
+    text: str = Field(description="The outcome in words (e.g. 'rejected by zoom-in').")
+    checks: list[CropModel]
+
+
+class HealthModel(_Model):
+    """An active camera health problem."""
+
+    problem: Literal["offline", "frozen", "blank", "view_changed", "no_verdict",
+                     "model_unavailable"]
+    since: str = Field(description="When the problem began.")
+    detail: str
+    daemon_wide: bool = Field(description="The daemon's problem (every camera has it).")
+
+
+class CropEvidenceModel(_Model):
+    """A zoom-in crop's evidence JPEG: its file and where the console serves it."""
+
+    path: str
+    url: str
+
+
 class SampleModel(_Model):
     """One analysed frame (``image``: the JPEG as sent to the model)."""
 
@@ -50,6 +97,8 @@ class SampleModel(_Model):
     boxes: list[OverlayBoxModel]
     answer: dict[str, Any] = Field(description="The model's answer (verdict schema's answer).")
     image: str
+    zones: list[ZoneModel] = Field(description="The camera's zones, in served JPEG pixels.")
+    verification: list[SampleVerificationModel]
 
 
 class AlertStepModel(_Model):
@@ -64,6 +113,10 @@ class AlertStepModel(_Model):
     snapshot: str | None = Field(description="Evidence image path on the daemon's host.")
     missing_helmets: int | None
     by: str | None
+    severity: Literal["normal", "high"]
+    zones: list[str]
+    verification: dict[str, Any] | None = Field(
+        description="Zoom-in verification of the step's hazard (event schema's verification).")
 
 
 class AlertModel(_Model):
@@ -81,6 +134,12 @@ class AlertModel(_Model):
     acknowledged_at: str | None
     snapshot: str | None
     steps: list[AlertStepModel]
+    severity: Literal["normal", "high"] = Field(description="high once escalated.")
+    zones: list[str] = Field(description="Zones where the hazard was seen (latest).")
+    clip: dict[str, Any] | None = Field(description="The evidence clip (event schema's clip); "
+                                        "served at /api/evidence/<id>/clip.mp4 once ready.")
+    verification: dict[str, Any] | None = Field(description="The newest verification.")
+    crops: list[CropEvidenceModel] = Field(description="Its crops' evidence JPEGs.")
 
 
 class CameraModel(_Model):
@@ -90,6 +149,8 @@ class CameraModel(_Model):
     context: str
     hazards: list[HazardName]
     roi: list[list[float]] | None
+    zones: list[ZoneModel]
+    health: list[HealthModel] = Field(description="Active health problems, oldest first.")
     latest: SampleModel | None
     active_alerts: list[AlertModel]
 

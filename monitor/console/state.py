@@ -1,7 +1,8 @@
 """The console's memory: per camera the last analysed samples, and the recent alerts.
 
 Fed one way by the daemon's sink (:meth:`ConsoleState.record_verdict`,
-:meth:`ConsoleState.record_event`) on the event loop; nothing here calls back into the
+:meth:`ConsoleState.record_event`, :meth:`ConsoleState.record_health`) and the clip recorder
+(:meth:`ConsoleState.record_clip`) on the event loop; nothing here calls back into the
 pipeline. A sample keeps the JPEG exactly as it was sent to the model: a viewer gets those
 bytes, so watching the console never costs an encode. Everything is bounded: a ring of
 ``samples_per_camera`` samples per camera, at most ``max_events`` alerts, and each live
@@ -18,10 +19,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from monitor.alerts.evidence import boxes_for
-from monitor.alerts.payloads import SnapshotRef, iso_time
-from monitor.alerts.tracker import AlertEvent, EventType
+from monitor.alerts.health import HealthEvent
+from monitor.alerts.payloads import (
+    ClipPayload,
+    ClipRef,
+    SnapshotRef,
+    VerificationPayload,
+    iso_time,
+)
+from monitor.alerts.tracker import AlertEvent, EventType, Severity
 from monitor.config import CameraConfig, MonitorConfig
+from monitor.console.overlays import (
+    SentGeometry,
+    ZoneView,
+    verification_overlays,
+    zone_overlays,
+)
 from monitor.model.answer import Answer, Hazard, Verdict
+from monitor.model.verify import Verification
 
 SUBSCRIBER_QUEUE = 256
 """Live updates buffered per viewer; beyond that the viewer is told to reload."""
@@ -36,13 +51,17 @@ class CameraView:
     context: str
     hazards: tuple[str, ...]
     roi: tuple[tuple[float, float], ...] | None
+    zones: tuple[ZoneView, ...] = ()
+    """The camera's named zones (site rules), drawn beside the region of interest."""
 
     @classmethod
     def of(cls, config: MonitorConfig, camera: CameraConfig) -> CameraView:
         """The view of ``camera`` under ``config``."""
         return cls(camera_id=camera.id, context=camera.context,
                    hazards=tuple(config.camera_hazards(camera)),
-                   roi=tuple(camera.roi) if camera.roi else None)
+                   roi=tuple(camera.roi) if camera.roi else None,
+                   zones=tuple(ZoneView(name, tuple((x, y) for x, y in points))
+                               for name, points in camera.zones.items()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +95,10 @@ class Sample:
     source_height: int
     offset: tuple[int, int] = (0, 0)
     """Where that source's top-left corner lies in the frame."""
+    verification: Verification | None = None
+    """The zoom-in verification of the verdict (its crops are drawn; the answer is gated)."""
+    view: CameraView | None = None
+    """The camera as configured when the sample was kept (its zones and region)."""
 
     # Derived only when someone looks: with no viewer, keeping a sample costs next to nothing.
 
@@ -108,7 +131,16 @@ class Sample:
                        "x2": b.x2, "y2": b.y2} for b in self.boxes],
             "answer": self.answer.model_dump(mode="json"),
             "image": f"/api/frames/{self.sample_id}.jpg",
+            "zones": zone_overlays(self.view.zones, self.geometry) if self.view else [],
+            "verification": verification_overlays(self.verification, self.geometry),
         }
+
+    @property
+    def geometry(self) -> SentGeometry:
+        """How the sent image maps to the frame (for zones and crops)."""
+        return SentGeometry.of((self.width, self.height),
+                               (self.source_width, self.source_height), self.offset,
+                               self.view.roi if self.view else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,13 +157,20 @@ class AlertStep:
     missing_helmets: int | None
     by: str | None = None
     """Who did it, for operator steps (``ack``)."""
+    severity: str = "normal"
+    zones: tuple[str, ...] = ()
+    """The camera's zones holding the boxes that counted."""
+    verification: dict[str, Any] | None = None
+    """The zoom-in verification of the step's hazard (wire form: outcome, crops, evidence)."""
 
     def to_json(self) -> dict[str, Any]:
         """The API form."""
         return {"type": self.type, "revision": self.revision, "at": iso_time(self.at),
                 "detail": self.detail, "confirming_verdicts": self.confirming_verdicts,
                 "verdicts": list(self.verdicts), "snapshot": self.snapshot_path,
-                "missing_helmets": self.missing_helmets, "by": self.by}
+                "missing_helmets": self.missing_helmets, "by": self.by,
+                "severity": self.severity, "zones": list(self.zones),
+                "verification": self.verification}
 
 
 @dataclass(slots=True)
@@ -150,6 +189,12 @@ class ConsoleAlert:
     steps: list[AlertStep] = field(default_factory=list)
     sample_id: int | None = None
     """The sample behind the latest start/update (the frame the model judged)."""
+    severity: str = "normal"
+    """``high`` once escalated (it stays)."""
+    zones: tuple[str, ...] = ()
+    """The zones of the latest step that named any."""
+    clip: ClipRef | None = None
+    """The alert's evidence clip, as the latest step (or the clip's announcement) gave it."""
 
     @property
     def active(self) -> bool:
@@ -172,7 +217,28 @@ class ConsoleAlert:
             "acknowledged_at": iso_time(self.acknowledged_at)
             if self.acknowledged_at is not None else None,
             "snapshot": self.snapshot_path, "steps": [s.to_json() for s in self.steps],
+            "severity": self.severity, "zones": list(self.zones),
+            "clip": self.clip.model_dump(mode="json") if self.clip is not None else None,
+            "verification": self.verification,
+            "crops": [{"path": path, "url": f"/api/evidence/{self.event_id}/crop{number}.jpg"}
+                      for number, path in enumerate(self.crop_paths, start=1)],
         }
+
+    @property
+    def verification(self) -> dict[str, Any] | None:
+        """The newest zoom-in verification of the alert's hazard."""
+        return next((s.verification for s in reversed(self.steps) if s.verification), None)
+
+    @property
+    def crop_paths(self) -> list[str]:
+        """The crop evidence JPEGs (files in the evidence store) of the newest step that saved
+        any (an end's verification, say the rejection that cleared it, saves none)."""
+        for step in reversed(self.steps):
+            checks = (step.verification or {}).get("checks") or []
+            paths = [c["evidence"] for c in checks if isinstance(c.get("evidence"), str)]
+            if paths:
+                return paths
+        return []
 
 
 def summary_text(answer: Answer) -> str:
@@ -215,6 +281,9 @@ class ConsoleState:
         self._ids = itertools.count(1)
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._sample_watchers: set[Callable[[Sample], None]] = set()
+        self._health: dict[str | None, dict[str, HealthEvent]] = {}
+        """Active health problems by camera (``None``: the daemon's, shown on every camera),
+        each by its event id."""
         self.set_cameras(cameras)
 
     @classmethod
@@ -231,6 +300,7 @@ class ConsoleState:
         for gone in set(self._rings) - set(views):
             for sample in self._rings.pop(gone):
                 self._by_id.pop(sample.sample_id, None)
+            self._health.pop(gone, None)
         self._cameras = views
         for camera_id in views:
             self._rings.setdefault(camera_id, deque())
@@ -249,7 +319,8 @@ class ConsoleState:
             latency_s=verdict.latency_s, model=verdict.model, jpeg=image.jpeg,
             width=image.width, height=image.height, answer=verdict.answer,
             source_width=image.source_width, source_height=image.source_height,
-            offset=verdict.image_offset)
+            offset=verdict.image_offset, verification=verdict.verification,
+            view=self._cameras.get(verdict.camera_id))
         ring.append(sample)
         self._by_id[sample.sample_id] = sample
         while len(ring) > self._samples_per_camera:
@@ -260,8 +331,10 @@ class ConsoleState:
             self._publish({"type": "sample", "sample": sample.to_json()})
         return sample
 
-    def record_event(self, event: AlertEvent, snapshot: SnapshotRef | None = None) -> None:
-        """Keep an alert event (start, update, end) with its evidence image's path."""
+    def record_event(self, event: AlertEvent, snapshot: SnapshotRef | None = None, *,
+                     clip: ClipRef | None = None, verdict: Verdict | None = None) -> None:
+        """Keep an alert event (start, update, end) with its evidence image's path, its clip
+        and the verdict behind it (for its zoom-in verification)."""
         alert = self._alerts.get(event.event_id)
         if alert is None:
             alert = ConsoleAlert(event_id=event.event_id, camera_id=event.camera_id,
@@ -276,6 +349,13 @@ class ConsoleState:
         if event.type is EventType.END:
             alert.ended_at = event.ended_at if event.ended_at is not None else event.at
             alert.end_reason = event.end_reason.value if event.end_reason else None
+        if event.severity is Severity.HIGH:
+            alert.severity = Severity.HIGH.value  # it stays high to the end
+        alert.zones = tuple(event.zones) or alert.zones
+        if clip is not None:
+            alert.clip = clip
+        checked = verdict.verification.result(event.hazard) \
+            if verdict is not None and verdict.verification is not None else None
         alert.steps.append(AlertStep(
             type=event.type.value, revision=event.revision, at=event.at, detail=event.detail,
             confirming_verdicts=event.confirming_verdicts,
@@ -283,9 +363,34 @@ class ConsoleState:
                             "detail": o.detail, "missing_helmets": o.missing_helmets}
                            for o in event.verdicts),
             snapshot_path=snapshot.path if snapshot is not None else None,
-            missing_helmets=event.missing_helmets))
+            missing_helmets=event.missing_helmets, severity=event.severity.value,
+            zones=tuple(event.zones),
+            verification=VerificationPayload.from_result(checked).model_dump(mode="json")
+            if checked is not None else None))
         if self._subscribers:
             self._publish({"type": "alert", "alert": alert.to_json()})
+
+    def record_clip(self, clip: ClipPayload) -> None:
+        """An alert's evidence clip was written (or given up): its reference says so, even
+        when the alert ended before (clip recorder listener, on the event loop)."""
+        alert = self._alerts.get(clip.id)
+        if alert is None or alert.clip is None:
+            return
+        alert.clip = alert.clip.model_copy(update={"ready": clip.ready})
+        if self._subscribers:
+            self._publish({"type": "alert", "alert": alert.to_json()})
+
+    def record_health(self, event: HealthEvent) -> None:
+        """A camera health problem started or ended (from the sink, on the event loop)."""
+        problems = self._health.setdefault(event.camera_id, {})
+        if event.end_reason is None:
+            problems[event.event_id] = event
+        else:
+            problems.pop(event.event_id, None)
+        if self._subscribers:
+            shown = [event.camera_id] if event.camera_id is not None else list(self._cameras)
+            self._publish({"type": "health",
+                           "health": {c: self.health(c) for c in shown if c in self._cameras}})
 
     def record_ack(self, event_id: str, by: str, at: float) -> ConsoleAlert | None:
         """An operator acknowledged the alert (``None``: no such alert)."""
@@ -338,6 +443,28 @@ class ConsoleState:
                 and (until is None or a.started_at <= until)
                 and (active is None or a.active == active)]
 
+    def health(self, camera_id: str) -> list[dict[str, Any]]:
+        """A camera's active health problems (with the daemon's), oldest first."""
+        events = [*self._health.get(camera_id, {}).values(), *self._health.get(None, {}).values()]
+        return [{"problem": e.problem.value, "since": iso_time(e.started_at),
+                 "detail": e.detail, "daemon_wide": e.camera_id is None}
+                for e in sorted(events, key=lambda e: e.started_at)]
+
+    def evidence_path(self, event_id: str, name: str) -> str | None:
+        """The evidence file ``name`` (``clip.mp4``, ``crop<n>.jpg`` from 1) of an alert, as events
+        named it; ``None``: no such file known (only files named by events are served)."""
+        alert = self._alerts.get(event_id)
+        if alert is None:
+            return None
+        if name == "clip.mp4":
+            return alert.clip.path if alert.clip is not None and alert.clip.ready else None
+        crops = alert.crop_paths
+        number = name.removeprefix("crop").removesuffix(".jpg")
+        if name.startswith("crop") and name.endswith(".jpg") and number.isdigit() \
+                and 1 <= int(number) <= len(crops):
+            return crops[int(number) - 1]
+        return None
+
     def active_alerts(self, camera_id: str) -> list[ConsoleAlert]:
         """A camera's raised alerts."""
         return self.alerts(camera=camera_id, active=True)
@@ -345,7 +472,8 @@ class ConsoleState:
     # --- Live updates. -------------------------------------------------------------------------
 
     def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
-        """A queue of live updates (``{"type": "sample" | "alert" | "cameras" | "lost"}``);
+        """A queue of live updates (``{"type": "sample" | "alert" | "health" | "cameras" |
+        "lost"}``);
         give it back with :meth:`unsubscribe`."""
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=SUBSCRIBER_QUEUE)
         self._subscribers.add(queue)

@@ -12,7 +12,9 @@ its address with ``/healthz``, ``/readyz`` and ``/metrics``::
     GET  /api/events                ?camera=&hazard=&since=&until=&active= (ISO 8601 or epoch)
     GET  /api/events/{id}
     GET  /api/frames/{sample}.jpg   the JPEG as it was sent to the model (immutable)
-    GET  /api/stream                Server-Sent Events: sample, alert, cameras, lost
+    GET  /api/evidence/{id}/{name}  an alert's evidence file named by its events (clip.mp4
+                                    once ready, crop<n>.jpg: the zoom-in crops), as stored
+    GET  /api/stream                Server-Sent Events: sample, alert, health, cameras, lost
     POST /api/events/{id}/ack       acknowledge
     POST /api/events/{id}/false_alarm
     POST /api/cameras/{camera}/missed   {"hazard": "fire" | "smoke" | "no_helmet"}
@@ -38,8 +40,10 @@ from aiohttp import web
 
 from monitor.alerts.payloads import iso_time
 from monitor.console.auth import SESSION_COOKIE, SESSION_TTL_S, Caller, ConsoleAuth
+from monitor.console.overlays import OUTCOME_WORDS
 from monitor.console.state import ConsoleAlert, ConsoleState
 from monitor.model.answer import Hazard
+from monitor.model.verify import CheckOutcome
 from monitor.redaction import redact
 
 logger = logging.getLogger(__name__)
@@ -47,6 +51,9 @@ logger = logging.getLogger(__name__)
 SSE_HEARTBEAT_S = 15.0
 _STATIC = ("console.css", "console.js")
 _HAZARD_NAMES = {"fire": "Fire", "smoke": "Smoke", "no_helmet": "No hard hat"}
+_PROBLEM_NAMES = {"offline": "offline", "frozen": "frozen picture", "blank": "blank picture",
+                  "view_changed": "view changed", "no_verdict": "no verdict",
+                  "model_unavailable": "model unavailable"}
 
 
 class ActionError(Exception):
@@ -102,6 +109,8 @@ class ConsoleWeb:
             autoescape=True, undefined=jinja2.StrictUndefined)
         self._env.filters["iso"] = lambda t: iso_time(t) if t is not None else ""
         self._env.filters["hazard_name"] = lambda h: _HAZARD_NAMES.get(h, h)
+        self._env.filters["problem_name"] = lambda p: _PROBLEM_NAMES.get(p, p)
+        self._env.filters["outcome_text"] = lambda o: OUTCOME_WORDS.get(CheckOutcome(o), o)
         self._streams: set[asyncio.Task[Any]] = set()
         """The handlers of open live streams: ended at shutdown (a browser never lets go)."""
 
@@ -120,6 +129,7 @@ class ConsoleWeb:
         get("/api/events", self._api_events)
         get("/api/events/{event_id}", self._api_event)
         get("/api/frames/{sample}.jpg", self._api_frame)
+        get("/api/evidence/{event_id}/{name}", self._api_evidence)
         get("/api/stream", self._api_stream)
         post("/api/events/{event_id}/ack", self._action_ack)
         post("/api/events/{event_id}/false_alarm", self._action_false_alarm)
@@ -137,6 +147,9 @@ class ConsoleWeb:
             answer.append({
                 "id": view.camera_id, "context": view.context, "hazards": list(view.hazards),
                 "roi": [list(p) for p in view.roi] if view.roi else None,
+                "zones": [{"name": z.name, "points": [list(p) for p in z.points]}
+                          for z in view.zones],
+                "health": state.health(view.camera_id),
                 "latest": latest.to_json() if latest else None,
                 "active_alerts": [a.to_json() for a in state.active_alerts(view.camera_id)],
             })
@@ -186,6 +199,20 @@ class ConsoleWeb:
         # The bytes of one sample never change: a viewer fetches each image once.
         return web.Response(body=sample.jpeg, content_type="image/jpeg",
                             headers={"Cache-Control": "private, max-age=3600, immutable"})
+
+    async def _api_evidence(self, request: web.Request) -> web.StreamResponse:
+        self._auth.require_read(request)
+        # Only a path an event named is served (never one built from the request), and the
+        # file as it was written: serving it costs a read, never an encode.
+        name = request.match_info["name"]
+        path = self._state.evidence_path(request.match_info["event_id"], name)
+        if path is None:
+            raise web.HTTPNotFound(text="no such evidence file (not named by the alert, or the "
+                                   "clip is not ready)\n")
+        # A file pruned since is answered 404 by FileResponse itself.
+        return web.FileResponse(path, headers={
+            "Content-Type": "video/mp4" if name.endswith(".mp4") else "image/jpeg",
+            "Cache-Control": "private, max-age=3600"})
 
     async def _api_stream(self, request: web.Request) -> web.StreamResponse:
         self._auth.require_read(request)

@@ -138,7 +138,7 @@ class AlertSink:
         self._publisher.publish_event(event, verdict=verdict, boxes=boxes, snapshot=snapshot,
                                       clip=clip)
         if self.console is not None:
-            self.console.record_event(event, snapshot)
+            self.console.record_event(event, snapshot, clip=clip, verdict=verdict)
         if self._notify is not None:
             # After MQTT, into each channel's own queue: a channel never delays the broker.
             self._notify.event(EventPayload.from_event(event, verdict=verdict, boxes=boxes,
@@ -148,3 +148,5 @@ class AlertSink:
         """Publish a camera health event (a destination added next to ``event`` gets these
         too: they are events a channel may page someone for)."""
         self._publisher.publish_health(event)
+        if self.console is not None:
+            self.console.record_health(event)

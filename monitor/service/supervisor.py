@@ -207,6 +207,8 @@ class Supervisor:
         self.clips = ClipRecorder(self.snapshots, self.publisher, config.clips.max_total_bytes,
                                   self.metrics.registry) if self.snapshots is not None else None
         self.sink.clips = self.clips
+        if self.clips is not None and self.console is not None:
+            self.clips.add_listener(self.console.record_clip)  # a clip ready after the end
         self._rng = random.Random()
         self._group: asyncio.TaskGroup | None = None
 

@@ -52,6 +52,8 @@ class ConsoleDaemon:
     sim_url: str
     mqtt: MqttLog
     feedback: Path
+    loop: asyncio.AbstractEventLoop
+    """The daemon's event loop (for feeding its sink from a test: call_soon_threadsafe)."""
 
     def wait_for(self, predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
         """Poll ``predicate`` until it returns something truthy."""
@@ -66,8 +68,8 @@ class ConsoleDaemon:
 
 def daemon_config(tmp: Path, broker: MosquittoBroker, sim_url: str,
                   clips: dict[str, Path]) -> MonitorConfig:
-    """Three file cameras (a fire, a quiet gate with a hostile context, a worker without a
-    hard hat) sampled twice a second; the console with a token and a login."""
+    """Three file cameras (a fire with a zone, a quiet gate with a hostile context, a worker
+    without a hard hat) sampled twice a second; the console with a token and a login."""
     return config_from_mapping({
         "vlm": {"base_url": sim_url, "timeout_s": 10, "api_key": VLM_KEY},
         "mqtt": {"host": broker.host, "port": broker.port, "client_id": "console-test"},
@@ -78,7 +80,8 @@ def daemon_config(tmp: Path, broker: MosquittoBroker, sim_url: str,
                     "false_alarm_hold_s": 60, "feedback_dir": str(tmp / "feedback"),
                     "mqtt_commands": True},
         "cameras": [
-            {"id": "yard", "url": str(clips["fire"]), "loop": True},
+            {"id": "yard", "url": str(clips["fire"]), "loop": True,
+             "zones": {"tank": [[0.0, 0.0], [0.5, 0.0], [0.5, 0.5]]}},
             {"id": "gate", "url": str(clips["quiet"]), "loop": True,
              "context": HOSTILE_CONTEXT},
             {"id": "scaffold", "url": str(clips["no_helmet"]), "loop": True},
@@ -119,6 +122,11 @@ class DaemonThread:
         self._thread.start()
         if not self._ready.wait(timeout_s) or "error" in self.started:
             pytest.fail(f"daemon did not start: {self.started.get('error')!r}")
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the daemon runs on."""
+        return self._loop
 
     def stop(self) -> None:
         """Shut the daemon down in order and close the loop."""
@@ -168,7 +176,8 @@ def console_daemon(tmp_path_factory: pytest.TempPathFactory,
         supervisor = started["supervisor"]
         yield ConsoleDaemon(url=f"http://127.0.0.1:{supervisor.health.port}",
                             config=started["config"], supervisor=supervisor,
-                            sim_url=started["sim_url"], mqtt=log, feedback=tmp / "feedback")
+                            sim_url=started["sim_url"], mqtt=log, feedback=tmp / "feedback",
+                            loop=daemon.loop)
     finally:
         daemon.stop()
         with contextlib.suppress(Exception):

@@ -93,6 +93,11 @@ def test_tiles_show_frames_and_a_fire_appears_live(console_daemon: ConsoleDaemon
     boxes = driver.execute_script(
         "return document.querySelector('.tile[data-camera=\"yard\"] svg').getAttribute('viewBox')")
     assert boxes.startswith("0 0 ")
+    # Redrawn by the page's script from live samples: the zone with its name.
+    zones = driver.execute_script(
+        "return [...document.querySelectorAll('.tile[data-camera=\"yard\"] svg text.zone-name')]"
+        ".map(t => t.textContent)")
+    assert zones == ["tank"]
 
 
 def test_acknowledge_and_false_alarm_are_seen_on_mqtt(console_daemon: ConsoleDaemon,

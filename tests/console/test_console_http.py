@@ -3,8 +3,10 @@ no secret in any answer."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,6 +16,8 @@ import jsonschema
 import paho.mqtt.publish as paho_publish
 import pytest
 
+from monitor.alerts.health import HealthEndReason, HealthEvent, HealthProblem
+from monitor.alerts.tracker import EventType
 from tests.console.conftest import (
     PASSWORD,
     TOKEN,
@@ -222,3 +226,54 @@ def test_actions_as_mqtt_commands(console_daemon: ConsoleDaemon) -> None:
     assert acks[0]["by"] == "panel-1"
     jsonschema.validate(acks[0], json.loads(
         (ROOT / "docs" / "schemas" / "event.schema.json").read_text()))
+
+
+def test_health_events_reach_the_gate_tile_through_the_daemons_sink(
+        console_daemon: ConsoleDaemon) -> None:
+    daemon = console_daemon
+    now = time.time()
+    turned = HealthEvent("console-test-h1", EventType.START, "gate", HealthProblem.VIEW_CHANGED,
+                         started_at=now - 20, at=now, detail="the scene no longer matches")
+    daemon.loop.call_soon_threadsafe(daemon.supervisor.sink.health, turned)
+
+    def gate_health() -> list[str]:
+        cameras = {c["id"]: c for c in api(daemon, "/api/cameras")["cameras"]}
+        return [h["problem"] for h in cameras["gate"]["health"]]
+
+    daemon.wait_for(lambda: gate_health() == ["view_changed"], 10, "the problem on the gate")
+    jsonschema.validate(api(daemon, "/api/cameras"), schema("cameras.schema.json"))
+    status, _, page = fetch(daemon.url + "/", headers=bearer())
+    assert status == 200
+    gate_tile = page.decode().split('data-camera="gate"', 1)[1].split("</article>", 1)[0]
+    assert 'class="problem view_changed"' in gate_tile
+
+    def on_mqtt() -> bool:
+        with daemon.mqtt.lock:
+            return any(t == "monitor/health" and b"console-test-h1" in p
+                       for t, p in daemon.mqtt.messages)
+
+    daemon.wait_for(on_mqtt, 10, "the same health event on MQTT")
+    ended = dataclasses.replace(turned, type=EventType.END, at=now + 1, ended_at=now + 1,
+                                end_reason=HealthEndReason.RECOVERED)
+    daemon.loop.call_soon_threadsafe(daemon.supervisor.sink.health, ended)
+    daemon.wait_for(lambda: gate_health() == [], 10, "the problem gone from the gate")
+
+
+def test_an_alerts_clip_is_linked_and_served_once_written(console_daemon: ConsoleDaemon) -> None:
+    daemon = console_daemon
+
+    def yard_alert_with_a_clip() -> dict[str, Any] | None:
+        events = api(daemon, "/api/events?camera=yard")["events"]
+        return next((e for e in events if e["clip"] and e["clip"]["ready"]), None)
+
+    alert = daemon.wait_for(yard_alert_with_a_clip, 60, "a yard alert whose clip is written")
+    link = f"/api/evidence/{alert['id']}/clip.mp4"
+    status, _, page = fetch(daemon.url + "/events?camera=yard", headers=bearer())
+    assert status == 200
+    assert f'href="{link}"' in page.decode()
+    status, headers, mp4 = fetch(daemon.url + link, headers=bearer())
+    assert status == 200
+    assert headers["Content-Type"] == "video/mp4"
+    assert mp4[4:8] == b"ftyp"
+    assert mp4 == Path(alert["clip"]["path"]).read_bytes()  # the file as written
+    assert fetch(daemon.url + link)[0] == 401  # reading needs credentials here

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
-from monitor.alerts.payloads import SnapshotRef
-from monitor.alerts.tracker import HazardTracker, TrackerSettings
+from monitor.alerts.health import HealthEndReason, HealthEvent, HealthProblem
+from monitor.alerts.payloads import ClipPayload, ClipRef, SnapshotRef
+from monitor.alerts.tracker import EventType, HazardTracker, Severity, TrackerSettings
+from monitor.console.overlays import ZoneView
 from monitor.console.state import CameraView, ConsoleState, overlay_boxes, summary_text
-from monitor.model.answer import Answer, Hazard, Verdict
+from monitor.model.answer import Answer, Decision, GroundingBox, Hazard, Verdict
 from monitor.model.imaging import EncodedImage
+from monitor.model.verify import CheckOutcome, CropAnswer, CropCheck, HazardCheck, Verification
 
 T0 = 1_700_000_000.0
 
@@ -128,3 +132,121 @@ def test_reload_forgets_removed_cameras() -> None:
     assert [c.camera_id for c in state.cameras] == ["a"]
     assert sample is not None
     assert state.sample(sample.sample_id) is None
+
+
+RIGHT_HALF = ((0.5, 0.0), (1.0, 1.0))
+"""A region of interest: the right half of a 1280x720 frame is sent (640x720 -> 320x360)."""
+
+
+def right_half_view(zones: tuple[ZoneView, ...] = ()) -> CameraView:
+    return CameraView(camera_id="a", context="", hazards=("no_helmet",), roi=RIGHT_HALF,
+                      zones=zones)
+
+
+def rejected_verification() -> Verification:
+    """A hard hat seen on the head in the one crop: the no_helmet positive is rejected."""
+    check = CropCheck(box=GroundingBox(bbox_2d=[700, 100, 760, 200], label="person"),
+                      region=(680, 80, 780, 220),
+                      answer=CropAnswer(answer=Decision.YES, seen="hard hat"),
+                      evidence_path="/evidence/a-zoom1.jpg")
+    return Verification(results=(HazardCheck(Hazard.NO_HELMET, CheckOutcome.REJECTED,
+                                             (check,)),))
+
+
+def right_half_verdict(at: float, verification: Verification | None = None) -> Verdict:
+    image = EncodedImage(jpeg=b"\xff\xd8crop", width=320, height=360, source_width=640,
+                         source_height=720)
+    return Verdict(camera_id="a", answer=answer(), captured_at=at, analysed_at=at + 0.5,
+                   latency_s=0.4, model="m", endpoint="e", image=image,
+                   image_offset=(640, 0), verification=verification)
+
+
+def test_zones_are_mapped_from_frame_fractions_to_the_sent_crop() -> None:
+    zone = ZoneView("loading-bay", ((0.5, 0.5), (1.0, 0.5), (1.0, 1.0)))
+    state = ConsoleState([right_half_view((zone,))])
+    sample = state.record_verdict(right_half_verdict(T0))
+    assert sample is not None
+    assert sample.to_json()["zones"] == [
+        {"name": "loading-bay", "points": [[0.0, 180.0], [320.0, 180.0], [320.0, 360.0]]}]
+
+
+def test_zones_without_a_region_are_scaled_to_the_sent_image() -> None:
+    view = CameraView(camera_id="a", context="", hazards=("fire",), roi=None,
+                      zones=(ZoneView("tank", ((0.25, 0.0), (0.5, 0.0), (0.5, 0.5))),))
+    state = ConsoleState([view])
+    sample = state.record_verdict(verdict("a", T0, answer()))
+    assert sample is not None
+    assert sample.to_json()["zones"][0]["points"] == [[160.0, 0.0], [320.0, 0.0],
+                                                      [320.0, 180.0]]
+
+
+def test_rejected_verification_and_its_crop_are_shown_in_sent_pixels() -> None:
+    state = ConsoleState([right_half_view()])
+    sample = state.record_verdict(right_half_verdict(T0, rejected_verification()))
+    assert sample is not None
+    (result,) = sample.to_json()["verification"]
+    assert (result["hazard"], result["outcome"], result["text"]) == (
+        "no_helmet", "rejected", "rejected by zoom-in")
+    (crop,) = result["checks"]
+    assert (crop["x1"], crop["y1"], crop["x2"], crop["y2"]) == (20.0, 40.0, 70.0, 110.0)
+    assert (crop["answer"], crop["seen"], crop["agrees"]) == ("yes", "hard hat", False)
+
+
+def test_health_problems_start_end_and_the_daemons_show_on_every_camera() -> None:
+    state = ConsoleState(views("a", "b"))
+    frozen = HealthEvent("h1", EventType.START, "a", HealthProblem.FROZEN, started_at=T0,
+                         at=T0 + 30, detail="no change for 30 s")
+    model = HealthEvent("h2", EventType.START, None, HealthProblem.MODEL_UNAVAILABLE,
+                        started_at=T0 + 5, at=T0 + 40, detail="every endpoint down")
+    state.record_health(frozen)
+    state.record_health(model)
+    assert [h["problem"] for h in state.health("a")] == ["frozen", "model_unavailable"]
+    assert [h["problem"] for h in state.health("b")] == ["model_unavailable"]
+    assert state.health("b")[0]["daemon_wide"] is True
+    state.record_health(dataclasses.replace(frozen, type=EventType.END, at=T0 + 50,
+                                            ended_at=T0 + 50,
+                                            end_reason=HealthEndReason.RECOVERED))
+    assert [h["problem"] for h in state.health("a")] == ["model_unavailable"]
+
+
+@pytest.mark.asyncio
+async def test_health_goes_live_to_every_camera_it_concerns() -> None:
+    state = ConsoleState(views("a", "b"))
+    queue = state.subscribe()
+    state.record_health(HealthEvent("h", EventType.START, None,
+                                    HealthProblem.MODEL_UNAVAILABLE, started_at=T0, at=T0,
+                                    detail=""))
+    update = await asyncio.wait_for(queue.get(), 1)
+    assert update["type"] == "health"
+    assert sorted(update["health"]) == ["a", "b"]
+    assert update["health"]["a"][0]["problem"] == "model_unavailable"
+
+
+def test_alert_keeps_severity_zones_verification_and_clip() -> None:
+    state = ConsoleState([right_half_view()])
+    tracker = HazardTracker("a", [Hazard.FIRE], TrackerSettings(confirm_frames=1,
+                                                                clear_frames=1))
+    (start,) = tracker.update(answer(fire=True), T0)
+    clip = ClipRef(path="/evidence/a.mp4", url=None, ready=False,
+                   expected_at="2023-11-14T22:13:40Z")
+    checked = right_half_verdict(T0, Verification(results=(dataclasses.replace(
+        rejected_verification().results[0], hazard=Hazard.FIRE),)))
+    state.record_event(dataclasses.replace(start, zones=("bay",)), clip=clip, verdict=checked)
+    state.record_event(dataclasses.replace(start, type=EventType.UPDATE, revision=1,
+                                           severity=Severity.HIGH))
+    alert = state.alert(start.event_id)
+    assert alert is not None
+    shown = alert.to_json()
+    assert (shown["severity"], shown["zones"]) == ("high", ["bay"])
+    assert shown["verification"]["outcome"] == "rejected"
+    assert shown["crops"] == [{"path": "/evidence/a-zoom1.jpg",
+                               "url": f"/api/evidence/{start.event_id}/crop1.jpg"}]
+    assert state.evidence_path(start.event_id, "crop1.jpg") == "/evidence/a-zoom1.jpg"
+    assert state.evidence_path(start.event_id, "crop0.jpg") is None
+    assert state.evidence_path(start.event_id, "crop2.jpg") is None
+    assert state.evidence_path(start.event_id, "clip.mp4") is None  # not ready yet
+    state.record_clip(ClipPayload(id=start.event_id, camera="a", hazard=Hazard.FIRE,
+                                  ready=True, path="/evidence/a.mp4", url=None,
+                                  duration_s=12.0, pre_roll_s=5.0, size_bytes=1000))
+    assert state.evidence_path(start.event_id, "clip.mp4") == "/evidence/a.mp4"
+    assert state.evidence_path(start.event_id, "../../etc/passwd") is None

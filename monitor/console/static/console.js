@@ -4,6 +4,10 @@
 
 const SVG = "http://www.w3.org/2000/svg";
 const NAMES = { fire: "Fire", smoke: "Smoke", no_helmet: "No hard hat" };
+const PROBLEMS = { offline: "offline", frozen: "frozen picture", blank: "blank picture",
+  view_changed: "view changed", no_verdict: "no verdict", model_unavailable: "model unavailable" };
+const OUTCOMES = { confirmed: "confirmed by zoom-in", rejected: "rejected by zoom-in",
+  failed: "zoom-in failed", unverified: "not verified (no box)" };
 const active = new Map(); // camera -> Map(event id -> hazard)
 
 function csrf() {
@@ -26,6 +30,37 @@ function drawOverlay(frame, sample) {
   const width = sample ? sample.width : 16, height = sample ? sample.height : 9;
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   if (sample) {
+    // Zones and crops come in pixels of the sent image, mapped by the daemon.
+    for (const zone of sample.zones || []) {
+      const group = document.createElementNS(SVG, "g");
+      group.setAttribute("class", "zone");
+      const polygon = document.createElementNS(SVG, "polygon");
+      polygon.setAttribute("class", "zone");
+      polygon.setAttribute("points", zone.points.map((p) => `${p[0]},${p[1]}`).join(" "));
+      group.appendChild(polygon);
+      const name = document.createElementNS(SVG, "text");
+      name.setAttribute("class", "zone-name");
+      name.setAttribute("x", zone.points[0][0] + 4);
+      name.setAttribute("y", zone.points[0][1] + height / 20);
+      name.setAttribute("font-size", Math.round(height / 2) / 10);
+      name.textContent = zone.name;
+      group.appendChild(name);
+      svg.appendChild(group);
+    }
+    for (const result of sample.verification || []) {
+      for (const check of result.checks) {
+        const rect = document.createElementNS(SVG, "rect");
+        rect.setAttribute("class", `crop ${check.agrees ? "agrees" : "disagrees"}`);
+        rect.setAttribute("x", check.x1);
+        rect.setAttribute("y", check.y1);
+        rect.setAttribute("width", Math.max(0, check.x2 - check.x1));
+        rect.setAttribute("height", Math.max(0, check.y2 - check.y1));
+        const title = document.createElementNS(SVG, "title");
+        title.textContent = `zoom-in ${NAMES[result.hazard] || result.hazard}: ${check.seen || check.error || check.answer}`;
+        rect.appendChild(title);
+        svg.appendChild(rect);
+      }
+    }
     for (const box of sample.boxes) {
       const rect = document.createElementNS(SVG, "rect");
       rect.setAttribute("class", `box ${box.hazard}`);
@@ -75,7 +110,70 @@ function showSample(sample) {
     if (summary) summary.textContent = sample.summary;
     const when = holder.querySelector(".when");
     if (when) when.textContent = sample.captured_at;
+    const verification = holder.querySelector(".verification");
+    if (verification) {
+      verification.textContent = "";
+      for (const result of sample.verification || []) {
+        const outcome = document.createElement("span");
+        outcome.className = `outcome ${result.outcome}`;
+        outcome.textContent = `${NAMES[result.hazard] || result.hazard}: ${result.text}`;
+        verification.appendChild(outcome);
+      }
+    }
   }
+}
+
+function showHealth(camera, problems) {
+  for (const holder of document.querySelectorAll(`[data-camera="${CSS.escape(camera)}"]`)) {
+    const health = holder.querySelector(".health");
+    if (!health) continue;
+    health.textContent = "";
+    for (const problem of problems) {
+      const span = document.createElement("span");
+      span.className = `problem ${problem.problem}`;
+      span.title = `since ${problem.since}: ${problem.detail}`;
+      span.textContent = PROBLEMS[problem.problem] || problem.problem;
+      health.appendChild(span);
+    }
+  }
+}
+
+function evidenceCell(row, alert) {
+  const td = cell(row, "", "evidence");
+  if (alert.snapshot) {
+    const snapshot = document.createElement("span");
+    snapshot.className = "path";
+    snapshot.textContent = alert.snapshot;
+    td.appendChild(snapshot);
+  }
+  if (alert.clip) {
+    const clip = document.createElement("div");
+    clip.className = "clip";
+    if (alert.clip.ready) {
+      const link = document.createElement("a");
+      link.href = `/api/evidence/${encodeURIComponent(alert.id)}/clip.mp4`;
+      link.textContent = "clip (MP4)";
+      clip.appendChild(link);
+    } else clip.appendChild(document.createTextNode("clip being recorded"));
+    const path = document.createElement("span");
+    path.className = "path";
+    path.textContent = ` ${alert.clip.path}`;
+    clip.appendChild(path);
+    td.appendChild(clip);
+  }
+  (alert.crops || []).forEach((crop, i) => {
+    const div = document.createElement("div");
+    div.className = "crop";
+    const link = document.createElement("a");
+    link.href = crop.url;
+    link.textContent = `zoom-in ${i + 1}`;
+    div.appendChild(link);
+    const path = document.createElement("span");
+    path.className = "path";
+    path.textContent = ` ${crop.path}`;
+    div.appendChild(path);
+    td.appendChild(div);
+  });
 }
 
 function showBadges(camera) {
@@ -118,7 +216,14 @@ function alertRow(alert) {
   const badge = document.createElement("span");
   badge.className = `badge ${alert.hazard}`;
   badge.textContent = NAMES[alert.hazard] || alert.hazard;
-  cell(row, badge);
+  const hazardCell = cell(row, badge);
+  if (alert.severity === "high") {
+    const high = document.createElement("span");
+    high.className = "severity high";
+    high.textContent = "HIGH";
+    hazardCell.appendChild(document.createTextNode(" "));
+    hazardCell.appendChild(high);
+  }
   const link = document.createElement("a");
   link.href = `/cameras/${encodeURIComponent(alert.camera)}`;
   link.textContent = alert.camera;
@@ -127,8 +232,20 @@ function alertRow(alert) {
   let state = alert.active ? "raised" : `ended (${alert.end_reason || "-"})`;
   if (alert.acknowledged_by) state += `, acknowledged by ${alert.acknowledged_by}`;
   cell(row, state, "state");
-  cell(row, alert.detail, "detail");
-  cell(row, alert.snapshot || "", "evidence");
+  const detail = cell(row, alert.detail, "detail");
+  if (alert.zones && alert.zones.length) {
+    const zones = document.createElement("div");
+    zones.className = "zones";
+    zones.textContent = `zones: ${alert.zones.join(", ")}`;
+    detail.appendChild(zones);
+  }
+  if (alert.verification) {
+    const outcome = document.createElement("div");
+    outcome.className = `outcome ${alert.verification.outcome}`;
+    outcome.textContent = OUTCOMES[alert.verification.outcome] || alert.verification.outcome;
+    detail.appendChild(outcome);
+  }
+  evidenceCell(row, alert);
   const actions = cell(row, "", "actions");
   if (document.body.dataset.canAct === "yes" && alert.active) {
     actions.appendChild(button("Acknowledge", "ack", alert.id));
@@ -191,6 +308,9 @@ function follow() {
   stream.onerror = () => live && live.classList.remove("on");
   stream.addEventListener("sample", (e) => showSample(JSON.parse(e.data).sample));
   stream.addEventListener("alert", (e) => showAlert(JSON.parse(e.data).alert));
+  stream.addEventListener("health", (e) => {
+    for (const [camera, problems] of Object.entries(JSON.parse(e.data).health)) showHealth(camera, problems);
+  });
   stream.addEventListener("cameras", () => { if (document.body.dataset.page === "cameras") location.reload(); });
   stream.addEventListener("lost", () => location.reload());
 }
@@ -207,6 +327,7 @@ async function start() {
       for (const camera of (await response.json()).cameras) {
         active.set(camera.id, new Map(camera.active_alerts.map((a) => [a.id, a.hazard])));
         if (camera.latest) showSample(camera.latest);
+        showHealth(camera.id, camera.health);
       }
     }
   } catch (e) { say("cannot reach the daemon", true); }
