@@ -18,7 +18,7 @@ from concurrent.futures import Executor
 from monitor.alerts.evidence import SnapshotError, SnapshotStore
 from monitor.alerts.health import HealthEvent
 from monitor.alerts.notify.delivery import NotifyHub
-from monitor.alerts.payloads import Box, EventPayload, SnapshotRef, iso_time
+from monitor.alerts.payloads import Box, EventPayload, HealthEventPayload, SnapshotRef, iso_time
 from monitor.alerts.publisher import MqttPublisher
 from monitor.alerts.tracker import AlertEvent
 from monitor.console.state import ConsoleState
@@ -148,3 +148,12 @@ class AlertSink:
         """Publish a camera health event (a destination added next to ``event`` gets these
         too: they are events a channel may page someone for)."""
         self._publisher.publish_health(event)
+        if self._notify is not None:
+            self._notify.health(HealthEventPayload.from_event(event))
+
+    def ack(self, payload: EventPayload) -> None:
+        """Publish an operator's ``ack`` step on ``<prefix>/events`` and hand it to the
+        notification channels (filter ``ack``), like every other event step."""
+        self._publisher.publish(self._publisher.topics.events, payload.model_dump_json())
+        if self._notify is not None:
+            self._notify.event(payload)
