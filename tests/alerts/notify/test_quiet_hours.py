@@ -19,6 +19,7 @@ from monitor.alerts.outbox import Outbox
 from monitor.alerts.payloads import HealthEventPayload
 from monitor.config import ConfigError, config_from_mapping
 from monitor.rules.schedules import WeeklySchedule
+from monitor.service.supervisor import Supervisor
 from tests.alerts.notify.services import FakeServices
 from tests.alerts.notify.support import channel_for, event_payload, sending, wait_for
 
@@ -117,3 +118,23 @@ def test_an_unknown_schedule_name_is_refused_with_one_clear_line() -> None:
     config = config_from_mapping({"notify": [{**notify[0], "schedule": "day-shift"}],
                                   "schedules": {"day-shift": WORKDAYS}})
     assert config.notify[0].schedule == "day-shift"
+
+
+@pytest.mark.asyncio
+async def test_the_daemon_gives_each_channel_its_schedule(tmp_path: Path) -> None:
+    config = config_from_mapping({
+        "state_dir": str(tmp_path), "schedules": {"day-shift": WORKDAYS},
+        "notify": [{"name": "office", "type": "ntfy", "url": "https://ntfy.example/office",
+                    "schedule": "day-shift", "urgent_hazards": ["fire", "smoke"]},
+                   {"name": "pager", "type": "ntfy", "url": "https://ntfy.example/pager"}]})
+    supervisor = Supervisor.open(config)
+    try:
+        office, pager = supervisor.notify.workers
+        assert office.quiet is not None
+        assert office.quiet.schedule.name == "day-shift"
+        assert not office.quiet.schedule.is_active(NIGHT)
+        assert office.quiet.urgent_hazards == {"fire", "smoke"}
+        assert pager.quiet is None
+    finally:
+        supervisor.notify.close()
+        supervisor.outbox.close()
