@@ -110,6 +110,7 @@ async def test_health_start_and_end_reach_the_channel_filtered_on_them_only(
     delivered = hooks(fake, "on-health")
     assert [d["notification"]["kind"] for d in delivered] == ["health_start", "health_end"]
     assert [d["event"]["problem"] for d in delivered] == ["offline", "offline"]
+    assert [d["notification"]["problem"] for d in delivered] == ["offline", "offline"]
     assert delivered[0]["event"]["id"] == delivered[1]["event"]["id"] == "health-1"
     assert delivered[0]["notification"]["title"] == "Camera problem: camera cam1 offline"
     assert "connection refused" in delivered[0]["notification"]["text"]
