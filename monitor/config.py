@@ -46,6 +46,7 @@ from monitor.clipconfig import (
 )
 from monitor.notifyconfig import (
     NotifyChannelConfig,
+    channel_schedule_problems,
     channel_secrets,
     check_channel_names,
     masked_channel,
@@ -886,6 +887,7 @@ def config_from_mapping(data: dict[str, Any], *, source: str = "<config>") -> Mo
     except ValidationError as exc:
         raise ConfigError([f"{source}: {line}" for line in describe_errors(exc)]) from None
     problems = site_rule_problems(config)
+    problems.extend(channel_schedule_problems(config.notify, config.schedules))
     if problems:
         raise ConfigError([f"{source}: {line}" for line in problems])
     return config

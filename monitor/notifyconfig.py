@@ -14,6 +14,7 @@ and :func:`masked_channel` shows a channel without them (``check-config``).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import parse_qsl, urlsplit
 
@@ -21,14 +22,18 @@ from jinja2 import TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-NotifyEventName = Literal["start", "update", "end", "ack", "false_alarm",
-                          "camera_offline", "camera_online"]
-"""What a channel can be sent. ``start``/``update``/``end`` are alert steps; ``ack`` and
-``false_alarm`` are an operator's answers to an alert and ``camera_offline``/``camera_online``
-camera health: the names are accepted now, those events flow once their producers exist."""
+NotifyEventName = Literal["start", "update", "end", "ack", "false_alarm", "health"]
+"""What a channel can be sent. ``start``/``update``/``end`` are alert steps; ``ack`` (an
+operator acknowledged the alert) and ``false_alarm`` (an ``end`` whose end reason is
+``false_alarm``: it matches ``end`` too) are an operator's answers to an alert; ``health`` is
+the start and the end of a camera health problem (``<prefix>/health``)."""
 NOTIFY_EVENT_NAMES: tuple[NotifyEventName, ...] = get_args(NotifyEventName)
 NotifyHazardName = Literal["fire", "smoke", "no_helmet"]
 """The hazards (same names as :data:`monitor.config.HazardName`)."""
+NotifyHealthProblemName = Literal["offline", "frozen", "blank", "view_changed", "no_verdict",
+                                  "model_unavailable"]
+"""The camera health problems (same names as :class:`monitor.alerts.health.HealthProblem`,
+which this layer cannot import)."""
 
 _CHANNEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -61,8 +66,7 @@ class _ChannelBase(_Table):
                                                    description="Hazards; default: all.")
     events: list[NotifyEventName] = Field(
         default_factory=_default_events,
-        description="Event types: start, update, end, ack, false_alarm, camera_offline, "
-        "camera_online.")
+        description="Event types: start, update, end, ack, false_alarm, health.")
     language: Literal["en", "zh"] = Field(default="en", description="Default template language.")
     template: str | None = Field(
         default=None, description="Jinja2 template of the message text (sandboxed); default: "
@@ -78,6 +82,20 @@ class _ChannelBase(_Table):
     max_age_s: float = Field(default=86400.0, gt=0, description="Drop a notification that "
                              "could not be delivered for this long.")
     max_messages: int = Field(default=1000, ge=1, description="Queue bound of this channel.")
+    health_problems: list[NotifyHealthProblemName] | None = Field(
+        default=None, description="With event health: only these problems; default: all.")
+    health_template: str | None = Field(
+        default=None, description="Jinja2 template of a health event's text; default: the "
+        "built-in one of `language`.")
+    health_title_template: str | None = Field(
+        default=None, description="Jinja2 template of a health event's title/subject.")
+    schedule: str | None = Field(
+        default=None, description="Quiet hours: name of a [schedules.<name>]; outside it the "
+        "channel sends nothing (but urgent_hazards) and sends one digest of what it held back "
+        "when the schedule is active again.")
+    urgent_hazards: list[NotifyHazardName] = Field(
+        default_factory=list, description="Alert steps of these hazards are sent outside "
+        "`schedule` too (e.g. fire pages at night).")
 
     @field_validator("name")
     @classmethod
@@ -87,7 +105,7 @@ class _ChannelBase(_Table):
                              "with a letter or digit")
         return value
 
-    @field_validator("template", "title_template")
+    @field_validator("template", "title_template", "health_template", "health_title_template")
     @classmethod
     def _template(cls, value: str | None) -> str | None:
         if value is not None:
@@ -274,6 +292,16 @@ def check_channel_names(channels: list[Any]) -> None:
             raise ValueError(f"notify channel name {channel.name!r} is used twice; names "
                              "must be unique")
         seen.add(channel.name)
+
+
+def channel_schedule_problems(channels: list[Any], schedules: Iterable[str]) -> list[str]:
+    """One line per channel whose ``schedule`` names no ``[schedules.<name>]``."""
+    known = sorted(schedules)
+    return [f"notify.{index}.schedule: unknown schedule {channel.schedule!r} of channel "
+            f"{channel.name!r} (defined: "
+            f"{', '.join(known) or 'none; add [schedules.' + channel.schedule + ']'})"
+            for index, channel in enumerate(channels)
+            if channel.schedule is not None and channel.schedule not in known]
 
 
 def channel_secrets(channels: list[Any]) -> list[str]:

@@ -71,7 +71,7 @@ class ConsoleActionHandler:
             hazard=Hazard(alert.hazard), started_at=iso_time(alert.started_at), ended_at=None,
             at=iso_time(at), detail=alert.detail, confirming_verdicts=0, verdicts=[],
             missing_helmets=None, by=by)
-        self._publisher.publish(self._publisher.topics.events, payload.model_dump_json())
+        self._sink.ack(payload)  # MQTT, then the notification channels that take "ack"
         logger.info("camera %s: %s alert %s acknowledged by %s", alert.camera_id,
                     alert.hazard, event_id, by)
         return alert

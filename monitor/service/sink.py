@@ -18,7 +18,7 @@ from concurrent.futures import Executor
 from monitor.alerts.evidence import SnapshotError, SnapshotStore
 from monitor.alerts.health import HealthEvent
 from monitor.alerts.notify.delivery import NotifyHub
-from monitor.alerts.payloads import Box, EventPayload, SnapshotRef, iso_time
+from monitor.alerts.payloads import Box, EventPayload, HealthEventPayload, SnapshotRef, iso_time
 from monitor.alerts.publisher import MqttPublisher
 from monitor.alerts.tracker import AlertEvent
 from monitor.console.state import ConsoleState
@@ -150,3 +150,12 @@ class AlertSink:
         self._publisher.publish_health(event)
         if self.console is not None:
             self.console.record_health(event)
+        if self._notify is not None:
+            self._notify.health(HealthEventPayload.from_event(event))
+
+    def ack(self, payload: EventPayload) -> None:
+        """Publish an operator's ``ack`` step on ``<prefix>/events`` and hand it to the
+        notification channels (filter ``ack``), like every other event step."""
+        self._publisher.publish(self._publisher.topics.events, payload.model_dump_json())
+        if self._notify is not None:
+            self._notify.event(payload)

@@ -165,7 +165,9 @@ class Supervisor:
         mqtt = config.mqtt
         outbox = Outbox(config.state_dir / "outbox.sqlite3", max_messages=mqtt.queue_size,
                         max_bytes=mqtt.outbox_max_bytes, max_age_s=mqtt.outbox_max_age_s)
-        return cls(config, outbox, NotifyHub.open(config.notify, config.state_dir / "notify"))
+        schedules = {name: section.build(name) for name, section in config.schedules.items()}
+        return cls(config, outbox, NotifyHub.open(config.notify, config.state_dir / "notify",
+                                                  schedules))
 
     def __init__(self, config: MonitorConfig, outbox: Outbox,
                  notify: NotifyHub | None = None) -> None:

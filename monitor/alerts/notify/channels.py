@@ -6,7 +6,8 @@ turns the HTTP answer into an :class:`Outcome`: delivered, retry (after the wait
 asked for), refused for the whole channel (a bad key, token or signature: nothing gets
 through until the configuration is fixed) or refused for this message only (dropped).
 
-* ``webhook``: ``POST`` of JSON ``{"notification": {...}, "event": <EventPayload>}``;
+* ``webhook``: ``POST`` of JSON ``{"notification": {...}, "event": <EventPayload or
+  HealthEventPayload>}``;
   ``X-Monitor-Timestamp`` (Unix seconds), ``X-Monitor-Signature: sha256=<hex>`` =
   HMAC-SHA256(secret, timestamp + "." + body) and ``Idempotency-Key``.
 * ``wecom`` (group robot): ``{"msgtype": "markdown"|"text", ...}`` (4096 / 2048 bytes); the
@@ -157,7 +158,8 @@ def _webhook(channel: Any, notification: Notification, now: float) -> HttpReques
     data = {"notification": {"key": notification.key, "kind": notification.kind,
                              "camera": notification.camera, "hazard": notification.hazard,
                              "title": notification.title, "text": notification.text,
-                             "at": notification.at, "image_url": notification.image_url},
+                             "at": notification.at, "image_url": notification.image_url,
+                             "problem": notification.problem},
             "event": notification.event}
     body = json.dumps(data, ensure_ascii=False).encode()
     timestamp = str(int(now))

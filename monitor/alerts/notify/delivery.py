@@ -32,7 +32,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -51,18 +51,22 @@ from monitor.alerts.notify.channels import (
     image_limit,
     sends_image,
 )
+from monitor.alerts.notify.health_messages import health_notification_for, wants_health
 from monitor.alerts.notify.images import fit_jpeg
 from monitor.alerts.notify.messages import (
     Notification,
     RateLimiter,
+    alert_event_names,
     notification_for,
     wants,
 )
+from monitor.alerts.notify.quiet import QuietHours
 from monitor.alerts.notify.smtp import build_email, send_email
 from monitor.alerts.outbox import Outbox, OutboxError, Outgoing
-from monitor.alerts.payloads import EventPayload
+from monitor.alerts.payloads import EventPayload, HealthEventPayload
 from monitor.backoff import backoff_s
 from monitor.redaction import redact
+from monitor.rules.schedules import WeeklySchedule
 
 logger = logging.getLogger(__name__)
 
@@ -88,11 +92,15 @@ class ChannelWorker:
     """One channel: its queue, its rate limit, its sending task (see the module docstring)."""
 
     def __init__(self, channel: Any, outbox: Outbox, *, clock: Any = time.time,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 schedule: WeeklySchedule | None = None) -> None:
         self.channel = channel
         self.name: str = channel.name
         self.outbox = outbox
         self.limiter = RateLimiter(channel.rate_limit)
+        self.quiet = QuietHours(schedule, channel.urgent_hazards) \
+            if schedule is not None else None
+        """The channel's quiet hours (``schedule``), ``None``: it sends at any time."""
         self.stats = ChannelStats()
         self._clock = clock
         self._rng = rng or random.Random()
@@ -106,14 +114,26 @@ class ChannelWorker:
     def offer(self, payload: EventPayload) -> None:
         """Queue the notification of an event step if the channel wants it."""
         hazard = payload.hazard.value
-        if not wants(self.channel, payload.type, payload.camera, hazard):
+        if not any(wants(self.channel, name, payload.camera, hazard)
+                   for name in alert_event_names(payload)):
             return
-        notification, problem = notification_for(self.channel, payload)
+        self._admit(*notification_for(self.channel, payload))
+
+    def offer_health(self, payload: HealthEventPayload) -> None:
+        """Queue the notification of a camera health event if the channel wants it."""
+        if wants_health(self.channel, payload):
+            self._admit(*health_notification_for(self.channel, payload))
+
+    def _admit(self, notification: Notification, problem: str | None) -> None:
         if problem and not self._template_warned:
             self._template_warned = True
             logger.error("notify %s: %s; the default template is used", self.name,
                          redact(problem))
-        if self.limiter.admit(notification, self._clock()):
+        now = self._clock()
+        # Quiet hours first: what they hold back costs the rate limit nothing.
+        if self.quiet is not None and not self.quiet.admit(notification, now):
+            return
+        if self.limiter.admit(notification, now):
             self.store(notification)
 
     def store(self, notification: Notification) -> None:
@@ -154,8 +174,14 @@ class ChannelWorker:
                 self._session = None
 
     async def _turn(self) -> None:
-        for digest in self.limiter.digests(self._clock(), self.channel.language):
-            self.store(digest)
+        now = self._clock()
+        quiet_digest = self.quiet.digest(now, self.channel.language) \
+            if self.quiet is not None else None
+        if quiet_digest is not None:
+            self.store(quiet_digest)
+        for digest in self.limiter.digests(now, self.channel.language):
+            if self.quiet is None or self.quiet.admit(digest, now):
+                self.store(digest)
         head = self.outbox.head(1)
         if not head:
             self._wakeup.clear()
@@ -299,8 +325,10 @@ class NotifyHub:
     """Every configured channel (see the module docstring); constructed over open queues."""
 
     @classmethod
-    def open(cls, channels: Iterable[Any], directory: Path) -> NotifyHub:
-        """Open each enabled channel's queue under ``directory``.
+    def open(cls, channels: Iterable[Any], directory: Path,
+             schedules: Mapping[str, WeeklySchedule] | None = None) -> NotifyHub:
+        """Open each enabled channel's queue under ``directory`` (``schedules``: the
+        configured ones by name, for the channels' quiet hours; names are checked at load).
 
         Raises:
             OutboxError: a queue cannot be opened (the state directory is unusable).
@@ -311,7 +339,8 @@ class NotifyHub:
                 continue
             outbox = Outbox(directory / f"{channel.name}.sqlite3",
                             max_messages=channel.max_messages, max_age_s=channel.max_age_s)
-            workers.append(ChannelWorker(channel, outbox))
+            schedule = (schedules or {}).get(channel.schedule) if channel.schedule else None
+            workers.append(ChannelWorker(channel, outbox, schedule=schedule))
         return cls(workers)
 
     def __init__(self, workers: Sequence[ChannelWorker]) -> None:
@@ -326,6 +355,16 @@ class NotifyHub:
             except OutboxError as exc:
                 logger.error("notify %s: %s %s not queued: %s", worker.name,  # noqa: TRY400
                              payload.type, payload.id, exc)
+
+    def health(self, payload: HealthEventPayload) -> None:
+        """Queue a camera health event for every channel that wants it (never raises, like
+        :meth:`event`)."""
+        for worker in self.workers:
+            try:
+                worker.offer_health(payload)
+            except OutboxError as exc:
+                logger.error("notify %s: health %s %s not queued: %s",  # noqa: TRY400
+                             worker.name, payload.type, payload.id, exc)
 
     def reasons(self) -> list[str]:
         """``/readyz`` reasons of every channel."""
@@ -363,7 +402,8 @@ class NotifyCollector(Collector):
             failed.add_metric([name, "retry"], stats.retried)
             failed.add_metric([name, "refused"], stats.refusals)
             failed.add_metric([name, "dropped"], stats.dropped)
-            held.add_metric([name], worker.limiter.held_back)
+            held.add_metric([name], worker.limiter.held_back
+                            + (worker.quiet.held_back if worker.quiet is not None else 0))
             depth.add_metric([name], worker.outbox.depth)
             refused.add_metric([name], 1 if stats.refusal is not None else 0)
         yield from (sent, failed, held, depth, refused)

@@ -30,10 +30,18 @@ HAZARD_LABELS = {
 KIND_LABELS = {
     "en": {"start": "ALERT", "update": "Alert update", "end": "Cleared", "digest": "Digest",
            "test": "Test", "ack": "Acknowledged", "false_alarm": "False alarm",
-           "camera_offline": "Camera offline", "camera_online": "Camera online"},
+           "health_start": "Camera problem", "health_end": "Camera recovered"},
     "zh": {"start": "告警", "update": "告警更新", "end": "告警解除", "digest": "告警汇总",
            "test": "测试", "ack": "已确认", "false_alarm": "误报",
-           "camera_offline": "摄像头离线", "camera_online": "摄像头恢复"},
+           "health_start": "摄像头故障", "health_end": "摄像头恢复"},
+}
+PROBLEM_LABELS = {
+    "en": {"offline": "offline", "frozen": "picture frozen", "blank": "picture blank",
+           "view_changed": "view changed", "no_verdict": "no verdict",
+           "model_unavailable": "model unavailable"},
+    "zh": {"offline": "离线", "frozen": "画面冻结", "blank": "画面空白",
+           "view_changed": "视角改变", "no_verdict": "无识别结果",
+           "model_unavailable": "模型不可用"},
 }
 
 DEFAULT_TITLES = {
@@ -46,6 +54,7 @@ DEFAULT_TEXTS = {
         "{% if detail %}{{ detail }}\n{% endif %}"
         "{% if missing_helmets %}People without a hard hat: {{ missing_helmets }}\n{% endif %}"
         "{% if end_reason %}Ended: {{ end_reason }}\n{% endif %}"
+        "{% if by %}By: {{ by }}\n{% endif %}"
         "{% if snapshot_url %}Evidence: {{ snapshot_url }}\n{% endif %}"
         "{% if clip_url %}Clip: {{ clip_url }}\n{% endif %}"
         "Alert {{ id }}"
@@ -55,6 +64,7 @@ DEFAULT_TEXTS = {
         "{% if detail %}{{ detail }}\n{% endif %}"
         "{% if missing_helmets %}未戴安全帽人数：{{ missing_helmets }}\n{% endif %}"
         "{% if end_reason %}结束原因：{{ end_reason }}\n{% endif %}"
+        "{% if by %}操作人：{{ by }}\n{% endif %}"
         "{% if snapshot_url %}证据图片：{{ snapshot_url }}\n{% endif %}"
         "{% if clip_url %}视频片段：{{ clip_url }}\n{% endif %}"
         "告警编号 {{ id }}"
@@ -90,6 +100,8 @@ class Notification:
     image_url: str | None = None
     event: dict[str, Any] | None = None
     part: str = "message"
+    problem: str | None = None
+    """A health event's problem (``offline``...); ``None`` for alert steps."""
 
     def to_json(self) -> bytes:
         """The stored form."""
@@ -112,10 +124,23 @@ def wants(channel: Any, kind: str, camera: str, hazard: str | None) -> bool:
                 and hazard not in channel.hazards)
 
 
+def alert_event_names(payload: EventPayload) -> tuple[str, ...]:
+    """The ``events`` filter names an alert step matches: its type, and ``false_alarm`` too
+    for an end an operator marked a false alarm."""
+    if payload.type == "end" and payload.end_reason == "false_alarm":
+        return ("end", "false_alarm")
+    return (payload.type,)
+
+
+def notification_kind(payload: EventPayload) -> str:
+    """The notification's ``kind``: the step's type, ``false_alarm`` for such an end."""
+    return "false_alarm" if "false_alarm" in alert_event_names(payload) else payload.type
+
+
 def template_values(payload: EventPayload, language: str) -> dict[str, Any]:
     """The plain values a template can use."""
     hazard = payload.hazard.value
-    kind = payload.type
+    kind = notification_kind(payload)
     snapshot = payload.snapshot
     clip = payload.clip
     return {
@@ -131,6 +156,8 @@ def template_values(payload: EventPayload, language: str) -> dict[str, Any]:
         # post-roll (clip_ready says whether it is written).
         "clip_url": clip.url if clip else None, "clip_path": clip.path if clip else None,
         "clip_ready": clip.ready if clip else None,
+        # ack: who acknowledged it (the console's user or the MQTT command's "by").
+        "by": payload.by, "event": "alert",
     }
 
 
@@ -173,8 +200,11 @@ def notification_for(channel: Any, payload: EventPayload) -> tuple[Notification,
         title = render(DEFAULT_TITLES[language], values)
         text = render(DEFAULT_TEXTS[language], values)
     snapshot = payload.snapshot
+    # An ack carries the revision of the step it acknowledges: its own key must differ, or a
+    # receiver de-duplicating on Idempotency-Key would drop it as that step's redelivery.
+    key = f"{payload.id}:{payload.revision}" + (":ack" if payload.type == "ack" else "")
     notification = Notification(
-        key=f"{payload.id}:{payload.revision}", kind=payload.type, camera=payload.camera,
+        key=key, kind=notification_kind(payload), camera=payload.camera,
         hazard=payload.hazard.value, title=title, text=text, at=payload.at,
         image_path=snapshot.path if snapshot and channel.image else None,
         image_url=snapshot.url if snapshot else None,
@@ -202,18 +232,23 @@ class _Held:
     last: str = ""
 
 
+_Subject = tuple[str, str | None, str | None]
+"""What a rate limit counts per: (camera, hazard, health problem)."""
+
+
 class RateLimiter:
-    """At most ``max_messages`` per (camera, hazard) in any ``window_s``; the rest is counted
-    and summarised by :meth:`digests` once the window has room again."""
+    """At most ``max_messages`` per (camera, hazard) — per (camera, problem) for health
+    events — in any ``window_s``; the rest is counted and summarised by :meth:`digests` once
+    the window has room again."""
 
     def __init__(self, limit: RateLimitConfig) -> None:
         self.limit = limit
-        self._sent: dict[tuple[str, str | None], deque[float]] = {}
-        self._held: dict[tuple[str, str | None], _Held] = {}
+        self._sent: dict[_Subject, deque[float]] = {}
+        self._held: dict[_Subject, _Held] = {}
         self.held_back = 0
         """Notifications summarised instead of sent (this process)."""
 
-    def _room(self, key: tuple[str, str | None], now: float) -> deque[float]:
+    def _room(self, key: _Subject, now: float) -> deque[float]:
         sent = self._sent.setdefault(key, deque())
         while sent and sent[0] <= now - self.limit.window_s:
             sent.popleft()
@@ -221,7 +256,7 @@ class RateLimiter:
 
     def admit(self, notification: Notification, now: float) -> bool:
         """Whether to send ``notification`` now; if not, it is counted for the digest."""
-        key = (notification.camera, notification.hazard)
+        key = (notification.camera, notification.hazard, notification.problem)
         sent = self._room(key, now)
         if len(sent) < self.limit.max_messages and key not in self._held:
             sent.append(now)
@@ -241,15 +276,17 @@ class RateLimiter:
                 continue
             sent.append(now)
             del self._held[key]
-            due.append(digest_notification(key[0], key[1], held, language))
+            due.append(digest_notification(key[0], key[1], held, language, problem=key[2]))
         return due
 
 
 def digest_notification(camera: str, hazard: str | None, held: _Held,
-                        language: str) -> Notification:
+                        language: str, *, problem: str | None = None) -> Notification:
     """The summary of what was held back."""
     labels = KIND_LABELS[language]
     hazard_label = HAZARD_LABELS[language].get(hazard or "", hazard or "-")
+    if problem is not None:
+        hazard_label = PROBLEM_LABELS[language].get(problem, problem)
     counts = ", ".join(f"{labels.get(kind, kind)} x{count}"
                        for kind, count in sorted(held.counts.items()))
     total = sum(held.counts.values())
@@ -257,8 +294,9 @@ def digest_notification(camera: str, hazard: str | None, held: _Held,
                                          first=held.first, last=held.last, counts=counts)
     title = render(DEFAULT_TITLES[language], {"kind_label": labels["digest"],
                                               "hazard_label": hazard_label, "camera": camera})
-    return Notification(key=f"digest:{camera}:{hazard}:{held.last}", kind="digest",
-                        camera=camera, hazard=hazard, title=title, text=text, at=held.last)
+    return Notification(key=f"digest:{camera}:{hazard or problem}:{held.last}",
+                        kind="digest", camera=camera, hazard=hazard, title=title, text=text,
+                        at=held.last, problem=problem)
 
 
 def truncate_utf8(text: str, max_bytes: int) -> str:
