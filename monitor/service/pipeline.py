@@ -335,6 +335,7 @@ class CameraPipeline:
         except (VlmError, ImageBudgetError) as exc:
             self._failed(exc)
             return None
+        await self._scene.analysed(sent)  # the slot is free again: the reference for waits
         verdict = analysis.verdict(self.camera_id, sent.captured_at)
         if self._roi is not None:
             # Boxes are in the cropped region's pixels; the evidence image is the whole frame.
@@ -368,7 +369,6 @@ class CameraPipeline:
                         analysis = await slot.analyse(image, captured_at=frame.captured_at,
                                                       context=self.camera.context,
                                                       hazards=self._asked(frame.captured_at))
-                        self._scene.analysed(frame)
                         return analysis, frame
                 finally:
                     self._scene.stop()

@@ -10,8 +10,8 @@ while the request waits, the pipeline runs :meth:`SceneWatch.watch`: every
 (:mod:`monitor.model.priority`) serves the camera before unchanged ones of equal priority.
 
 Nothing runs when a slot is free at once (the first check waits :data:`SCENE_CHECK_S`): the
-unloaded daemon does exactly what it did. The reference thumbnail is computed lazily, from
-the last analysed frame, the first time a wait needs it.
+unloaded daemon does what it did, plus one thumbnail of each analysed frame (the reference,
+computed after its slot is given back; the frame itself is not kept).
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ class SceneWatch:
         self._pixel_threshold = pixel_threshold
         self._check_every_s = check_every_s
         self._offload = offload
-        self._analysed: WatchedFrame | None = None
         self._reference: GreyImage | None = None
+        self._reference_sequence: int | None = None
         self._changed = False
         self._task: asyncio.Task[None] | None = None
 
@@ -75,14 +75,18 @@ class SceneWatch:
         """The change gate already saw the sampled frame differ from the last analysed one."""
         self._changed = True
 
-    def analysed(self, frame: WatchedFrame) -> None:
-        """``frame`` was analysed: it is the new reference, and nothing changed since."""
-        self._analysed, self._reference, self._changed = frame, None, False
+    async def analysed(self, frame: WatchedFrame) -> None:
+        """``frame`` was analysed: nothing changed since, and its thumbnail is the new
+        reference."""
+        self._changed = False
+        self._reference = await self._offload(frame.grey_thumbnail,
+                                              *thumbnail_size(frame.width, frame.height))
+        self._reference_sequence = frame.sequence
 
     def start(self, source: WatchedSource) -> None:
         """Watch ``source`` until :meth:`stop` (a request began waiting for a slot)."""
         self.stop()
-        if self._analysed is not None and not self._changed:
+        if self._reference is not None and not self._changed:
             self._task = asyncio.create_task(self.watch(source),
                                              name="scene-watch")
 
@@ -95,23 +99,19 @@ class SceneWatch:
     async def watch(self, source: WatchedSource) -> None:
         """Compare the newest frame with the last analysed one every ``check_every_s``
         until one differs markedly (then :meth:`changed` is true and it returns)."""
-        reference_frame = self._analysed
-        if reference_frame is None:
+        reference = self._reference
+        if reference is None:
             return
-        compared = reference_frame.sequence
+        compared = self._reference_sequence
         while not self._changed:
             await asyncio.sleep(self._check_every_s)
             frame = source.latest()
             if frame is None or frame.sequence == compared:
                 continue
             compared = frame.sequence
-            if self._reference is None:
-                self._reference = await self._offload(
-                    reference_frame.grey_thumbnail,
-                    *thumbnail_size(reference_frame.width, reference_frame.height))
             # Each at its own size: a new aspect ratio counts as a new scene.
             thumbnail = await self._offload(frame.grey_thumbnail,
                                             *thumbnail_size(frame.width, frame.height))
-            if changed_fraction(self._reference, thumbnail,
+            if changed_fraction(reference, thumbnail,
                                 self._pixel_threshold) > self._area_threshold:
                 self._changed = True

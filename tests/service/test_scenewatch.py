@@ -53,7 +53,7 @@ async def watched_for(scene: SceneWatch, source: Source, seconds: float) -> None
 @pytest.mark.asyncio
 async def test_sensor_noise_on_an_unchanged_scene_is_no_change() -> None:
     source, scene = Source(), watch()
-    scene.analysed(source.put(90))
+    await scene.analysed(source.put(90))
     scene.start(source)
     for _ in range(10):
         source.put(90)
@@ -65,14 +65,14 @@ async def test_sensor_noise_on_an_unchanged_scene_is_no_change() -> None:
 @pytest.mark.asyncio
 async def test_a_new_scene_while_waiting_counts_as_changed_until_the_next_analysis() -> None:
     source, scene = Source(), watch()
-    scene.analysed(source.put(90))
+    await scene.analysed(source.put(90))
     source.put(90)
     scene.start(source)
     source.put(200)  # flames, smoke, a person: most of the thumbnail moves
     await asyncio.wait_for(_until(scene.changed), timeout=5.0)
     scene.stop()
     assert scene.changed()
-    scene.analysed(source.put(200))
+    await scene.analysed(source.put(200))
     assert not scene.changed()
     # The new reference is the analysed frame: the same scene again is no change.
     await watched_for(scene, source, CHECK_S * 5)
@@ -82,7 +82,7 @@ async def test_a_new_scene_while_waiting_counts_as_changed_until_the_next_analys
 @pytest.mark.asyncio
 async def test_a_small_part_of_the_picture_changing_is_a_change() -> None:
     source, scene = Source(), watch()
-    scene.analysed(source.put(90))
+    await scene.analysed(source.put(90))
     frame = source.put(90)
     frame._frame[60:120, 140:200] = 230  # a flame in one corner of the yard: about 6 %
     scene.start(source)
@@ -94,7 +94,7 @@ async def test_a_small_part_of_the_picture_changing_is_a_change() -> None:
 @pytest.mark.asyncio
 async def test_a_new_picture_shape_counts_as_a_new_scene() -> None:
     source, scene = Source(), watch()
-    scene.analysed(source.put(90))
+    await scene.analysed(source.put(90))
     source.put(90, width=320, height=240)  # the camera was reconfigured: 16:9 to 4:3
     scene.start(source)
     await asyncio.wait_for(_until(scene.changed), timeout=5.0)
@@ -108,7 +108,7 @@ async def test_nothing_is_watched_before_a_first_analysis_or_once_a_change_is_kn
     source.put(90)
     await watched_for(scene, source, CHECK_S * 3)
     assert not scene.changed()  # no reference: the camera is overdue anyway
-    scene.analysed(source.put(90))
+    await scene.analysed(source.put(90))
     scene.mark_changed()  # the change gate already saw the sampled frame differ
     assert scene.changed()
     scene.start(source)
@@ -118,7 +118,7 @@ async def test_nothing_is_watched_before_a_first_analysis_or_once_a_change_is_kn
 @pytest.mark.asyncio
 async def test_stopping_ends_the_watch() -> None:
     source, scene = Source(), watch()
-    scene.analysed(source.put(90))
+    await scene.analysed(source.put(90))
     scene.start(source)
     task = scene._task
     assert task is not None
