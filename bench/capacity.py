@@ -12,10 +12,13 @@ The daemon's own parts run in this process as the supervisor wires them: the rea
 in the simulator), one :class:`~monitor.service.pipeline.CameraPipeline` per camera, the
 :class:`~monitor.service.sink.AlertSink` and :class:`~monitor.alerts.publisher.MqttPublisher`
 with its outbox, to a private Mosquitto; a subscriber times the ``start`` events. Only the
-cameras are synthetic: each source holds a pre-rendered 320x180 frame of the quiet scene (or of
-the fire scene while its camera's hazard lasts) with a new sequence number ``--fps`` times a
-second, so no decoding shares the two cores with what is measured. The change gate is off
-(every camera wants every interval analysed: a busy site).
+cameras are synthetic: each source holds pre-rendered 320x180 frames of the quiet scene (eight
+variants with sensor noise, 3 grey levels, so no two successive frames are identical, as on a
+real static camera) or of the fire scene while its camera's hazard lasts, with a new sequence
+number ``--fps`` times a second, so no decoding shares the two cores with what is measured.
+The change gate is off (every camera wants every interval analysed: a busy site); the
+pipeline's scene-change watch (:mod:`monitor.service.scenewatch`) still runs while requests
+wait, and sees the noisy quiet frames as unchanged and a starting fire as changed.
 
 Each run: ``--warmup-s`` first (not counted), then ``--measure-s`` measured; in it, on the
 first ``--trials`` cameras (all but two at most) fire appears at known times, ``--spacing-s``
@@ -95,10 +98,11 @@ class _Status:
 
 class SyntheticCamera:
     """A camera's newest frame, computed from the clock: a new sequence number every 1/fps
-    seconds, the fire picture while ``fire_from <= capture time < fire_until``."""
+    seconds, the fire picture while ``fire_from <= capture time < fire_until``, else one of
+    the quiet scene's noisy variants (a real static camera's frames differ by sensor noise)."""
 
-    def __init__(self, camera_id: str, fps: float, quiet: np.ndarray, fire: np.ndarray,
-                 t0: float) -> None:
+    def __init__(self, camera_id: str, fps: float, quiet: Sequence[np.ndarray],
+                 fire: np.ndarray, t0: float) -> None:
         self.camera_id = camera_id
         self.fps = fps
         self.status = _Status(decode="all", gop_s=None, fps=fps)
@@ -117,7 +121,8 @@ class SyntheticCamera:
         now = time.time()
         index = math.floor((now - self._t0) * self.fps)
         captured = self._t0 + index / self.fps
-        image = self._fire if self.fire_from <= captured < self.fire_until else self._quiet
+        image = self._fire if self.fire_from <= captured < self.fire_until \
+            else self._quiet[index % len(self._quiet)]
         monotonic = time.monotonic() - (now - captured)
         return CapturedFrame(self.camera_id, index, captured, monotonic, WIDTH, HEIGHT, image)
 
@@ -232,6 +237,21 @@ class Result:
     """Frames not analysed (stale, model errors): none expected."""
 
 
+QUIET_VARIANTS = 8
+SENSOR_NOISE_SIGMA = 3.0
+"""Grey levels of per-pixel noise (and up to 1 level of brightness flicker) on the quiet
+frames: a static site camera's frames are never identical, yet unchanged in content."""
+
+
+def noisy_variants(image: np.ndarray, rng: random.Random,
+                   count: int = QUIET_VARIANTS) -> list[np.ndarray]:
+    """``count`` copies of ``image`` with sensor noise: the quiet scene as a camera sees it."""
+    noise = np.random.default_rng(rng.randrange(2**32))
+    return [np.clip(image.astype(np.float32) + noise.normal(0.0, SENSOR_NOISE_SIGMA, image.shape)
+                    + noise.uniform(-1.0, 1.0), 0, 255).astype(np.uint8)
+            for _ in range(count)]
+
+
 def settings(options: Options, cameras: int, sim_url: str, broker: MosquittoBroker,
              state_dir: Path, *, priority: bool) -> MonitorConfig:
     """The daemon's configuration for one run."""
@@ -281,7 +301,7 @@ async def watch_starts(broker: MosquittoBroker, starts: dict[str, float],
 
 
 async def one_run(options: Options, load: float, *, priority: bool, sim_url: str,
-                  broker: MosquittoBroker, images: tuple[np.ndarray, np.ndarray],
+                  broker: MosquittoBroker, images: tuple[Sequence[np.ndarray], np.ndarray],
                   rng: random.Random) -> Result:
     """Run ``load`` x capacity cameras until every trial's alert started; measure."""
     count = options.cameras_at(load)
@@ -424,9 +444,9 @@ def row(result: Result, unloaded: float) -> str:
 
 async def main_async(options: Options, loads: Sequence[float]) -> int:
     """Every load with priority on and off; print the table and the goals."""
-    quiet = render_frame(PRESETS["quiet"](width=WIDTH, height=HEIGHT), 1.0)
-    fire = render_frame(PRESETS["fire"](width=WIDTH, height=HEIGHT), 8.0)
     rng = random.Random(options.seed)
+    quiet = noisy_variants(render_frame(PRESETS["quiet"](width=WIDTH, height=HEIGHT), 1.0), rng)
+    fire = render_frame(PRESETS["fire"](width=WIDTH, height=HEIGHT), 8.0)
     with tempfile.TemporaryDirectory(prefix="capacity-bench-") as scratch:
         broker = MosquittoBroker()
         broker.start()

@@ -11,10 +11,12 @@ order (``vlm.priority_scheduling = true``, the default):
    that often, however many others outrank it;
 3. the rest.
 
-Within a tier the higher ``priority`` (per camera, config) goes first, then the camera
-analysed least recently (so equal cameras are each analysed equally less often), then the one
-that asked first. With priority scheduling off, waiting requests are served first come, first
-served.
+Within a tier the higher ``priority`` (per camera, config) goes first, then a camera whose
+scene **changed** since its last analysed frame (the pipeline watches its newest frames while
+the request waits: a starting fire, smoke or a person walking in changes the scene, a static
+yard does not), then the camera analysed least recently (so equal cameras are each analysed
+equally less often), then the one that asked first. With priority scheduling off, waiting
+requests are served first come, first served.
 
 Times are the process's monotonic clock (:func:`time.monotonic`), as the pool reads it.
 """
@@ -22,8 +24,8 @@ Times are the process's monotonic clock (:func:`time.monotonic`), as the pool re
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 ALERTING, OVERDUE, ROUTINE = 0, 1, 2
 """The tiers, most urgent first."""
@@ -42,6 +44,14 @@ class Urgency:
     overdue_at: float | None = None
     """Monotonic time from which the camera counts as overdue (``None``: never, unless it
     has no verdict yet)."""
+    scene_changed: Callable[[], bool] | None = field(default=None, compare=False)
+    """Asked when a slot is handed out: whether the camera's newest frame differs markedly
+    from its last analysed one (``None``: never). Live, because the scene changes while the
+    request waits; it must be cheap (the pipeline's watcher sets a flag it reads)."""
+
+    def changed(self) -> bool:
+        """Whether the scene changed since the last analysed frame, now."""
+        return self.scene_changed is not None and self.scene_changed()
 
     def tier(self, now: float) -> int:
         """:data:`ALERTING`, :data:`OVERDUE` or :data:`ROUTINE` at monotonic ``now``."""
@@ -58,11 +68,12 @@ ROUTINE_URGENCY = Urgency(last_verdict_at=-math.inf)
 the routine ones of priority 0 (it has no camera whose turn could be taken)."""
 
 
-def slot_order(urgency: Urgency, arrival: int, now: float) -> tuple[int, int, float, int]:
-    """The sort key of a waiting request (smaller goes first): tier, priority, last verdict,
-    arrival."""
+def slot_order(urgency: Urgency, arrival: int,
+               now: float) -> tuple[int, int, bool, float, int]:
+    """The sort key of a waiting request (smaller goes first): tier, priority, scene
+    unchanged, last verdict, arrival."""
     last = urgency.last_verdict_at if urgency.last_verdict_at is not None else -math.inf
-    return (urgency.tier(now), -urgency.priority, last, arrival)
+    return (urgency.tier(now), -urgency.priority, not urgency.changed(), last, arrival)
 
 
 def next_waiter(waiting: Sequence[tuple[Urgency, int]], now: float, *,
@@ -82,11 +93,12 @@ def next_waiter(waiting: Sequence[tuple[Urgency, int]], now: float, *,
 
 
 def camera_urgency(*, alerting: bool, priority: int, last_verdict_at: float | None,
-                   max_verdict_age_s: float, interval_s: float) -> Urgency:
+                   max_verdict_age_s: float, interval_s: float,
+                   scene_changed: Callable[[], bool] | None = None) -> Urgency:
     """A camera's urgency: overdue from ``max_verdict_age_s - interval_s`` after its last
     verdict, so that with a short queue its next verdict still comes within
-    ``max_verdict_age_s``."""
+    ``max_verdict_age_s``; ``scene_changed`` as in :class:`Urgency`."""
     overdue_at = None if last_verdict_at is None \
         else last_verdict_at + max(0.0, max_verdict_age_s - interval_s)
     return Urgency(alerting=alerting, priority=priority, last_verdict_at=last_verdict_at,
-                   overdue_at=overdue_at)
+                   overdue_at=overdue_at, scene_changed=scene_changed)

@@ -67,6 +67,7 @@ from monitor.model.priority import Urgency, camera_urgency
 from monitor.model.verify import CropCheck
 from monitor.pixels import BgrImage, GreyImage, YuvPlanes
 from monitor.rules.zones import FrameBox
+from monitor.service.scenewatch import SceneWatch
 from monitor.service.verification import Verifier
 
 logger = logging.getLogger(__name__)
@@ -234,6 +235,10 @@ class CameraPipeline:
         self.verdict_at: float | None = None
         """Monotonic time the model's last verdict arrived (``None`` before the first)."""
         self._max_verdict_age_s = defaults.max_verdict_age_s
+        self._scene = SceneWatch(area_threshold=defaults.change_threshold,
+                                 offload=self._run)
+        """While a request waits for a slot: has the scene changed since the last analysed
+        frame (then it goes before unchanged cameras of equal priority)?"""
         health = config.health
         self.picture: PictureWatch | None = PictureWatch(
             blank_max_contrast=health.blank_max_contrast,
@@ -310,6 +315,8 @@ class CameraPipeline:
         alert_on = any(self.tracker.is_active(h) for h in self.tracker.watched)
         if not self._last_positive and not alert_on:
             gate = self._gate.check(thumbnail, now)
+            if gate.changed is not None and gate.changed > self._gate.area_threshold:
+                self._scene.mark_changed()
             if not gate.analyse:
                 self.judged_at = now  # the last verdict still describes the scene
                 self._sink.unchanged(self.camera_id)
@@ -328,6 +335,7 @@ class CameraPipeline:
         except (VlmError, ImageBudgetError) as exc:
             self._failed(exc)
             return None
+        await self._scene.analysed(sent)  # the slot is free again: the reference for waits
         verdict = analysis.verdict(self.camera_id, sent.captured_at)
         if self._roi is not None:
             # Boxes are in the cropped region's pixels; the evidence image is the whole frame.
@@ -346,18 +354,24 @@ class CameraPipeline:
         """Slot first, then the freshest frame, encoded and sent; again on a retry."""
         async with self._client.request(self.camera_id, urgency=self.urgency()) as request:
             while True:
-                # A failure worth retrying ends this block quietly; the next slot backs off.
-                async with request.slot() as slot:
-                    frame = self._source.latest() or sampled
-                    if frame.sequence != sampled.sequence:
-                        self._sent_sequence = frame.sequence
-                        self._source.mark_taken(frame.sequence)
-                    slot.check_age(frame.captured_at, now=self._clock.time())
-                    image = await self._run(self._encode, frame)
-                    analysis = await slot.analyse(image, captured_at=frame.captured_at,
-                                                  context=self.camera.context,
-                                                  hazards=self._asked(frame.captured_at))
-                    return analysis, frame
+                # While the request waits for a slot, a change of scene moves it up.
+                self._scene.start(self._source)
+                try:
+                    # A failure worth retrying ends this block quietly; the next slot backs off.
+                    async with request.slot() as slot:
+                        self._scene.stop()
+                        frame = self._source.latest() or sampled
+                        if frame.sequence != sampled.sequence:
+                            self._sent_sequence = frame.sequence
+                            self._source.mark_taken(frame.sequence)
+                        slot.check_age(frame.captured_at, now=self._clock.time())
+                        image = await self._run(self._encode, frame)
+                        analysis = await slot.analyse(image, captured_at=frame.captured_at,
+                                                      context=self.camera.context,
+                                                      hazards=self._asked(frame.captured_at))
+                        return analysis, frame
+                finally:
+                    self._scene.stop()
 
     def urgency(self) -> Urgency:
         """What this camera's next request tells the pool (:mod:`monitor.model.priority`):
@@ -367,7 +381,7 @@ class CameraPipeline:
         return camera_urgency(alerting=alerting, priority=self.camera.priority,
                               last_verdict_at=self.verdict_at,
                               max_verdict_age_s=self._max_verdict_age_s,
-                              interval_s=self.interval_s)
+                              interval_s=self.interval_s, scene_changed=self._scene.changed)
 
     def _failed(self, exc: VlmError | ImageBudgetError) -> None:
         endpoint = exc.endpoint if isinstance(exc, VlmError) and exc.endpoint else "none"

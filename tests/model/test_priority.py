@@ -72,6 +72,39 @@ def test_camera_urgency_turns_overdue_one_interval_before_max_verdict_age() -> N
     assert short.overdue_at == 100.0
 
 
+def changed(last: float, *, priority: int = 0) -> Urgency:
+    return Urgency(priority=priority, last_verdict_at=last, overdue_at=1e9,
+                   scene_changed=lambda: True)
+
+
+def test_a_changed_scene_goes_before_unchanged_cameras_of_equal_priority() -> None:
+    # Analysed most recently, yet its scene changed since: it goes first among equals.
+    waiting = [(quiet(1.0), 1), (changed(5.0), 2), (quiet(2.0), 3)]
+    assert next_waiter(waiting, now=6.0) == 1
+    # Among changed ones, fairness again: the least recently analysed.
+    both = [(changed(5.0), 1), (changed(3.0), 2), (quiet(1.0), 3)]
+    assert next_waiter(both, now=6.0) == 1
+
+
+def test_a_changed_scene_never_outranks_alerting_overdue_or_higher_priority_cameras() -> None:
+    assert next_waiter([(changed(1.0), 1), (Urgency(alerting=True, last_verdict_at=9.0), 2)],
+                       now=10.0) == 1
+    assert next_waiter([(changed(1.0), 1), (quiet(8.0, overdue_at=9.0), 2)], now=10.0) == 1
+    assert next_waiter([(changed(1.0), 1), (quiet(8.0, priority=1), 2)], now=10.0) == 1
+    assert not quiet(1.0).changed()
+
+
+def test_the_scene_change_is_read_when_the_slot_is_handed_out_not_when_asked() -> None:
+    flag = {"changed": False}
+    live = Urgency(last_verdict_at=5.0, overdue_at=1e9, scene_changed=lambda: flag["changed"])
+    waiting = [(quiet(1.0), 1), (live, 2)]
+    assert next_waiter(waiting, now=6.0) == 0
+    flag["changed"] = True
+    assert next_waiter(waiting, now=6.0) == 1
+    # The probe is no part of equality (the pipeline's tests compare urgencies).
+    assert live == Urgency(last_verdict_at=5.0, overdue_at=1e9)
+
+
 async def _no_probe(endpoint: Endpoint) -> str | None:
     return None
 
@@ -109,6 +142,30 @@ async def test_the_pool_hands_a_freed_slot_to_the_most_urgent_waiting_request() 
     urgencies = [quiet(1.0), quiet(2.0, priority=5), Urgency(alerting=True, last_verdict_at=3.0),
                  quiet(0.5)]
     assert await served_order(pool(), urgencies) == [2, 1, 3, 0]
+
+
+@pytest.mark.asyncio
+async def test_the_pool_serves_a_request_whose_scene_changed_while_it_waited_first() -> None:
+    the_pool = pool()
+    held = await the_pool.acquire(1.0)
+    flag = {"changed": False}
+    live = Urgency(last_verdict_at=9.0, overdue_at=1e9, scene_changed=lambda: flag["changed"])
+    order: list[str] = []
+
+    async def ask(name: str, urgency: Urgency) -> None:
+        endpoint = await the_pool.acquire(5.0, urgency)
+        order.append(name)
+        await asyncio.sleep(0)
+        the_pool.release(endpoint)
+
+    tasks = [asyncio.create_task(ask("old", quiet(1.0))),
+             asyncio.create_task(ask("fire", live))]
+    await asyncio.sleep(0)
+    assert the_pool.waiting == 2
+    flag["changed"] = True  # the fire starts while both wait
+    the_pool.release(held)
+    await asyncio.gather(*tasks)
+    assert order == ["fire", "old"]
 
 
 @pytest.mark.asyncio

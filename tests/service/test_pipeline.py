@@ -475,6 +475,36 @@ async def test_each_request_says_its_urgency_alerting_after_a_positive(rig: Any)
     assert third.alerting
 
 
+@pytest.mark.asyncio
+async def test_a_scene_changing_while_the_request_waits_moves_it_up_until_analysed(
+        rig: Any) -> None:
+    r = rig(settings(change_gate=False))
+    r.client.answers = [answer(fire=False), answer(fire=True)]
+    r.source.put(grey=40)
+    assert await r.pipeline.step() is not None
+    seen: list[bool] = []
+
+    async def fire_starts_while_waiting(client: Any) -> None:
+        urgency = client.urgencies[-1]
+        seen.append(urgency.changed())
+        r.source.put(grey=200)  # the fire starts while every slot is busy
+        async with asyncio.timeout(10):
+            while not urgency.changed():
+                await asyncio.sleep(0.05)
+        seen.append(urgency.changed())
+        client.on_slot = _no_wait
+
+    r.client.on_slot = fire_starts_while_waiting
+    r.clock.advance(2.0)
+    r.source.put(grey=40)
+    assert await r.pipeline.step() is not None
+    assert seen == [False, True]
+    assert sent_grey(r.client.sent[-1][0]) > 150  # the changed frame went
+    # Analysed: the new frame is the reference, the next request is not "changed".
+    assert not r.client.urgencies[-1].changed()
+    assert not r.pipeline.urgency().changed()
+
+
 # --- Zoom-in verification: the pipeline's decision (the crop answers are scripted). -----------
 
 
