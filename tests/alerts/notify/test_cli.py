@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from monitor.alerts.notify.messages import probe_notification
 from monitor.alerts.outbox import Outbox, Outgoing
@@ -18,16 +16,6 @@ from tests.alerts.notify import services as svc
 from tests.alerts.notify.services import FakeServices
 from tests.conftest import ROOT
 from tests.support.processes import clean_env
-
-
-@pytest_asyncio.fixture
-async def fake() -> AsyncIterator[FakeServices]:
-    services = FakeServices()
-    await services.start()
-    try:
-        yield services
-    finally:
-        await services.stop()
 
 
 def write_config(path: Path, fake: FakeServices) -> Path:

@@ -9,11 +9,9 @@ from __future__ import annotations
 import contextlib
 import signal
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from monitor.sim.broker import MosquittoBroker
 from tests.alerts.notify import services as svc
@@ -21,16 +19,6 @@ from tests.alerts.notify.services import FakeServices
 from tests.alerts.test_delivery import DaemonProcess
 from tests.support.mqtt_client import Subscriber, wait_until
 from tests.support.processes import SimProcess
-
-
-@pytest_asyncio.fixture
-async def fake() -> AsyncIterator[FakeServices]:
-    services = FakeServices()
-    await services.start()
-    try:
-        yield services
-    finally:
-        await services.stop()
 
 
 def queued(path: Path) -> list[bytes]:

@@ -5,11 +5,9 @@ one that takes alerts only."""
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from monitor.sim.broker import MosquittoBroker, free_port
 from tests.alerts.notify import services as svc
@@ -17,16 +15,6 @@ from tests.alerts.notify.services import FakeServices
 from tests.alerts.test_delivery import DaemonProcess
 from tests.support.mqtt_client import Subscriber, wait_until
 from tests.support.processes import SimProcess
-
-
-@pytest_asyncio.fixture
-async def fake() -> AsyncIterator[FakeServices]:
-    services = FakeServices()
-    await services.start()
-    try:
-        yield services
-    finally:
-        await services.stop()
 
 
 def channel(name: str, events: str, fake: FakeServices) -> str:

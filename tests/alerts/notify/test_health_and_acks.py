@@ -5,13 +5,12 @@ webhook server; the filter and template rules as pure units."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, get_args
 
 import pytest
-import pytest_asyncio
 
 from monitor.alerts.health import HealthEndReason, HealthEvent, HealthProblem
 from monitor.alerts.notify.delivery import NotifyHub
@@ -31,16 +30,6 @@ from monitor.service.sink import AlertSink
 from monitor.service.telemetry import Metrics
 from tests.alerts.notify.services import FakeServices
 from tests.alerts.notify.support import channel_for, event_payload, sending, wait_for, worker_for
-
-
-@pytest_asyncio.fixture
-async def fake() -> AsyncIterator[FakeServices]:
-    services = FakeServices()
-    await services.start()
-    try:
-        yield services
-    finally:
-        await services.stop()
 
 
 @pytest.fixture

@@ -4,12 +4,10 @@ name is refused at load."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from monitor.alerts.notify.delivery import ChannelWorker
 from monitor.alerts.notify.health_messages import health_notification_for
@@ -28,16 +26,6 @@ WORKDAYS = {day: ["08:00-18:00"] for day in ("monday", "tuesday", "wednesday", "
 DAY_SHIFT = WeeklySchedule.parse("day-shift", "UTC", WORKDAYS)
 NIGHT = datetime(2026, 12, 2, 2, 0, tzinfo=UTC).timestamp()  # a Wednesday, 02:00
 MORNING = datetime(2026, 12, 2, 8, 0, tzinfo=UTC).timestamp()
-
-
-@pytest_asyncio.fixture
-async def fake() -> AsyncIterator[FakeServices]:
-    services = FakeServices()
-    await services.start()
-    try:
-        yield services
-    finally:
-        await services.stop()
 
 
 def health_payload() -> HealthEventPayload:

@@ -4,11 +4,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from monitor.alerts.notify.delivery import NotifyHub
 from monitor.alerts.outbox import Outbox
@@ -19,16 +17,6 @@ from monitor.service.supervisor import Supervisor
 from tests.alerts.notify import services as svc
 from tests.alerts.notify.services import FakeServices
 from tests.alerts.notify.support import wait_for, worker_for
-
-
-@pytest_asyncio.fixture
-async def fake() -> AsyncIterator[FakeServices]:
-    services = FakeServices()
-    await services.start()
-    try:
-        yield services
-    finally:
-        await services.stop()
 
 
 def start_event() -> AlertEvent:
