@@ -89,6 +89,8 @@ class SampleModel(_Model):
     captured_at: str
     analysed_at: str
     latency_s: float
+    frame_age_s: float = Field(description="How old the frame was when its answer came "
+                               "(analysed_at - captured_at), seconds.")
     model: str
     width: int
     height: int
@@ -142,6 +144,13 @@ class AlertModel(_Model):
     crops: list[CropEvidenceModel] = Field(description="Its crops' evidence JPEGs.")
 
 
+class StreamModel(_Model):
+    """A camera's stream as the console shows it."""
+
+    state: str = Field(description="connecting, online, offline, unauthorized or stopped.")
+    detail: str = Field(description="Online: size, codec and frame rate; else the last error.")
+
+
 class CameraModel(_Model):
     """A camera as the console shows it."""
 
@@ -151,6 +160,8 @@ class CameraModel(_Model):
     roi: list[list[float]] | None
     zones: list[ZoneModel]
     health: list[HealthModel] = Field(description="Active health problems, oldest first.")
+    stream: StreamModel | None = Field(description="The stream's newest status; null before "
+                                       "the first.")
     latest: SampleModel | None
     active_alerts: list[AlertModel]
 

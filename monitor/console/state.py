@@ -24,6 +24,7 @@ from monitor.alerts.payloads import (
     ClipPayload,
     ClipRef,
     SnapshotRef,
+    StatusPayload,
     VerificationPayload,
     iso_time,
 )
@@ -125,6 +126,7 @@ class Sample:
             "captured_at": iso_time(self.captured_at),
             "analysed_at": iso_time(self.analysed_at),
             "latency_s": round(self.latency_s, 3), "model": self.model,
+            "frame_age_s": round(max(0.0, self.analysed_at - self.captured_at), 3),
             "width": self.width, "height": self.height, "summary": self.summary,
             "hazards": list(self.hazards),
             "boxes": [{"hazard": b.hazard, "label": b.label, "x1": b.x1, "y1": b.y1,
@@ -281,6 +283,8 @@ class ConsoleState:
         self._ids = itertools.count(1)
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._sample_watchers: set[Callable[[Sample], None]] = set()
+        self._streams: dict[str, StatusPayload] = {}
+        """Each camera's newest stream status (from the retained status the daemon publishes)."""
         self._health: dict[str | None, dict[str, HealthEvent]] = {}
         """Active health problems by camera (``None``: the daemon's, shown on every camera),
         each by its event id."""
@@ -301,6 +305,7 @@ class ConsoleState:
             for sample in self._rings.pop(gone):
                 self._by_id.pop(sample.sample_id, None)
             self._health.pop(gone, None)
+            self._streams.pop(gone, None)
         self._cameras = views
         for camera_id in views:
             self._rings.setdefault(camera_id, deque())
@@ -379,6 +384,30 @@ class ConsoleState:
         alert.clip = alert.clip.model_copy(update={"ready": clip.ready})
         if self._subscribers:
             self._publish({"type": "alert", "alert": alert.to_json()})
+
+    def record_stream(self, status: StatusPayload) -> None:
+        """A camera's stream status changed (from the sink, on the event loop)."""
+        if status.camera not in self._cameras:
+            return
+        self._streams[status.camera] = status
+        if self._subscribers:
+            self._publish({"type": "stream", "camera": status.camera,
+                           "stream": self.stream(status.camera)})
+
+    def stream(self, camera_id: str) -> dict[str, Any] | None:
+        """What the console shows of a camera's stream: its state (connecting, online,
+        offline, unauthorized, stopped) and a detail (the picture's size, codec and frame
+        rate, or the last error); ``None`` before the first status."""
+        status = self._streams.get(camera_id)
+        if status is None:
+            return None
+        if status.online:
+            size = f"{status.width}x{status.height}" if status.width and status.height else ""
+            rate = f"{status.fps:.0f} fps" if status.fps else ""
+            detail = " ".join(part for part in (size, status.codec or "", rate) if part)
+        else:
+            detail = status.last_error or ""
+        return {"state": status.state, "detail": detail}
 
     def record_health(self, event: HealthEvent) -> None:
         """A camera health problem started or ended (from the sink, on the event loop)."""

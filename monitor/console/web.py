@@ -150,6 +150,7 @@ class ConsoleWeb:
                 "zones": [{"name": z.name, "points": [list(p) for p in z.points]}
                           for z in view.zones],
                 "health": state.health(view.camera_id),
+                "stream": state.stream(view.camera_id),
                 "latest": latest.to_json() if latest else None,
                 "active_alerts": [a.to_json() for a in state.active_alerts(view.camera_id)],
             })

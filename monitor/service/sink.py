@@ -18,7 +18,14 @@ from concurrent.futures import Executor
 from monitor.alerts.evidence import SnapshotError, SnapshotStore
 from monitor.alerts.health import HealthEvent
 from monitor.alerts.notify.delivery import NotifyHub
-from monitor.alerts.payloads import Box, EventPayload, HealthEventPayload, SnapshotRef, iso_time
+from monitor.alerts.payloads import (
+    Box,
+    EventPayload,
+    HealthEventPayload,
+    SnapshotRef,
+    StatusPayload,
+    iso_time,
+)
 from monitor.alerts.publisher import MqttPublisher
 from monitor.alerts.tracker import AlertEvent
 from monitor.console.state import ConsoleState
@@ -152,6 +159,12 @@ class AlertSink:
             self.console.record_health(event)
         if self._notify is not None:
             self._notify.health(HealthEventPayload.from_event(event))
+
+    def stream_status(self, payload: StatusPayload) -> None:
+        """Publish a camera's stream status (retained) and show it in the console."""
+        self._publisher.publish_status(payload)
+        if self.console is not None:
+            self.console.record_stream(payload)
 
     def ack(self, payload: EventPayload) -> None:
         """Publish an operator's ``ack`` step on ``<prefix>/events`` and hand it to the

@@ -471,7 +471,7 @@ class Supervisor:
             for camera in list(self._cameras.values()):
                 status = camera.observe_status(now, heartbeat)
                 if status is not None:
-                    self.publisher.publish_status(status_payload(status, time.time()))
+                    self.sink.stream_status(status_payload(status, time.time()))
             check_health(list(self._cameras.values()), self.health_watch, self.vlm, self.sink,
                          now)
             await _pause(self._stopping, STATUS_POLL_S)

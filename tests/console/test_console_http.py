@@ -71,6 +71,13 @@ def test_api_serves_cameras_verdicts_and_frames(console_daemon: ConsoleDaemon) -
     cameras = daemon.wait_for(every_camera_sampled, 60, "a sample of every camera")
     jsonschema.validate({"cameras": cameras}, schema("cameras.schema.json"))
     assert [c["id"] for c in cameras] == ["yard", "gate", "scaffold"]
+    # Each tile's stream state comes from the status the daemon publishes on MQTT.
+    assert all(c["stream"]["state"] == "online" for c in cameras), cameras
+    assert all(c["latest"]["frame_age_s"] >= 0 and c["latest"]["latency_s"] > 0
+               for c in cameras)
+    page = fetch(daemon.url + "/", headers=bearer())[2].decode()
+    assert 'class="stream online"' in page
+    assert "frame age" in page
     latest = cameras[0]["latest"]
     status, headers, jpeg = fetch(daemon.url + latest["image"], headers=bearer())
     assert status == 200

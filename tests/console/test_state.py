@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from monitor.alerts.health import HealthEndReason, HealthEvent, HealthProblem
-from monitor.alerts.payloads import ClipPayload, ClipRef, SnapshotRef
+from monitor.alerts.payloads import ClipPayload, ClipRef, SnapshotRef, StatusPayload
 from monitor.alerts.tracker import EventType, HazardTracker, Severity, TrackerSettings
 from monitor.console.overlays import ZoneView
 from monitor.console.state import CameraView, ConsoleState, overlay_boxes, summary_text
@@ -220,6 +220,43 @@ async def test_health_goes_live_to_every_camera_it_concerns() -> None:
     assert update["type"] == "health"
     assert sorted(update["health"]) == ["a", "b"]
     assert update["health"]["a"][0]["problem"] == "model_unavailable"
+
+
+def stream_status(camera: str, *, online: bool, error: str | None = None) -> StatusPayload:
+    return StatusPayload(
+        camera=camera, online=online, url="rtsp://cam/***", width=1920 if online else None,
+        height=1080 if online else None, codec="h264" if online else None,
+        fps=25.0 if online else None, last_error=error, reconnects=0,
+        updated_at="2026-12-02T03:00:00+00:00",
+        state="online" if online else "unauthorized", gop_frames=None, gop_s=None,
+        decode=None, backend="pyav", stall_timeout_s=None, frames_read=0, frames_dropped=0)
+
+
+@pytest.mark.asyncio
+async def test_stream_state_is_kept_per_camera_and_goes_live() -> None:
+    state = ConsoleState(views("a", "b"))
+    assert state.stream("a") is None  # nothing known before the first status
+    queue = state.subscribe()
+    state.record_stream(stream_status("a", online=True))
+    assert state.stream("a") == {"state": "online", "detail": "1920x1080 h264 25 fps"}
+    update = await asyncio.wait_for(queue.get(), 1)
+    assert update == {"type": "stream", "camera": "a", "stream": state.stream("a")}
+    state.record_stream(stream_status("b", online=False, error="401 Unauthorized"))
+    assert state.stream("b") == {"state": "unauthorized", "detail": "401 Unauthorized"}
+    state.record_stream(stream_status("gone", online=True))  # not a configured camera
+    assert state.stream("gone") is None
+    state.set_cameras(views("a"))
+    assert state.stream("b") is None
+
+
+def test_a_sample_says_its_frame_age_and_model_latency() -> None:
+    state = ConsoleState(views("a"))
+    sample = state.record_verdict(verdict("a", T0, answer()))
+    assert sample is not None
+    shown = sample.to_json()
+    assert shown["frame_age_s"] == round(sample.analysed_at - sample.captured_at, 3)
+    assert shown["frame_age_s"] >= 0
+    assert shown["latency_s"] == round(sample.latency_s, 3)
 
 
 def test_alert_keeps_severity_zones_verification_and_clip() -> None:

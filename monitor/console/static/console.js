@@ -110,6 +110,8 @@ function showSample(sample) {
     if (summary) summary.textContent = sample.summary;
     const when = holder.querySelector(".when");
     if (when) when.textContent = sample.captured_at;
+    const timing = holder.querySelector(".timing");
+    if (timing) timing.textContent = `frame age ${sample.frame_age_s} s · model ${sample.latency_s} s`;
     const verification = holder.querySelector(".verification");
     if (verification) {
       verification.textContent = "";
@@ -120,6 +122,16 @@ function showSample(sample) {
         verification.appendChild(outcome);
       }
     }
+  }
+}
+
+function showStream(camera, stream) {
+  for (const holder of document.querySelectorAll(`[data-camera="${CSS.escape(camera)}"]`)) {
+    const span = holder.querySelector(".stream");
+    if (!span || !stream) continue;
+    span.className = `stream ${stream.state}`;
+    span.textContent = stream.state;
+    span.title = stream.detail;
   }
 }
 
@@ -310,6 +322,10 @@ function follow() {
   stream.addEventListener("alert", (e) => showAlert(JSON.parse(e.data).alert));
   stream.addEventListener("health", (e) => {
     for (const [camera, problems] of Object.entries(JSON.parse(e.data).health)) showHealth(camera, problems);
+  });
+  stream.addEventListener("stream", (e) => {
+    const update = JSON.parse(e.data);
+    showStream(update.camera, update.stream);
   });
   stream.addEventListener("cameras", () => { if (document.body.dataset.page === "cameras") location.reload(); });
   stream.addEventListener("lost", () => location.reload());
