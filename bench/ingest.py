@@ -649,24 +649,33 @@ def rtp_packets(clip: Path, frames: int = 250) -> tuple[list[bytes], float]:
 
 
 def replay_cost_ms(packets: list[bytes], seconds: float, *, ring: bool) -> float:
-    """CPU milliseconds per camera-second of the built-in receiver's depacketizing (what the
-    read loop does per RTP packet) in keyframe-only mode, or keeping every frame in a ring."""
-    from monitor.ingest.clips import RING_SLACK_S, PacketRing  # noqa: PLC0415
+    """CPU milliseconds per camera-second of the built-in receiver's read loop over its
+    receive buffer (interleaved RTP, as the session walks it) in keyframe-only mode, without
+    or with an evidence clip ring: each unit's raw bytes copied (as
+    ``RtspSession(keep_raw=True)`` does) and kept."""
+    from monitor.ingest.clips import RING_SLACK_S, PacketRing, RtpFraming  # noqa: PLC0415
     from monitor.ingest.rtsp import Depacketizer  # noqa: PLC0415
 
-    depacketizer = Depacketizer(keyframes_only=not ring)
+    buffer = b"".join(b"$\x00" + len(p).to_bytes(2, "big") + p for p in packets)
+    view = memoryview(buffer)
     kept = PacketRing("replay", keep_s=5.0 + RING_SLACK_S, max_bytes=16 << 20) if ring else None
     if kept is not None:
-        kept.reset("h264")
+        kept.reset("h264", None, RtpFraming(channel=0, clock_rate=90000))
     rounds = 4
     started = 0.0
     for round_ in range(rounds + 1):
         if round_ == 1:  # the first round warms up: the ring grows to its steady size
             started = time.process_time()
-        for packet in packets:
-            unit = depacketizer.packet(packet, 0, len(packet))
-            if unit is not None and kept is not None and unit.data is not None:
-                kept.add(unit.data, unit.keyframe, unit.rtp_time / 90000 + round_ * seconds,
+        depacketizer = Depacketizer(keyframes_only=True)
+        start, end, raw_from = 0, len(buffer), 0
+        while end - start >= 4:
+            length = (buffer[start + 2] << 8) | buffer[start + 3]
+            unit = depacketizer.packet(buffer, start + 4, length)
+            start += 4 + length
+            if unit is not None and kept is not None:
+                raw = bytes(view[raw_from:start])
+                raw_from = start
+                kept.add(raw, unit.keyframe, unit.rtp_time / 90000 + round_ * seconds,
                          None, 0.0)
     return (time.process_time() - started) * 1000 / (rounds * seconds)
 
