@@ -11,10 +11,10 @@ same window and in separate client processes:
     loop, and the sampled frames resized to the default pixel budget and JPEG-encoded (base64
     data URL) in an encoder pool, as the daemon does before the model request;
 (d) ``clips`` (with ``--clips N``): (b) with an evidence clip packet ring on every camera
-    (``monitor.ingest.clips``: every compressed packet kept for a 5 s pre-roll, nothing
-    decoded for it), against (b) without rings at the same N in the same run; prints the
-    client CPU it adds (the issue's bound: at most 5 % at N=48) and the ring's memory per
-    camera;
+    (``monitor.ingest.clips``: every frame kept compressed, as received, for a 5 s pre-roll,
+    nothing decoded or assembled for it), against (b) without rings at the same N in the same
+    run; prints the client CPU it adds (the issue's bound: at most 5 % at N=48) and the
+    ring's memory per camera;
 (c) ``bare`` (with ``--bare``): the bare PyAV keyframe-only reader of ``rtsp-lab.md`` (``av.open``
     over TCP, ``skip_frame = "NONKEY"``, each keyframe converted to BGR, a thread per camera),
     the figure the daemon has to beat.
@@ -648,26 +648,39 @@ def rtp_packets(clip: Path, frames: int = 250) -> tuple[list[bytes], float]:
     return packets, count / 25.0
 
 
-def replay_cost_ms(packets: list[bytes], seconds: float, *, ring: bool) -> float:
-    """CPU milliseconds per camera-second of the built-in receiver's depacketizing (what the
-    read loop does per RTP packet) in keyframe-only mode, or keeping every frame in a ring."""
-    from monitor.ingest.clips import RING_SLACK_S, PacketRing  # noqa: PLC0415
+def replay_cost_ms(packets: list[bytes], seconds: float, *, ring: bool,
+                   assemble_all: bool = False) -> float:
+    """CPU milliseconds per camera-second of the built-in receiver's read loop over its
+    receive buffer (interleaved RTP, as the session walks it) in keyframe-only mode, without
+    or with an evidence clip ring: each unit's raw bytes copied (as
+    ``RtspSession(keep_raw=True)`` does) and kept. ``assemble_all``: the ring fed the way it
+    was before the raw bytes (the depacketizer assembling every frame, each frame kept), for
+    comparison."""
+    from monitor.ingest.clips import RING_SLACK_S, PacketRing, RtpFraming  # noqa: PLC0415
     from monitor.ingest.rtsp import Depacketizer  # noqa: PLC0415
 
-    depacketizer = Depacketizer(keyframes_only=not ring)
+    buffer = b"".join(b"$\x00" + len(p).to_bytes(2, "big") + p for p in packets)
+    view = memoryview(buffer)
     kept = PacketRing("replay", keep_s=5.0 + RING_SLACK_S, max_bytes=16 << 20) if ring else None
     if kept is not None:
-        kept.reset("h264")
+        kept.reset("h264", None, RtpFraming(channel=0, clock_rate=90000))
     rounds = 4
     started = 0.0
     for round_ in range(rounds + 1):
         if round_ == 1:  # the first round warms up: the ring grows to its steady size
             started = time.process_time()
-        for packet in packets:
-            unit = depacketizer.packet(packet, 0, len(packet))
-            if unit is not None and kept is not None and unit.data is not None:
-                kept.add(unit.data, unit.keyframe, unit.rtp_time / 90000 + round_ * seconds,
-                         None, 0.0)
+        depacketizer = Depacketizer(keyframes_only=not assemble_all)
+        start, end, raw_from = 0, len(buffer), 0
+        while end - start >= 4:
+            length = (buffer[start + 2] << 8) | buffer[start + 3]
+            unit = depacketizer.packet(buffer, start + 4, length)
+            start += 4 + length
+            if unit is not None and kept is not None:
+                data = unit.data if assemble_all else bytes(view[raw_from:start])
+                raw_from = start
+                if data is not None:
+                    kept.add(data, unit.keyframe, unit.rtp_time / 90000 + round_ * seconds,
+                             None, 0.0)
     return (time.process_time() - started) * 1000 / (rounds * seconds)
 
 
@@ -696,17 +709,21 @@ def _clips(args: argparse.Namespace, clip: Path) -> None:
         print(f"  clips at N={args.clips}, median of {len(added)} alternating pairs: "
               f"{statistics.median(added):+.1%} client CPU", flush=True)
     packets, seconds = rtp_packets(clip)
-    keyframes, keeping = [], []
+    keyframes, keeping, assembling = [], [], []
     for _ in range(5):
         keyframes.append(replay_cost_ms(packets, seconds, ring=False))
         keeping.append(replay_cost_ms(packets, seconds, ring=True))
+        assembling.append(replay_cost_ms(packets, seconds, ring=True, assemble_all=True))
     delta = statistics.median(keeping) - statistics.median(keyframes)
+    before = statistics.median(assembling) - statistics.median(keyframes)
     client = statistics.median(plain_ms)
     print(f"  receive path replayed ({len(packets)} RTP packets, {seconds:g} s of the clip, "
           f"median of 5): keyframes only {statistics.median(keyframes):.3f} ms CPU per "
-          f"camera-second, every frame kept in a ring {statistics.median(keeping):.3f}: "
-          f"+{delta:.3f} ms = {delta / client:+.1%} of (b)'s client CPU in this run "
-          f"({client:.2f} ms per camera-second)", flush=True)
+          f"camera-second, every frame kept in a ring as received "
+          f"{statistics.median(keeping):.3f}: +{delta:.3f} ms = {delta / client:+.1%} of (b)'s "
+          f"client CPU in this run ({client:.2f} ms per camera-second); every frame "
+          f"assembled for the ring instead (before 2026-12-02): +{before:.3f} ms = "
+          f"{before / client:+.1%}", flush=True)
 
 
 def jpeg_difference(clip: Path, *, keyframes: int = 8) -> str:

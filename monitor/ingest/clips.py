@@ -5,6 +5,12 @@ the camera's :class:`PacketRing` (a list append under a lock); when an alert sta
 service takes the packets around the alert (:meth:`PacketRing.take`) and :func:`write_mp4`
 remuxes them into an MP4 with PyAV (no transcoding), in a worker thread.
 
+What a "packet" is depends on the receiver. FFmpeg's demuxer gives each frame's data. The
+built-in RTSP receiver assembles only the frames it decodes (keyframes, mostly), so for the
+ring it hands over each frame's bytes *as they arrived* (interleaved RTP, one copy per frame,
+:attr:`monitor.ingest.rtsp.AccessUnit.raw`) and the frames are assembled from them only when a
+clip is written (:func:`depacketized`): keeping every frame then costs no work per RTP packet.
+
 The ring (pure bookkeeping, unit-tested without a stream):
 
 - holds whole GOPs, each from a keyframe on, so a clip can always start on a keyframe;
@@ -45,6 +51,8 @@ from typing import Any
 
 import av
 
+from monitor.ingest.rtsp import H264, H265, NalSyntax, replay_units
+
 PACKET_OVERHEAD_BYTES = 160
 """Bookkeeping per kept packet (its :class:`RingPacket` and list slot), counted in memory."""
 RING_SLACK_S = 2.0
@@ -52,6 +60,8 @@ RING_SLACK_S = 2.0
 model request (and a lazy read) older than the moment the clip is taken."""
 CLIP_CODECS = {"h264": "h264", "hevc": "hevc"}
 """Codec (as FFmpeg names it) -> FFmpeg's raw-stream demuxer that describes it for muxing."""
+SYNTAXES: dict[str, NalSyntax] = {"h264": H264, "hevc": H265}
+"""Codec -> its RTP payload syntax (rings of the built-in receiver, :class:`RtpFraming`)."""
 MUX_TIME_BASE = Fraction(1, 90000)
 _START_CODES = (b"\x00\x00\x01", b"\x00\x00\x00\x01")
 START_CODE = b"\x00\x00\x00\x01"
@@ -79,6 +89,18 @@ class RingPacket:
 
 
 @dataclass(frozen=True, slots=True)
+class RtpFraming:
+    """A ring of the built-in RTSP receiver keeps each frame as the interleaved bytes it came
+    in (:attr:`monitor.ingest.rtsp.AccessUnit.raw`), not as a frame: this says how to read them
+    back (:func:`depacketized`)."""
+
+    channel: int
+    """The interleaved channel of the video's RTP packets."""
+    clock_rate: int
+    """The RTP timestamps' clock (90 kHz for video)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ClipPackets:
     """What :meth:`PacketRing.take` returns: packets of one connection, from a keyframe on."""
 
@@ -88,6 +110,8 @@ class ClipPackets:
     packets: tuple[RingPacket, ...]
     length_size: int | None = None
     """Packets are length-prefixed NAL units with this many length bytes (``None``: Annex B)."""
+    rtp: RtpFraming | None = None
+    """Packets are received RTP bytes, one frame each (``None``: each is a frame's data)."""
 
     @property
     def duration_s(self) -> float:
@@ -149,6 +173,8 @@ class PacketRing:
         """The connection's codec; ``None``: no ring for this connection (see :meth:`reset`)."""
         self.extradata: bytes | None = None
         self.length_size: int | None = None
+        self.rtp: RtpFraming | None = None
+        """The connection's packets are RTP as received (see :class:`RtpFraming`)."""
         self.overflows = 0
         """GOPs dropped whole because one GOP alone was over ``max_bytes``."""
         self.refused: str | None = None
@@ -164,13 +190,16 @@ class PacketRing:
         """Packets held."""
         return sum(len(gop.packets) for gop in self._gops)
 
-    def reset(self, codec: str, extradata: bytes | None = None) -> None:
+    def reset(self, codec: str, extradata: bytes | None = None,
+              rtp: RtpFraming | None = None) -> None:
         """A new connection: forget what the last one sent. A codec that cannot be cut
-        (:data:`CLIP_CODECS`) keeps nothing, with the reason in :attr:`refused`."""
+        (:data:`CLIP_CODECS`) keeps nothing, with the reason in :attr:`refused`. ``rtp``:
+        the connection's packets will be received RTP bytes, framed so."""
         with self._lock:
             self._clear()
             self._sequence += 1  # a gap: a clip's continuation cannot cross connections
             self.length_size = None
+            self.rtp = rtp
             if codec in CLIP_CODECS:
                 self.codec, self.refused, self.extradata = codec, None, None
                 if extradata and _annex_b(extradata):
@@ -193,7 +222,8 @@ class PacketRing:
             return
         with self._lock:
             if keyframe:
-                if not self._gops and self.length_size is None and not _annex_b(data):
+                if not self._gops and self.length_size is None and self.rtp is None \
+                        and not _annex_b(data):
                     # Length-prefixed packets without the record that says how: nothing to
                     # turn them into Annex B with (FFmpeg's raw demuxer reads only that).
                     self.codec = None
@@ -228,15 +258,17 @@ class PacketRing:
                 return None
             packets = [p for gop in self._gops for p in gop.packets]
             codec, extradata, length_size = self.codec, self.extradata, self.length_size
+            rtp = self.rtp
         if after:
             kept = [p for p in packets if p.sequence > after]
             # A reconnect in between restarted the sequence of keyframes: the continuation
             # must follow on directly, or it is not the same stream.
             if kept and kept[0].sequence != after + 1:
                 return None
-            return ClipPackets(codec, extradata, tuple(kept), length_size) if kept else None
+            return ClipPackets(codec, extradata, tuple(kept), length_size, rtp) if kept \
+                else None
         start = start_index(packets, since, stream_offset(packets))
-        return ClipPackets(codec, extradata, tuple(packets[start:]), length_size)
+        return ClipPackets(codec, extradata, tuple(packets[start:]), length_size, rtp)
 
     def _trim_time(self, newest_pts_s: float) -> None:
         # The oldest GOP goes once the ones after it still reach keep_s back.
@@ -345,6 +377,31 @@ def frame_interval_s(pts: Sequence[float]) -> float:
     return statistics.median(steps) if steps else 0.04
 
 
+def depacketized(clip: ClipPackets) -> ClipPackets:
+    """``clip`` with RTP as received (:attr:`ClipPackets.rtp`) turned into one Annex B packet
+    per frame, from its first intact keyframe on, as a receiver decoding every frame would
+    have made them (:func:`monitor.ingest.rtsp.replay_units`); other clips as they are.
+    Presentation times follow the RTP timestamps from the first frame's time in the ring."""
+    framing = clip.rtp
+    if framing is None or not clip.packets:
+        return clip
+    syntax = SYNTAXES[clip.codec]
+    chunks = clip.packets
+    frames: list[RingPacket] = []
+    first: tuple[float, int] | None = None  # (ring time, RTP time) of the first frame
+    for index, unit in replay_units((p.data for p in chunks), channel=framing.channel,
+                                    syntax=syntax):
+        if first is None:
+            first = (chunks[index].pts_s, unit.rtp_time)
+        if unit.data is None or (not frames and not unit.keyframe):
+            continue  # damaged (lost packets), or before the first keyframe
+        chunk = chunks[index]
+        frames.append(RingPacket(chunk.sequence, unit.data, unit.keyframe,
+                                 first[0] + (unit.rtp_time - first[1]) / framing.clock_rate,
+                                 None, chunk.arrived))
+    return ClipPackets(clip.codec, clip.extradata, tuple(frames), None, None)
+
+
 def write_mp4(clip: ClipPackets, path: Path) -> float:
     """Remux ``clip`` into an MP4 at ``path`` (written to a temporary name, then renamed);
     returns its duration in seconds. Blocking: call it from a worker thread.
@@ -353,6 +410,7 @@ def write_mp4(clip: ClipPackets, path: Path) -> float:
         ClipError: nothing to write, the stream cannot be described, or the file cannot be
             written.
     """
+    clip = depacketized(clip)
     packets = clip.packets
     if not packets or not packets[0].keyframe:
         raise ClipError("no packets from a keyframe on")

@@ -333,7 +333,7 @@ class CameraReader:
     def _receiver(self, read_timeout_s: float, mode: DecodeChoice) -> Receiver:
         if self._builtin_rtsp:
             return BuiltinRtspReceiver(self.source, read_timeout_s, mode,
-                                       keep_all=self.ring is not None)
+                                       keep_raw=self.ring is not None)
         return PyavReceiver(self.source, read_timeout_s, self._stop)
 
     def _read_packets(self) -> bool:
@@ -349,18 +349,20 @@ class CameraReader:
         ring = self.ring
         with self._receiver(read_timeout, policy.mode) as receiver:
             if ring is not None:
-                ring.reset(receiver.codec, receiver.extradata)
+                ring.reset(receiver.codec, receiver.extradata, receiver.rtp)
             for packet in receiver.packets():
                 if self._stop.is_set():
                     return delivered
                 now = time.monotonic()
                 self._meter.packet(packet.meter_pts_s, packet.keyframe, now)
-                if ring is not None and packet.data is not None:
+                if ring is not None:
                     # Compressed, as received: no decoding for the clip's sake.
-                    data = packet.data
-                    ring.add(data if isinstance(data, bytes) else bytes(data), packet.keyframe,
-                             now if packet.meter_pts_s is None else packet.meter_pts_s,
-                             packet.dts_s, now)
+                    kept = packet.raw if packet.raw is not None else packet.data
+                    if kept is not None:
+                        ring.add(kept if isinstance(kept, bytes) else bytes(kept),
+                                 packet.keyframe,
+                                 now if packet.meter_pts_s is None else packet.meter_pts_s,
+                                 packet.dts_s, now)
                 previous = policy.mode
                 step = policy.packet(packet.keyframe, now, self._wanted_at)
                 if packet.keyframe:

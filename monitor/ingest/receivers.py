@@ -28,9 +28,10 @@ import av
 import av.error
 import cv2
 
+from monitor.ingest.clips import RtpFraming
 from monitor.ingest.decode import KEYFRAME_EARLY_S, video_refusal
 from monitor.ingest.decoders import annex_b_decoder, keyframe_decoder
-from monitor.ingest.rtsp import RtspSession
+from monitor.ingest.rtsp import START_CODE, RtspSession
 from monitor.ingest.source import NOT_VIDEO, DecodeChoice, NotVideoError, StreamError, StreamSource
 
 _OPENCV_OPTIONS_LOCK = threading.Lock()
@@ -49,6 +50,9 @@ class StreamPacket:
     """Stream time of the pictures it decodes to (``None``: the picture's own)."""
     dts_s: float | None = None
     """Decoding time in seconds when the demuxer gives one (evidence clips' muxing)."""
+    raw: bytes | None = None
+    """What an evidence clip's ring keeps of it when that is not ``data``: the built-in
+    receiver's interleaved RTP bytes (:attr:`~monitor.ingest.rtsp.AccessUnit.raw`)."""
 
 
 class Receiver(Protocol):
@@ -60,6 +64,8 @@ class Receiver(Protocol):
     """Recognises only IDR keyframes: a stream that never sends one needs FFmpeg."""
     extradata: bytes | None
     """The codec parameters outside the packets (FFmpeg's extradata), once open."""
+    rtp: RtpFraming | None
+    """How :attr:`StreamPacket.raw` is framed (``None``: packets are kept as ``data``)."""
 
     def __enter__(self) -> Receiver:
         """Open the stream."""
@@ -79,15 +85,18 @@ class BuiltinRtspReceiver:
     idr_only = True
 
     def __init__(self, source: StreamSource, read_timeout_s: float, mode: DecodeChoice,
-                 *, keep_all: bool = False) -> None:
-        self._keep_all = keep_all
-        """Every frame's data, decoded or not (an evidence clip's ring keeps them)."""
+                 *, keep_raw: bool = False) -> None:
         self._session = RtspSession(source.url, username=source.username,
                                     password=source.password,
                                     open_timeout_s=source.open_timeout_s,
                                     read_timeout_s=read_timeout_s,
-                                    keyframes_only=mode == "keyframes" and not keep_all)
-        self.extradata: bytes | None = None  # parameter sets travel in front of keyframes
+                                    keyframes_only=mode == "keyframes", keep_raw=keep_raw)
+        """``keep_raw``: every frame's bytes as received, for an evidence clip's ring, at
+        one copy per frame; the depacketizer still assembles only the frames decoded."""
+        self.extradata: bytes | None = None
+        """The session description's parameter sets (Annex B), once open; in-band ones
+        travel in front of keyframes as well."""
+        self.rtp: RtpFraming | None = None
         self._decoders: dict[DecodeChoice, Any] = {}
         self.codec = "h264"
         self._clock = 90000.0
@@ -97,6 +106,10 @@ class BuiltinRtspReceiver:
         track = self._session.track
         if track is not None:
             self.codec, self._clock = track.syntax.codec, float(track.clock_rate)
+            self.extradata = b"".join(START_CODE + nal for nal in track.parameter_sets) or None
+            if self._session.keep_raw:
+                self.rtp = RtpFraming(channel=self._session.rtp_channel,
+                                      clock_rate=track.clock_rate)
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -110,10 +123,10 @@ class BuiltinRtspReceiver:
             # Stream time from the connection's first frame (RTP timestamps start at a
             # random value), as FFmpeg gives it.
             pts_s = (unit.rtp_time - first_time) / self._clock
-            yield StreamPacket(unit.data, unit.keyframe, pts_s, pts_s)
+            yield StreamPacket(unit.data, unit.keyframe, pts_s, pts_s, raw=unit.raw)
 
     def at_keyframe(self, mode: DecodeChoice, now: float, gop_s: float | None) -> None:
-        self._session.depacketizer.keyframes_only = mode == "keyframes" and not self._keep_all
+        self._session.depacketizer.keyframes_only = mode == "keyframes"
         # Keyframes only: nothing is wanted before the next one, so the receiver may read
         # lazily until shortly before it is due.
         self._session.idle_until = now + gop_s - KEYFRAME_EARLY_S \
@@ -141,6 +154,7 @@ class PyavReceiver:
         self._keyframe_decoder: Any = None
         self.codec = "?"
         self.extradata: bytes | None = None
+        self.rtp: RtpFraming | None = None  # FFmpeg's packets are kept as they are
 
     def __enter__(self) -> PyavReceiver:
         self._container = open_pyav(self._source, self._read_timeout_s)

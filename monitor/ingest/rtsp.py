@@ -34,7 +34,7 @@ import re
 import socket
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
@@ -278,6 +278,11 @@ class AccessUnit:
     """Unwrapped RTP timestamp (the track's clock rate)."""
     keyframe: bool
     data: bytes | None
+    raw: bytes | None = None
+    """The interleaved bytes received since the previous unit, as they came (``$``-framed RTP
+    and RTCP packets, the odd RTSP message), when the session keeps them
+    (:attr:`RtspSession.keep_raw`): an evidence clip's ring stores them undecoded and
+    :func:`replay_units` turns them into frames only when a clip is cut."""
 
 
 @dataclass(slots=True)
@@ -487,6 +492,37 @@ class Depacketizer:
         return unit
 
 
+def replay_units(chunks: Iterable[bytes], *, channel: int, syntax: NalSyntax,
+                 parameter_sets: tuple[bytes, ...] = ()) -> Iterator[tuple[int, AccessUnit]]:
+    """Every frame in ``chunks`` (:attr:`AccessUnit.raw` values, consecutive, the first one
+    beginning a frame) with the index of the chunk it completed in: what a session that
+    decoded all frames would have delivered. Interleaved packets of other channels (RTCP) and
+    RTSP messages between them are skipped; a frame that lost packets comes without data."""
+    depacketizer = Depacketizer(keyframes_only=False, syntax=syntax)
+    depacketizer.set_parameter_sets(parameter_sets)
+    for index, chunk in enumerate(chunks):
+        start, end = 0, len(chunk)
+        while end - start >= 4:
+            if chunk[start] != 0x24:  # an RTSP message (a keep-alive's answer), or garbage
+                try:
+                    message, after = parse_message(chunk, start, end)
+                except RtspError:
+                    message, after = None, start
+                if message is None:
+                    found = chunk.find(b"$", start + 1)
+                    after = end if found < 0 else found
+                start = after
+                continue
+            length = (chunk[start + 2] << 8) | chunk[start + 3]
+            if end - start - 4 < length:
+                break  # not cut at a packet's end: not a session's chunk
+            if chunk[start + 1] == channel:
+                unit = depacketizer.packet(chunk, start + 4, length)
+                if unit is not None:
+                    yield index, unit
+            start += 4 + length
+
+
 # --- Pure parts: RTSP messages (responses, requests, authorization, setup answers). ------------
 
 
@@ -676,6 +712,35 @@ def read_batching(now: float, *, idle_until: float, next_keepalive: float,
 # --- The connection. ---------------------------------------------------------------------------
 
 
+class _RawBytes:
+    """:attr:`RtspSession.keep_raw`'s bookkeeping: where in the receive buffer the bytes of
+    the unit being received begin, and those of them that came in earlier reads."""
+
+    __slots__ = ("_earlier", "_view", "start")
+
+    def __init__(self, view: memoryview) -> None:
+        self._view = view  # copies without an intermediate one
+        self._earlier: list[bytes] = []
+        self.start = 0
+
+    def take(self, end: int) -> bytes:
+        """The unit that ends at ``end`` is complete: its bytes (the next one's begin there)."""
+        piece = bytes(self._view[self.start:end])
+        self.start = end
+        if not self._earlier:
+            return piece
+        self._earlier.append(piece)
+        whole = b"".join(self._earlier)
+        self._earlier.clear()
+        return whole
+
+    def keep(self, end: int) -> None:
+        """Before the next read: copy what arrived up to ``end`` of the unfinished unit."""
+        if end > self.start:
+            self._earlier.append(bytes(self._view[self.start:end]))
+            self.start = end
+
+
 class RtspSession:
     """One RTSP session reading an H.264 or H.265 track over TCP; iterate
     :meth:`access_units`.
@@ -688,7 +753,7 @@ class RtspSession:
 
     def __init__(self, url: str, *, open_timeout_s: float = 10.0, read_timeout_s: float = 10.0,
                  keyframes_only: bool = True, username: str | None = None,
-                 password: SecretStr | None = None) -> None:
+                 password: SecretStr | None = None, keep_raw: bool = False) -> None:
         self.url = RtspUrl.parse(url)
         if username is not None:
             # Typed credentials of the caller win over any in the URL.
@@ -712,6 +777,14 @@ class RtspSession:
         self.idle_until = 0.0
         """Monotonic time before which no frame is wanted (the next keyframe is due later):
         until then the socket is read in long, lazy batches. Set by the consumer."""
+        self.keep_raw = keep_raw
+        """Every unit carries the bytes it came in (:attr:`AccessUnit.raw`): one copy per
+        frame and per read, no work per RTP packet, whatever frames are decoded."""
+
+    @property
+    def rtp_channel(self) -> int:
+        """The interleaved channel the video's RTP packets come on."""
+        return self._rtp_channel
 
     def __enter__(self) -> RtspSession:
         self.connect()
@@ -864,12 +937,15 @@ class RtspSession:
         buffer = self._buffer
         depacketizer = self.depacketizer
         channel = self._rtp_channel
+        raw = _RawBytes(memoryview(buffer)) if self.keep_raw else None
         last_media = time.monotonic()
         keepalive_every = self._session_timeout_s * KEEPALIVE_FRACTION
         next_keepalive = last_media + keepalive_every
         while True:
             media = False  # a video packet in this batch (RTCP alone is no sign of life)
             start, end = self._start, self._end
+            if raw is not None:
+                raw.start = start
             while end - start >= 4:
                 if buffer[start] != 0x24:  # not interleaved data: an RTSP message
                     after = self._skip_message(start, end)
@@ -885,10 +961,15 @@ class RtspSession:
                     unit = depacketizer.packet(buffer, start + 4, length)
                     if unit is not None:
                         self._start = start + 4 + length
+                        if raw is not None:
+                            unit = AccessUnit(unit.rtp_time, unit.keyframe, unit.data,
+                                              raw.take(self._start))
                         yield unit
                         # The consumer may have taken its time: the buffer did not move.
                 start += 4 + length
             self._start = start
+            if raw is not None:
+                raw.keep(start)  # the next read may move what is in the buffer
             now = time.monotonic()
             if media:
                 last_media = now
@@ -898,16 +979,22 @@ class RtspSession:
             if now >= next_keepalive:
                 sock.sendall(self._encode(self._keepalive_method, self.url.request_url, {}))
                 next_keepalive = now + keepalive_every
-            wanted = read_batching(now, idle_until=self.idle_until,
-                                   next_keepalive=next_keepalive)
-            if wanted != batching:
-                batching = wanted
-                self._batch_reads(sock, *batching)
-            try:
-                if not self._fill():
-                    raise RtspError("the camera closed the connection")
-            except BlockingIOError:  # SO_RCVTIMEO passed with nothing at all
-                pass
+            batching = self._read_more(sock, now, next_keepalive, batching)
+
+    def _read_more(self, sock: socket.socket, now: float, next_keepalive: float,
+                   batching: tuple[float, int]) -> tuple[float, int]:
+        """One batched read into the buffer (as lazy as :attr:`idle_until` allows); returns
+        the batching now set on the socket."""
+        wanted = read_batching(now, idle_until=self.idle_until, next_keepalive=next_keepalive)
+        if wanted != batching:
+            batching = wanted
+            self._batch_reads(sock, *batching)
+        try:
+            if not self._fill():
+                raise RtspError("the camera closed the connection")
+        except BlockingIOError:  # SO_RCVTIMEO passed with nothing at all
+            pass
+        return batching
 
     def _skip_message(self, start: int, end: int) -> int | None:
         """Skip the RTSP message (a keep-alive answer) or garbage at ``start``: where the

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import itertools
 import logging
 import socket
 import struct
@@ -31,6 +32,7 @@ from monitor.ingest.rtsp import (
     digest_response,
     parse_challenges,
     parse_sdp,
+    replay_units,
 )
 from monitor.ingest.source import StreamSource
 from tests.support.readers import running, wait_until
@@ -506,6 +508,48 @@ def test_a_request_from_the_camera_inside_the_media_is_skipped() -> None:
         with session:
             frames = list(units_for(session, 1.2))
     assert len(frames) >= 20  # the stream went on past the request (sent after frame 10)
+    assert session.depacketizer.lost_packets == 0
+
+
+def test_kept_raw_bytes_replay_into_every_frame_while_only_keyframes_are_assembled() -> None:
+    # What an evidence clip's ring gets from the built-in receiver: each unit's bytes as they
+    # came (fragmented frames, RTCP, a request of the camera whose body looks like media,
+    # keep-alive answers), read back into frames only when a clip is cut.
+    sender = Sender()
+    frames = itertools.count()
+
+    def media(_sequence: int) -> list[bytes]:
+        frame = next(frames)
+        nal = IDR if frame % 5 == 0 else P_SLICE
+        return sender.frame(frame * 3600, nal, size=300, with_parameters=frame % 5 == 0)
+
+    request = (b"SET_PARAMETER rtsp://cam/live RTSP/1.0\r\nCSeq: 1\r\n"
+               b"Content-Length: 9\r\n\r\n$\x00\xff\xffjunk!")
+    with ScriptedCamera(SIMPLE_SDP, media, session="4242;timeout=1",
+                        camera_request=request) as camera:
+        session = RtspSession(f"rtsp://127.0.0.1:{camera.port}/live", open_timeout_s=3,
+                              read_timeout_s=3, keep_raw=True)
+        with session:
+            units = []
+            for unit in session.access_units():
+                units.append(unit)
+                if len(units) >= 40:
+                    break
+        methods = [line.split(" ")[0] for line in camera.requests]
+    assert methods.count("GET_PARAMETER") >= 2  # keep-alive answers came between the media
+    # Live: only keyframes assembled; every unit carries its raw bytes.
+    assert all((unit.data is not None) == unit.keyframe for unit in units)
+    assert all(unit.raw for unit in units)
+    replayed = list(replay_units([unit.raw or b"" for unit in units], channel=0,
+                                 syntax=session.depacketizer.syntax))
+    # One frame per chunk, in order, each complete in the chunk of the live unit.
+    assert [index for index, _ in replayed] == list(range(len(units)))
+    assert [u.rtp_time for _, u in replayed] == [u.rtp_time for u in units]
+    for (_, again), live in zip(replayed, units, strict=True):
+        if live.keyframe:
+            assert again.data == live.data  # parameter sets in front, as decoded live
+        else:
+            assert again.data == START_CODE + P_SLICE
     assert session.depacketizer.lost_packets == 0
 
 
