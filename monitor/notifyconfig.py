@@ -237,7 +237,8 @@ class NtfyChannel(_ChannelBase):
     url: SecretStr = Field(description="Topic URL, https://ntfy.sh/<topic> (a secret: on a "
                            "public server the topic name is the only protection).")
     token: SecretStr | None = Field(default=None, description="Access token (Bearer).")
-    priority: int = Field(default=4, ge=1, le=5, description="ntfy priority of alert starts.")
+    priority: int = Field(default=4, ge=1, le=5, description="ntfy priority of alert starts "
+                          "and camera health problems (escalations get 5, the rest 3).")
 
     @field_validator("url")
     @classmethod

@@ -117,8 +117,11 @@ class Outbox:
 
     def __init__(self, path: Path | None, *, max_messages: int = 10_000,
                  max_bytes: int = 256 * 1024 * 1024, max_age_s: float = 7 * 86400,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, peer: str = "the broker") -> None:
         self.path = path
+        self.peer = peer
+        """Where the messages go, as the log lines name it (a notification channel's queue
+        says ``channel <name>``)."""
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
@@ -150,8 +153,8 @@ class Outbox:
                 os.close(self._lock)
             raise OutboxError(f"outbox {where}: cannot open: {exc}") from exc
         if self._count:
-            logger.info("outbox %s: %d message(s) from a previous run waiting for the broker",
-                        where, self._count)
+            logger.info("outbox %s: %d message(s) from a previous run waiting for %s",
+                        where, self._count, peer)
 
     @property
     def depth(self) -> int:
@@ -236,9 +239,9 @@ class Outbox:
             before = self.dropped
             self.dropped += dropped
             if before == 0 or before // 100 != self.dropped // 100:
-                logger.error("outbox full (%d messages, %d bytes max; broker unreachable?): "
+                logger.error("outbox full (%d messages, %d bytes max; %s unreachable?): "
                              "dropped the oldest (%s); %d dropped so far", self.max_messages,
-                             self.max_bytes, last_topic, self.dropped)
+                             self.max_bytes, self.peer, last_topic, self.dropped)
 
     def _expire(self) -> None:
         cutoff = self._clock() - self.max_age_s
@@ -250,9 +253,9 @@ class Outbox:
             self._count -= len(rows)
             self._bytes -= sum(size for (size,) in rows)
             self.expired += len(rows)
-            logger.error("outbox: dropped %d message(s) older than %.0f s (broker unreachable "
+            logger.error("outbox: dropped %d message(s) older than %.0f s (%s unreachable "
                          "that long?); %d expired so far", len(rows), self.max_age_s,
-                         self.expired)
+                         self.peer, self.expired)
 
     def head(self, limit: int = 100) -> list[Stored]:
         """The oldest ``limit`` messages, in send order (expired ones dropped first)."""

@@ -151,7 +151,8 @@ class EventPayload(_Payload):
     boxes: list[Box] = Field(default_factory=list, description="Regions the model located.")
     snapshot: SnapshotRef | None = None
     by: str | None = Field(default=None, description="ack: who acknowledged the alert (an "
-                           "ack carries the revision of the step it acknowledges).")
+                           "ack carries the revision of the step it acknowledges); end with "
+                           "end_reason false_alarm: who called it a false alarm.")
     clip: ClipRef | None = Field(default=None, description="The alert's evidence clip (MP4), "
                                  "when the camera keeps one.")
     severity: Literal["normal", "high"] = Field(
@@ -181,7 +182,7 @@ class EventPayload(_Payload):
             latency_s=round(verdict.latency_s, 3) if verdict else None,
             boxes=list(boxes), snapshot=snapshot, clip=clip,
             severity=event.severity.value, zones=list(event.zones),
-            verification=_verification_of(verdict, event.hazard),
+            verification=_verification_of(verdict, event.hazard), by=event.by,
         )
 
 

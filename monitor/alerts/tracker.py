@@ -164,6 +164,9 @@ class AlertEvent:
     end_reason: EndReason | None = None
     severity: Severity = Severity.NORMAL
     zones: tuple[str, ...] = ()
+    by: str | None = None
+    """Who ended it, when an operator did (a false alarm: the console user or the MQTT
+    command's ``by``)."""
     """Zones where the hazard was seen at the start or latest update (site rules)."""
 
     @property

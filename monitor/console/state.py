@@ -369,7 +369,7 @@ class ConsoleState:
                            for o in event.verdicts),
             snapshot_path=snapshot.path if snapshot is not None else None,
             missing_helmets=event.missing_helmets, severity=event.severity.value,
-            zones=tuple(event.zones),
+            zones=tuple(event.zones), by=event.by,
             verification=VerificationPayload.from_result(checked).model_dump(mode="json")
             if checked is not None else None))
         if self._subscribers:

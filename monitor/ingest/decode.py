@@ -185,6 +185,24 @@ def video_refusal(format_name: str, codec: str | None) -> str | None:
     return None
 
 
+NOT_CAMERA_FOURCCS = frozenset({"ansi", "bint", "xbin", "idf", "tty", "gif", "png", "apng",
+                                "bmp", "tiff", "webp", "qoi", "text", "srt", "ass", "subr"})
+"""What OpenCV's FFmpeg backend reports as ``CAP_PROP_FOURCC`` (a container's codec tag, or
+the first four letters of FFmpeg's codec name) for text-mode art, still images and subtitles.
+OpenCV says nothing of the demuxer and a tag is the container's own spelling of a codec
+(``avc1``, ``H264``, ``XVID`` ...), so its backend refuses these rather than allow-listing."""
+
+
+def opencv_refusal(fourcc: int) -> str | None:
+    """Why a source that OpenCV opened with this ``CAP_PROP_FOURCC`` is not a camera, as the
+    status text; ``None`` when nothing says so (see :data:`NOT_CAMERA_FOURCCS`)."""
+    tag = fourcc.to_bytes(4, "little", signed=False).decode("latin-1")
+    name = tag.replace("\0", "").strip().lower()
+    if name in NOT_CAMERA_FOURCCS:
+        return f"{NOT_VIDEO}: {name} (text or a still image, as OpenCV reads it)"
+    return None
+
+
 def keyframe_needed(now: float, wanted_at: float, gop_s: float | None) -> bool:
     """Whether a keyframe arriving at ``now`` may be the one sampled at ``wanted_at``.
 

@@ -29,7 +29,7 @@ import av.error
 import cv2
 
 from monitor.ingest.clips import RtpFraming
-from monitor.ingest.decode import KEYFRAME_EARLY_S, video_refusal
+from monitor.ingest.decode import KEYFRAME_EARLY_S, opencv_refusal, video_refusal
 from monitor.ingest.decoders import annex_b_decoder, keyframe_decoder
 from monitor.ingest.rtsp import START_CODE, RtspSession
 from monitor.ingest.source import NOT_VIDEO, DecodeChoice, NotVideoError, StreamError, StreamSource
@@ -282,4 +282,8 @@ def open_opencv(source: StreamSource) -> Any:
         capture.release()
         raise StreamError("cannot open the stream (OpenCV gave no reason; check the URL "
                           "and credentials)")
+    refusal = opencv_refusal(int(capture.get(cv2.CAP_PROP_FOURCC)) & 0xFFFFFFFF)
+    if refusal is not None:
+        capture.release()
+        raise NotVideoError(refusal)
     return capture

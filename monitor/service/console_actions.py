@@ -16,6 +16,7 @@ both call these.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -86,6 +87,7 @@ class ConsoleActionHandler:
         if event is None:
             raise ActionError(409, f"alert {event_id} is no longer raised on camera "
                               f"{alert.camera_id}")
+        event = dataclasses.replace(event, by=by)
         sample = (self._console.sample(alert.sample_id) if alert.sample_id is not None
                   else None) or self._console.latest(alert.camera_id)
         self._sink.event(event)  # end (false_alarm) on MQTT, OFF retained, and the console

@@ -11,9 +11,11 @@ with two configurations and nothing else:
   ``[schedules]`` or ``[verification]`` changed (interval, hazards, tracker settings, site
   rules, zoom-in verification and so on apply to all), is restarted;
 * the other running cameras are kept untouched (their alerts, readers and trackers live on);
-* ``[vlm]``, ``[mqtt]``, ``[telemetry]``, ``[logging]`` and ``[clips]`` (the packet rings'
-  total budget) are only read at start: a change there is reported as needing a restart of
-  the process, and not applied.
+* ``[vlm]``, ``[mqtt]``, ``[telemetry]``, ``[logging]``, ``[console]``, ``[notify]``,
+  ``[clips]`` (the packet rings' total budget), ``[health]``, ``[snapshots]`` and
+  ``state_dir`` are only read at start: a change there is reported as needing a restart of
+  the process, and not applied; so is a changed schedule that a notification channel's
+  quiet hours follow (the cameras follow it at once).
 """
 
 from __future__ import annotations
@@ -23,9 +25,14 @@ from dataclasses import dataclass
 from monitor.config import CameraConfig, MonitorConfig
 
 RESTART_SECTIONS = ("vlm", "mqtt", "telemetry", "logging", "console", "notify", "clips",
-                    "health")
-"""Sections the running process cannot change (clients, servers, handlers built at start;
-the health trackers keep problems that have started)."""
+                    "health", "snapshots", "state_dir")
+"""Sections (and the top-level ``state_dir``) the running process cannot change (clients,
+servers, handlers built at start; the health trackers keep problems that have started; the
+evidence store and the outboxes stay where they were opened)."""
+QUIET_HOURS = "schedules"
+"""Reported as needing a restart when a schedule that a notification channel's quiet hours
+follow changed: cameras follow the new schedule at once, the channels (built at start) do
+not."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,5 +81,11 @@ def plan_reload(old: MonitorConfig, new: MonitorConfig) -> ReloadPlan:
         remove=tuple(remove), restart=tuple(restart), keep=tuple(keep),
         sections_needing_restart=tuple(
             section for section in RESTART_SECTIONS
-            if getattr(old, section) != getattr(new, section)),
+            if getattr(old, section) != getattr(new, section)) + _quiet_hours_changed(old, new),
     )
+
+
+def _quiet_hours_changed(old: MonitorConfig, new: MonitorConfig) -> tuple[str, ...]:
+    followed = {channel.schedule for channel in old.notify if channel.schedule}
+    changed = any(old.schedules.get(name) != new.schedules.get(name) for name in followed)
+    return (QUIET_HOURS,) if changed else ()

@@ -61,7 +61,7 @@ from monitor.service.console_actions import ConsoleActionHandler
 from monitor.service.console_commands import ConsoleCommands
 from monitor.service.health import HealthWatch
 from monitor.service.pipeline import EVENT_WORDS, CameraPipeline
-from monitor.service.reload import plan_reload
+from monitor.service.reload import QUIET_HOURS, plan_reload
 from monitor.service.sink import AlertSink
 from monitor.service.systemd import Notifier
 from monitor.service.telemetry import CameraSnapshot, HealthServer, LiveSnapshot, Metrics, Readiness
@@ -350,7 +350,13 @@ class Supervisor:
         register_secrets(new.secret_values())  # new cameras' passwords
         plan = plan_reload(old, new)
         for section in plan.sections_needing_restart:
-            logger.warning("reload: [%s] changed; restart the daemon to apply it", section)
+            if section == QUIET_HOURS:
+                logger.warning("reload: a schedule that notification channels' quiet hours "
+                               "follow changed: the cameras follow it now, the channels after "
+                               "a restart of the daemon")
+            else:
+                logger.warning("reload: %s changed; restart the daemon to apply it",
+                               section if section == "state_dir" else f"[{section}]")
         for camera_id in plan.remove:
             camera = self._cameras.get(camera_id)
             if camera is not None:

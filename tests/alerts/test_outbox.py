@@ -77,7 +77,18 @@ def test_count_bound_drops_oldest_events_first_counted_and_logged(
     assert payloads[0] == b"ON"  # state survives; the oldest events went
     assert payloads[1:] == [f"event {i}".encode() for i in range(11, 20)]
     assert "outbox full" in caplog.text
+    assert "the broker unreachable?" in caplog.text
     assert len(caplog.records) == 1  # logged once, not per message
+
+
+def test_a_notification_channels_queue_names_its_channel_when_full(
+        caplog: pytest.LogCaptureFixture) -> None:
+    outbox = Outbox(None, max_messages=2, peer="channel pager")
+    with caplog.at_level(logging.ERROR, logger="monitor.alerts.outbox"):
+        for index in range(4):
+            outbox.put([event(index)])
+    assert "channel pager unreachable?" in caplog.text
+    assert "broker" not in caplog.text
 
 
 def test_byte_bound(tmp_path: Path) -> None:

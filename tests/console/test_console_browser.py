@@ -126,6 +126,7 @@ def test_acknowledge_and_false_alarm_are_seen_on_mqtt(console_daemon: ConsoleDae
     end = wait(lambda: [e for e in daemon.mqtt.events()
                         if e["type"] == "end" and e["id"] == event_id], 10, "the end on MQTT")
     assert end[0]["end_reason"] == "false_alarm"
+    assert end[0]["by"] == "token"  # who called it a false alarm travels with the end
     wait(lambda: "false_alarm" in driver.find_element(
         By.CSS_SELECTOR, f'#alerts tr[data-event="{event_id}"] .state').text, 5,
         "the end in the page")

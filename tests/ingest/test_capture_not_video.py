@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.ingest.decode import video_refusal
+from monitor.ingest.decode import opencv_refusal, video_refusal
 from monitor.ingest.reader import CameraReader
 from monitor.ingest.source import NOT_VIDEO, StreamSource
 from monitor.tools.cli import main
@@ -74,6 +74,31 @@ def test_only_camera_video_is_accepted(format_name: str, codec: str | None,
 
 def test_a_text_file_is_refused(text_file: Path) -> None:
     refused(str(text_file), f"{NOT_VIDEO}: tty/ansi (text or a still image)")
+
+
+def test_a_text_file_is_refused_by_the_opencv_backend_too(text_file: Path) -> None:
+    reader = CameraReader(StreamSource("cam", str(text_file), backend="opencv",
+                                       open_timeout_s=5.0, read_timeout_s=5.0))
+    with running(reader):
+        wait_until(lambda: reader.status.reconnects >= 1, 10, "the source refused")
+        status = reader.status
+    assert status.last_error == f"{NOT_VIDEO}: ansi (text or a still image, as OpenCV reads it)"
+    assert status.not_video
+    assert status.frames_read == 0
+
+
+@pytest.mark.parametrize(("tag", "refused_as"), [(b"ansi", "ansi"), (b"gif\0", "gif"),
+                                                 (b"png ", "png"), (b"avc1", None),
+                                                 (b"H264", None), (b"mjpe", None),
+                                                 (b"\0\0\0\0", None)])
+def test_opencv_codec_tags_of_text_and_stills_are_refused(tag: bytes,
+                                                          refused_as: str | None) -> None:
+    refusal = opencv_refusal(int.from_bytes(tag, "little"))
+    if refused_as is None:
+        assert refusal is None
+    else:
+        assert refusal is not None
+        assert refusal.startswith(f"{NOT_VIDEO}: {refused_as} ")
 
 
 def test_a_file_that_cannot_be_decoded_says_so(tmp_path: Path) -> None:

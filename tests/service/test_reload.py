@@ -65,3 +65,28 @@ def test_changed_verification_restarts_every_running_camera() -> None:
     old = config([camera("a"), camera("b")])
     new = config([camera("a"), camera("b")], verification={"hazards": ["fire", "no_helmet"]})
     assert ids(plan_reload(old, new)) == ((), (), ("a", "b"), ())
+
+
+def test_evidence_store_and_state_dir_changes_are_reported_not_applied() -> None:
+    old = config([camera("a")])
+    new = config([camera("a")], snapshots={"max_count": 10}, state_dir="/var/lib/elsewhere")
+    assert plan_reload(old, new).sections_needing_restart == ("snapshots", "state_dir")
+
+
+def test_a_schedule_followed_by_quiet_hours_is_reported_the_cameras_restart() -> None:
+    channel = {"name": "pager", "type": "ntfy", "url": "https://ntfy.example/t",
+               "schedule": "day"}
+    old = config([camera("a")], schedules={"day": {"monday": ["06:00-20:00"]},
+                                           "night": {"monday": ["20:00-23:00"]}},
+                 notify=[channel])
+    changed_day = config([camera("a")], schedules={"day": {"monday": ["07:00-20:00"]},
+                                                   "night": {"monday": ["20:00-23:00"]}},
+                         notify=[channel])
+    plan = plan_reload(old, changed_day)
+    assert plan.sections_needing_restart == ("schedules",)
+    assert ids(plan) == ((), (), ("a",), ())
+    # A schedule no channel follows: the cameras take it, nothing waits for a restart.
+    changed_night = config([camera("a")], schedules={"day": {"monday": ["06:00-20:00"]},
+                                                     "night": {"monday": ["21:00-23:00"]}},
+                           notify=[channel])
+    assert plan_reload(old, changed_night).sections_needing_restart == ()

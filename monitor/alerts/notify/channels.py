@@ -233,13 +233,31 @@ def _telegram(channel: Any, notification: Notification, image: bytes | None) -> 
 NTFY_TAGS = {"fire": "fire", "smoke": "dash", "no_helmet": "construction_worker"}
 
 
+NTFY_DEFAULT_PRIORITY = 3
+NTFY_URGENT_PRIORITY = 5
+
+
+def ntfy_priority(channel_priority: int, notification: Notification) -> int:
+    """ntfy's priority (1-5) of a notification: the channel's ``priority`` for an alert's
+    start and a camera health problem's start (a camera that went dark is a safety failure
+    too), the highest for an escalation (an update whose severity was raised: it is meant
+    to wake someone else), ntfy's default for the rest (ends, acks, digests, tests)."""
+    if notification.kind in ("start", "health_start"):
+        return channel_priority
+    if notification.kind == "update" and (notification.event or {}).get("severity") == "high":
+        return NTFY_URGENT_PRIORITY
+    return NTFY_DEFAULT_PRIORITY
+
+
 def _ntfy(channel: Any, notification: Notification, image: bytes | None) -> HttpRequest:
     url = channel.url.get_secret_value()
+    alarming = ntfy_priority(channel.priority, notification) > NTFY_DEFAULT_PRIORITY
+    signal = "warning" if notification.kind == "health_start" else "rotating_light"
     headers = {"Title": _header_value(notification.title),
-               "Priority": str(channel.priority if notification.kind == "start" else 3),
-               "Tags": ",".join(tag for tag in ("rotating_light" if notification.kind == "start"
-                                                else "", NTFY_TAGS.get(notification.hazard or "",
-                                                                       "")) if tag)}
+               "Priority": str(ntfy_priority(channel.priority, notification)),
+               "Tags": ",".join(tag for tag in (signal if alarming else "",
+                                                NTFY_TAGS.get(notification.hazard or "", ""))
+                                if tag)}
     if not headers["Tags"]:
         del headers["Tags"]
     if channel.token is not None:

@@ -338,7 +338,8 @@ class NotifyHub:
             if not channel.enabled:
                 continue
             outbox = Outbox(directory / f"{channel.name}.sqlite3",
-                            max_messages=channel.max_messages, max_age_s=channel.max_age_s)
+                            max_messages=channel.max_messages, max_age_s=channel.max_age_s,
+                            peer=f"channel {channel.name}")
             schedule = (schedules or {}).get(channel.schedule) if channel.schedule else None
             workers.append(ChannelWorker(channel, outbox, schedule=schedule))
         return cls(workers)

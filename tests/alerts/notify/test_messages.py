@@ -22,6 +22,7 @@ from monitor.alerts.notify.channels import (
     classify,
     dingtalk_sign,
     feishu_sign,
+    ntfy_priority,
     webhook_signature,
 )
 from monitor.alerts.notify.images import fit_jpeg
@@ -269,3 +270,15 @@ def test_an_image_over_the_limit_is_shrunk_to_fit() -> None:
     assert decoded.shape[1] < 1280
     assert fit_jpeg(big, len(big)) is big
     assert fit_jpeg(b"not a jpeg" * 100, 10) is None
+
+
+@pytest.mark.parametrize(("kind", "severity", "expected"), [
+    ("start", "normal", 4), ("health_start", None, 4), ("update", "high", 5),
+    ("update", "normal", 3), ("end", "normal", 3), ("health_end", None, 3), ("ack", None, 3),
+    ("digest", None, 3), ("test", None, 3)])
+def test_ntfy_priority_pages_for_starts_health_problems_and_escalations(
+        kind: str, severity: str | None, expected: int) -> None:
+    event = {"severity": severity} if severity is not None else None
+    notification = Notification(key="k", kind=kind, camera="c", hazard="fire", title="t",
+                                text="x", at="2026-12-02T00:00:00Z", event=event)
+    assert ntfy_priority(4, notification) == expected
