@@ -8,8 +8,10 @@ serves ``batch / service time`` requests per second; at ``--interval-s`` per cam
 1x is that many requests per second times the interval in cameras.
 
 The daemon's own parts run in this process as the supervisor wires them: the real
-:class:`~monitor.model.client.VlmClient` (``max_concurrency`` = the batch, so no request waits
-in the simulator), one :class:`~monitor.service.pipeline.CameraPipeline` per camera, the
+:class:`~monitor.model.client.VlmClient` (``max_concurrency`` = the batch, as the README tells
+users, and the daemon's default ``vlm.queue_headroom``: that many requests more wait in the
+simulator's queue, as they would in vLLM's; ``--queue-headroom 0`` is the daemon before it),
+one :class:`~monitor.service.pipeline.CameraPipeline` per camera, the
 :class:`~monitor.service.sink.AlertSink` and :class:`~monitor.alerts.publisher.MqttPublisher`
 with its outbox, to a private Mosquitto; a subscriber times the ``start`` events. Only the
 cameras are synthetic: each source holds pre-rendered 320x180 frames of the quiet scene (eight
@@ -51,6 +53,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import random
 import statistics
 import subprocess
@@ -70,7 +73,7 @@ from monitor.alerts.outbox import Outbox
 from monitor.alerts.payloads import Box, SnapshotRef
 from monitor.alerts.publisher import MqttPublisher
 from monitor.alerts.tracker import AlertEvent
-from monitor.config import MonitorConfig, config_from_mapping
+from monitor.config import QUEUE_HEADROOM, MonitorConfig, config_from_mapping
 from monitor.ingest.frame import CapturedFrame
 from monitor.model.answer import Verdict
 from monitor.model.client import VlmClient
@@ -198,6 +201,8 @@ class Options:
     trial_timeout_s: float
     max_frame_age_s: float
     seed: int
+    queue_headroom: int = QUEUE_HEADROOM
+    """The daemon's ``vlm.queue_headroom``: requests beyond the batch, queued by the GPU."""
 
     @property
     def image_tokens(self) -> int:
@@ -257,7 +262,8 @@ def settings(options: Options, cameras: int, sim_url: str, broker: MosquittoBrok
     """The daemon's configuration for one run."""
     return config_from_mapping({
         "state_dir": str(state_dir),
-        "vlm": {"base_url": sim_url, "max_concurrency": options.batch, "timeout_s": 60,
+        "vlm": {"base_url": sim_url, "max_concurrency": options.batch,
+                "queue_headroom": options.queue_headroom, "timeout_s": 60,
                 "max_frame_age_s": options.max_frame_age_s, "priority_scheduling": priority,
                 "language": "en"},
         "mqtt": {"host": broker.host, "port": broker.port, "client_id": "capacity-bench"},
@@ -428,7 +434,8 @@ async def check_service_time(sim_url: str, options: Options) -> None:
           f"{behaviour['latency_per_image_token_s']:g} s x {options.image_tokens} image tokens "
           f"= {options.service_s:.3f} s per request, batch {behaviour['batch_capacity']}: "
           f"{options.capacity_per_s:.2f} requests/s; cameras every {options.interval_s:g} s: "
-          f"1x = {options.capacity_per_s * options.interval_s:.1f} cameras")
+          f"1x = {options.capacity_per_s * options.interval_s:.1f} cameras; daemon: "
+          f"max_concurrency {options.batch} + queue_headroom {options.queue_headroom}")
 
 
 def row(result: Result, unloaded: float) -> str:
@@ -447,6 +454,7 @@ async def main_async(options: Options, loads: Sequence[float]) -> int:
     rng = random.Random(options.seed)
     quiet = noisy_variants(render_frame(PRESETS["quiet"](width=WIDTH, height=HEIGHT), 1.0), rng)
     fire = render_frame(PRESETS["fire"](width=WIDTH, height=HEIGHT), 8.0)
+    print(f"load average {load_average()} on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory(prefix="capacity-bench-") as scratch:
         broker = MosquittoBroker()
         broker.start()
@@ -469,7 +477,13 @@ async def main_async(options: Options, loads: Sequence[float]) -> int:
             process.terminate()
             process.wait(10)
             broker.stop()
+    print(f"load average at the end {load_average()}")
     return report_goals(results, options, loads)
+
+
+def load_average() -> str:
+    """The machine's 1, 5 and 15-minute load averages: a run on a busy machine says so."""
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def report_goals(results: Sequence[Result], options: Options, loads: Sequence[float]) -> int:
@@ -513,6 +527,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, list[float]]
     parser.add_argument("--trial-timeout-s", type=float, default=30.0)
     parser.add_argument("--max-frame-age-s", type=float, default=6.0)
     parser.add_argument("--seed", type=int, default=16)
+    parser.add_argument("--queue-headroom", type=int, default=QUEUE_HEADROOM,
+                        help="the daemon's vlm.queue_headroom: requests sent beyond the batch, "
+                        f"which the simulated GPU queues (default {QUEUE_HEADROOM}, the "
+                        "daemon's)")
     args = parser.parse_args(argv)
     loads = [float(x) for x in args.loads.split(",") if x.strip()]
     options = Options(interval_s=args.interval_s, fps=args.fps, batch=args.batch,
@@ -520,7 +538,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, list[float]]
                       latency_per_image_token_s=args.latency_per_image_token_s,
                       warmup_s=args.warmup_s, measure_s=args.measure_s, trials=args.trials,
                       spacing_s=args.spacing_s, trial_timeout_s=args.trial_timeout_s,
-                      max_frame_age_s=args.max_frame_age_s, seed=args.seed)
+                      max_frame_age_s=args.max_frame_age_s, seed=args.seed,
+                      queue_headroom=args.queue_headroom)
     return options, loads
 
 

@@ -61,6 +61,9 @@ HAZARD_NAMES: tuple[HazardName, ...] = get_args(HazardName)
 
 DEFAULT_CONFIG_PATH = Path("/etc/monitor/monitor.toml")
 EX_CONFIG = 78
+QUEUE_HEADROOM = 1
+"""Default ``vlm.queue_headroom``: one request queued on each server beyond its batch hides
+the gap between one answer and the next request (``bench/capacity.py``)."""
 """sysexits.h: configuration error. systemd's ``RestartPreventExitStatus=`` can name it."""
 
 _CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -121,6 +124,10 @@ class EndpointConfig(_Section):
         default=None, ge=1, le=1024,
         description="Requests in flight on this server (its --max-num-seqs); default: "
         "vlm.max_concurrency.")
+    queue_headroom: int | None = Field(
+        default=None, ge=0, le=64,
+        description="Requests sent to this server beyond max_concurrency, which it queues; "
+        "default: vlm.queue_headroom.")
     name: str | None = Field(
         default=None, min_length=1, max_length=64,
         description="Label in logs and metrics; default: the URL (password redacted).")
@@ -155,6 +162,12 @@ class VlmConfig(_Section):
         default=8, ge=1, le=1024,
         description="Requests in flight at once across all cameras (match vLLM's max_num_seqs).",
     )
+    queue_headroom: int = Field(
+        default=QUEUE_HEADROOM, ge=0, le=64,
+        description="Requests sent to each server beyond its max_concurrency, which the "
+        "server queues: a place that frees in its batch is taken at once instead of idling "
+        "while the next frame is encoded and sent; each can put an alerting camera's request "
+        "behind one routine request on the server (0: none).")
     max_pixels: int = Field(
         default=1280 * 28 * 28, ge=4 * 28 * 28, le=16384 * 28 * 28,
         description="Pixel budget of an image sent to the model (28x28 pixels = one token).",

@@ -210,9 +210,12 @@ class VlmClient:
                 else config.api_key
             capacity = (spec.max_concurrency if spec is not None and spec.max_concurrency
                         else config.max_concurrency)
+            headroom = (spec.queue_headroom if spec is not None
+                        and spec.queue_headroom is not None else config.queue_headroom)
             name = (spec.name if spec is not None and spec.name else redact(base_url))
-            endpoint = Endpoint(name=name, capacity=capacity, breaker=CircuitBreaker(
-                threshold=config.breaker_failures, probe_initial_s=config.breaker_probe_s))
+            endpoint = Endpoint(name=name, capacity=capacity, headroom=headroom,
+                                breaker=CircuitBreaker(threshold=config.breaker_failures,
+                                                       probe_initial_s=config.breaker_probe_s))
             # A server may quote the key back in an error body: mask it wherever it goes.
             register_secrets([key.get_secret_value()])
             client = AsyncOpenAI(

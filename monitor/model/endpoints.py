@@ -1,8 +1,11 @@
 """The pool of model servers: least-in-flight routing, fair waiting, circuit breakers.
 
-* Every endpoint has a capacity (its ``max_concurrency``, to match vLLM's ``--max-num-seqs``).
-  A request takes a slot on the endpoint with the fewest requests in flight among those with a
-  free slot and a closed breaker.
+* Every endpoint has a capacity (its ``max_concurrency``, to match vLLM's ``--max-num-seqs``)
+  and a ``headroom``: that many requests more may be in flight, which the server queues, so a
+  place that frees in its batch is taken at once by a request already there instead of idling
+  while the next camera's frame is encoded and sent (``vlm.queue_headroom``). A request takes
+  a slot on the endpoint with the fewest requests in flight among those with a free slot and
+  a closed breaker.
 * When no slot is free, requests wait in one queue; a freed slot goes to the waiting request
   :func:`monitor.model.priority.next_waiter` picks: alerting cameras first, then overdue ones,
   then by the camera's ``priority``, then the camera analysed least recently (so when the GPUs
@@ -99,10 +102,18 @@ class Endpoint:
     name: str
     """Label for logs and metrics: never contains credentials."""
     capacity: int
+    """Requests the server serves at once (its batch: vLLM's ``--max-num-seqs``)."""
     breaker: CircuitBreaker
+    headroom: int = 0
+    """Requests in flight beyond ``capacity``: they wait in the server's queue."""
     in_flight: int = 0
     served: int = 0
     probe_task: asyncio.Task[None] | None = None
+
+    @property
+    def limit(self) -> int:
+        """Requests that may be in flight on this endpoint: its capacity and its headroom."""
+        return self.capacity + self.headroom
 
     def describe(self) -> str:
         """One status line: in service or why not."""
@@ -111,7 +122,10 @@ class Endpoint:
             # for as long as the outage does.
             return (f"{self.name}: out of service after {self.breaker.threshold} consecutive "
                     f"failures (last: {self.breaker.last_failure}); probing GET /v1/models")
-        return f"{self.name}: in service, {self.in_flight}/{self.capacity} in flight"
+        return f"{self.name}: in service, {self.in_flight}/{self._limit_text()} in flight"
+
+    def _limit_text(self) -> str:
+        return f"{self.capacity}+{self.headroom}" if self.headroom else str(self.capacity)
 
 
 Probe = Callable[[Endpoint], Awaitable[str | None]]
@@ -201,13 +215,16 @@ class EndpointPool:
 
     def _best(self) -> Endpoint | None:
         """The in-service endpoint with a free slot and the fewest requests in flight (ties:
-        the one with more room, then the one that served fewer, so load spreads evenly)."""
+        the one with more room, then the one that served fewer, so load spreads evenly); one
+        with a free place in its batch before any whose next request would wait in its queue
+        (headroom), so a queue forms only once every batch is full."""
         candidates = [e for e in self.endpoints
-                      if not e.breaker.open and e.in_flight < e.capacity]
+                      if not e.breaker.open and e.in_flight < e.limit]
         if not candidates:
             return None
         return min(candidates,
-                   key=lambda e: (e.in_flight, e.in_flight / e.capacity, e.served))
+                   key=lambda e: (e.in_flight >= e.capacity, e.in_flight,
+                                  e.in_flight / e.capacity, e.served))
 
     def _dispatch(self) -> None:
         while self._waiters:
@@ -249,7 +266,7 @@ class EndpointPool:
         return f"{which} out of service: {lines}"
 
     def _slots_summary(self) -> str:
-        return ", ".join(f"{e.name} {e.in_flight}/{e.capacity}"
+        return ", ".join(f"{e.name} {e.in_flight}/{e._limit_text()}"
                          + (" out of service" if e.breaker.open else "")
                          for e in self.endpoints)
 

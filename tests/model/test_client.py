@@ -52,8 +52,10 @@ def scene_image(preset: str = "fire", t: float = 8.0, *, max_pixels: int = 448 *
 
 
 def make_client(*base_urls: str, **overrides: object) -> VlmClient:
+    # No queue headroom unless a test asks for it: most tests here count the client's own
+    # slots (max_concurrency); the headroom has tests of its own.
     settings: dict[str, object] = {"timeout_s": 5, "max_retries": 0, "api_key": SECRET,
-                                   **overrides}
+                                   "queue_headroom": 0, **overrides}
     if len(base_urls) == 1:
         settings["base_url"] = base_urls[0]
     else:
@@ -289,6 +291,45 @@ async def test_per_endpoint_concurrency_limit(sim: SimServer) -> None:
     finally:
         await client.aclose()
     assert sim.stats["max_in_service"] == 2
+
+
+@pytest.mark.asyncio
+async def test_queue_headroom_keeps_that_many_requests_waiting_on_the_server() -> None:
+    """max_concurrency 2 and queue_headroom 1 against a server that serves two at once: three
+    in flight, the third waits in the server's queue and enters service the moment one of
+    the two leaves, never four."""
+    async with SimServer(SimBehaviour(latency_s=0.2, batch_capacity=2)) as sim:
+        client = make_client(sim.base_url, max_concurrency=2, queue_headroom=1)
+        in_flight: list[int] = []
+
+        async def watch() -> None:
+            while True:
+                in_flight.append(sim.stats["in_flight"])
+                await asyncio.sleep(0.01)
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await asyncio.gather(*(analyse(client, camera=f"c{i}") for i in range(6)))
+        finally:
+            watcher.cancel()
+            await client.aclose()
+    assert max(in_flight) == 3
+    assert sim.stats["max_in_service"] == 2
+    assert sim.stats["queued"] >= 2
+    assert sim.stats["ok"] == 6
+
+
+@pytest.mark.asyncio
+async def test_an_endpoints_own_queue_headroom_overrides_the_default() -> None:
+    config = VlmConfig.model_validate({"queue_headroom": 2, "endpoints": [
+        {"base_url": "http://127.0.0.1:9/v1", "max_concurrency": 4},
+        {"base_url": "http://127.0.0.1:10/v1", "queue_headroom": 0}]})
+    client = VlmClient(config)
+    try:
+        assert client.describe() == ["http://127.0.0.1:9/v1: in service, 0/4+2 in flight",
+                                     "http://127.0.0.1:10/v1: in service, 0/8 in flight"]
+    finally:
+        await client.aclose()
 
 
 @pytest.mark.asyncio

@@ -103,3 +103,34 @@ async def test_cancelled_waiter_gives_its_slot_back() -> None:
     assert held.in_flight == 0
     assert (await pool.acquire(1)) is held
     await pool.aclose()
+
+
+def _headroom_pool(*specs: tuple[int, int]) -> EndpointPool:
+    """A pool of endpoints given as (capacity, headroom)."""
+    endpoints = [Endpoint(name=f"e{i}", capacity=capacity, headroom=headroom,
+                          breaker=CircuitBreaker(threshold=1, probe_initial_s=60))
+                 for i, (capacity, headroom) in enumerate(specs)]
+    return EndpointPool(endpoints, probe=_never)
+
+
+@pytest.mark.asyncio
+async def test_headroom_lets_that_many_requests_more_in_flight_then_requests_wait() -> None:
+    pool = _headroom_pool((2, 1))
+    held = [await pool.acquire(1) for _ in range(3)]  # two in the batch, one queued there
+    assert held[0].in_flight == 3
+    assert pool.describe() == ["e0: in service, 3/2+1 in flight"]
+    with pytest.raises(NoEndpointError, match=r"e0 3/2\+1"):
+        await pool.acquire(0.05)
+    pool.release(held[0])
+    assert (await pool.acquire(1)) is held[0]
+    await pool.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_free_place_in_a_batch_goes_before_a_place_in_a_queue() -> None:
+    # e0 serves one at a time and may queue one more; e1 serves four. Fewest in flight alone
+    # would queue the fourth request on e0 (1 in flight) while e1 (2) has room in its batch.
+    pool = _headroom_pool((1, 1), (4, 0))
+    names = [(await pool.acquire(1)).name for _ in range(6)]
+    assert names == ["e0", "e1", "e1", "e1", "e1", "e0"]  # e0's queue once every batch is full
+    await pool.aclose()

@@ -109,17 +109,17 @@ async def _no_probe(endpoint: Endpoint) -> str | None:
     return None
 
 
-def pool(*, prioritise: bool = True) -> EndpointPool:
-    endpoint = Endpoint(name="gpu", capacity=1,
+def pool(*, prioritise: bool = True, headroom: int = 0) -> EndpointPool:
+    endpoint = Endpoint(name="gpu", capacity=1, headroom=headroom,
                         breaker=CircuitBreaker(threshold=3, probe_initial_s=1.0))
     return EndpointPool([endpoint], probe=_no_probe, prioritise=prioritise)
 
 
 async def served_order(the_pool: EndpointPool, urgencies: list[Urgency]) -> list[int]:
-    """Hold the one slot, queue one request per urgency, then free the slot repeatedly:
-    the order in which the queued requests got it."""
+    """Hold every slot, queue one request per urgency, then free a slot repeatedly: the order
+    in which the queued requests got it."""
     order: list[int] = []
-    held = await the_pool.acquire(1.0)
+    held = [await the_pool.acquire(1.0) for _ in range(the_pool.endpoints[0].limit)]
 
     async def ask(index: int, urgency: Urgency) -> None:
         endpoint = await the_pool.acquire(5.0, urgency)
@@ -132,16 +132,21 @@ async def served_order(the_pool: EndpointPool, urgencies: list[Urgency]) -> list
         tasks.append(asyncio.create_task(ask(index, urgency)))
         await asyncio.sleep(0)  # arrive in list order
     assert the_pool.waiting == len(urgencies)
-    the_pool.release(held)
+    the_pool.release(held[0])
     await asyncio.gather(*tasks)
+    for endpoint in held[1:]:
+        the_pool.release(endpoint)
     return order
 
 
 @pytest.mark.asyncio
-async def test_the_pool_hands_a_freed_slot_to_the_most_urgent_waiting_request() -> None:
+@pytest.mark.parametrize("headroom", [0, 2])
+async def test_the_pool_hands_a_freed_slot_to_the_most_urgent_waiting_request(
+        headroom: int) -> None:
+    # The same order whether or not requests may queue on the server (vlm.queue_headroom).
     urgencies = [quiet(1.0), quiet(2.0, priority=5), Urgency(alerting=True, last_verdict_at=3.0),
                  quiet(0.5)]
-    assert await served_order(pool(), urgencies) == [2, 1, 3, 0]
+    assert await served_order(pool(headroom=headroom), urgencies) == [2, 1, 3, 0]
 
 
 @pytest.mark.asyncio
