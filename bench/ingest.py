@@ -15,6 +15,11 @@ same window and in separate client processes:
     nothing decoded or assembled for it), against (b) without rings at the same N in the same
     run; prints the client CPU it adds (the issue's bound: at most 5 % at N=48) and the
     ring's memory per camera;
+(e) ``split`` (with ``--clips N``, once after the pairs): (b) with a ring on every second
+    camera, so that rings and no rings share the process and the window; each camera's
+    reader thread's CPU (where a ring's work is done) is compared, ringed against plain, and
+    set against the client's CPU per camera: what whole runs on a shared machine cannot
+    resolve (two runs of the same code differ by up to 8 % here);
 (c) ``bare`` (with ``--bare``): the bare PyAV keyframe-only reader of ``rtsp-lab.md`` (``av.open``
     over TCP, ``skip_frame = "NONKEY"``, each keyframe converted to BGR, a thread per camera),
     the figure the daemon has to beat.
@@ -248,12 +253,19 @@ def _client_bare(urls: list[str], interval: float, warmup: float, duration: floa
 def _client_clips(urls: list[str], interval: float, warmup: float,
                   duration: float) -> dict[str, Any]:
     """(b) with an evidence clip ring on every camera, as the daemon's defaults make them."""
-    return _client_monitor(urls, interval, warmup, duration, clips=True)
+    return _client_monitor(urls, interval, warmup, duration, ring_every=1)
+
+
+def _client_split(urls: list[str], interval: float, warmup: float,
+                  duration: float) -> dict[str, Any]:
+    """(b) with an evidence clip ring on every second camera: rings and no rings in the same
+    process over the same window, compared reader thread by reader thread."""
+    return _client_monitor(urls, interval, warmup, duration, ring_every=2)
 
 
 def _client_monitor(  # noqa: PLR0915 - one closure-heavy function keeps the mode readable
         urls: list[str], interval: float, warmup: float, duration: float, *,
-        clips: bool = False) -> dict[str, Any]:
+        ring_every: int = 0) -> dict[str, Any]:
     from monitor import heap  # noqa: PLC0415
     from monitor.clipconfig import ClipDefaults, ClipsConfig  # noqa: PLC0415
     from monitor.config import DefaultsConfig, VlmConfig  # noqa: PLC0415
@@ -271,7 +283,8 @@ def _client_monitor(  # noqa: PLR0915 - one closure-heavy function keeps the mod
     defaults = DefaultsConfig(interval_s=interval)
     clip, budget = ClipDefaults(), RingBudget(ClipsConfig().max_total_bytes)
     rings = [PacketRing(f"cam{i}", keep_s=clip.clip_pre_roll_s + RING_SLACK_S,
-                        max_bytes=clip.clip_max_bytes, budget=budget) if clips else None
+                        max_bytes=clip.clip_max_bytes, budget=budget)
+             if ring_every and i % ring_every == 0 else None
              for i in range(len(urls))]
     readers = [CameraReader(StreamSource(
         camera_id=f"cam{i}", url=url, open_timeout_s=defaults.open_timeout_s,
@@ -360,6 +373,7 @@ def _client_monitor(  # noqa: PLR0915 - one closure-heavy function keeps the mod
             await asyncio.sleep(OFFSET_POLL_S)
         start_cpu = time.process_time()
         start_threads = _threads_cpu_s()
+        start_readers = _reader_cpu_s()
         start_reconnects = sum(reader.status.reconnects for reader in readers)
         window["start"] = start = time.monotonic()
         print("WINDOW START", flush=True)
@@ -368,6 +382,7 @@ def _client_monitor(  # noqa: PLR0915 - one closure-heavy function keeps the mod
             await asyncio.sleep(OFFSET_POLL_S)
         cpu = time.process_time() - start_cpu
         end_threads = _threads_cpu_s()
+        end_readers = _reader_cpu_s()
         # Counted before the readers are told to stop (a stopped reader is not online).
         now = time.monotonic()
         offline = sum(1 for reader in readers if not reader.check(now).online)
@@ -388,6 +403,13 @@ def _client_monitor(  # noqa: PLR0915 - one closure-heavy function keeps the mod
         summary["reconnects"] = reconnects
         summary["threads"] = {group: end_threads.get(group, 0.0) - start_threads.get(group, 0.0)
                               for group in end_threads}
+        spent = {name: end_readers[name] - start_readers.get(name, 0.0) for name in end_readers}
+        ringed = [spent.get(f"camera[cam{i}].reader", 0.0)
+                  for i, ring in enumerate(rings) if ring is not None]
+        plain = [spent.get(f"camera[cam{i}].reader", 0.0)
+                 for i, ring in enumerate(rings) if ring is None]
+        summary["reader_cpu_s_ringed"] = statistics.mean(ringed) if ringed else 0.0
+        summary["reader_cpu_s_plain"] = statistics.mean(plain) if plain else 0.0
         return summary
 
     # The offset tracker polls at 10 Hz (each keyframe stays the newest frame for a whole
@@ -412,6 +434,16 @@ def _threads_cpu_s() -> dict[str, float]:
                  "loop" if name == "MainThread" else "other")
         groups[group] = groups.get(group, 0.0) + seconds
     return groups
+
+
+def _reader_cpu_s() -> dict[str, float]:
+    """CPU seconds so far of each camera's reader thread, by thread name."""
+    spent: dict[str, float] = {}
+    for thread in threading.enumerate():
+        if thread.native_id is not None and thread.name.endswith(".reader"):
+            with contextlib.suppress(OSError):  # the thread just ended
+                spent[thread.name] = _proc_cpu_s(thread.native_id, task=True)
+    return spent
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -453,7 +485,7 @@ def child_main(mode: str, urls: list[str], interval: float, warmup: float,
                duration: float) -> None:
     """Entry of the child process: measure one client and print a JSON line."""
     run = {"baseline": _client_baseline, "bare": _client_bare, "monitor": _client_monitor,
-           "clips": _client_clips}[mode]
+           "clips": _client_clips, "split": _client_split}[mode]
     result = run(urls, interval, warmup, duration)
     print("RESULT " + json.dumps(result), flush=True)
     # Reader threads may still sit in a read; the figures are out, leave without joining.
@@ -515,17 +547,18 @@ class RunResult:
     def line(self, interval: float) -> str:
         c = self.client
         extra = ""
-        if self.mode == "clips":
+        if self.mode in {"clips", "split"}:
             extra = (f"  rings {c['ring_mb_per_camera']:.2f} MB/cam (largest "
                      f"{c['ring_mb_max']:.2f} MB)")
-        if self.mode in {"monitor", "clips"}:
+        if self.mode in {"monitor", "clips", "split"}:
             extra += (f"  decode={'/'.join(c['decode_modes'])} offline={c['offline']}"
                      f" reconnects={c['reconnects']}")
             total = sum(c["threads"].values()) or 1.0
             extra += "\n      where the client's CPU went: " + ", ".join(
                 f"{group} {seconds / total:.0%}" for group, seconds in
                 sorted(c["threads"].items(), key=lambda item: -item[1]))
-        label = {"baseline": "a", "monitor": "b", "bare": "c", "clips": "d"}[self.mode]
+        label = {"baseline": "a", "monitor": "b", "bare": "c", "clips": "d",
+                 "split": "e"}[self.mode]
         return (f"  ({label}) {self.mode:<8} N={self.cameras:<3}"
                 f" client {self.client_per_cam_min:6.2f} CPU-s/cam-min"
                 f" | server {self.server_per_cam_min:5.2f}"
@@ -708,6 +741,19 @@ def _clips(args: argparse.Namespace, clip: Path) -> None:
     if len(added) > 1:
         print(f"  clips at N={args.clips}, median of {len(added)} alternating pairs: "
               f"{statistics.median(added):+.1%} client CPU", flush=True)
+    split = run_once("split", args.clips, clip, args)
+    print(split.line(args.interval), flush=True)
+    c, seconds_measured = split.client, float(split.client["wall_s"])
+    ringed_ms = float(c["reader_cpu_s_ringed"]) * 1000 / seconds_measured
+    plain_reader_ms = float(c["reader_cpu_s_plain"]) * 1000 / seconds_measured
+    per_camera_ms = float(c["cpu_s"]) * 1000 / split.cameras / seconds_measured
+    share = (ringed_ms - plain_reader_ms) / per_camera_ms
+    print(f"  clips at N={args.clips}, (e) rings on every second camera in one run (same "
+          f"process, same window): a reader thread with a ring {ringed_ms:.2f} ms CPU per "
+          f"camera-second, without {plain_reader_ms:.2f}: {ringed_ms - plain_reader_ms:+.2f} "
+          f"ms = {share:+.1%} of the client's CPU per camera ({per_camera_ms:.2f} ms per "
+          f"camera-second; bound +5.0 %: {'met' if share <= 0.05 else 'NOT met'})",
+          flush=True)
     packets, seconds = rtp_packets(clip)
     keyframes, keeping, assembling = [], [], []
     for _ in range(5):
@@ -809,7 +855,7 @@ def main(argv: list[str] | None = None) -> None:
                              "to the JPEG sent (mean absolute difference in grey levels)")
     parser.add_argument("--clips", type=int, default=0,
                         help="N for (b) without vs (d) with evidence clip rings; 0 skips")
-    parser.add_argument("--child", choices=["baseline", "monitor", "bare", "clips"],
+    parser.add_argument("--child", choices=["baseline", "monitor", "bare", "clips", "split"],
                         help=argparse.SUPPRESS)
     parser.add_argument("urls", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
