@@ -155,6 +155,8 @@ class PyavReceiver:
         self.codec = "?"
         self.extradata: bytes | None = None
         self.rtp: RtpFraming | None = None  # FFmpeg's packets are kept as they are
+        self._offset_ticks = 0
+        """A looped file's loops so far, in stream ticks (added to its pictures' times)."""
 
     def __enter__(self) -> PyavReceiver:
         self._container = open_pyav(self._source, self._read_timeout_s)
@@ -182,27 +184,59 @@ class PyavReceiver:
         pace = self._source.is_file
         first_pts: float | None = None
         anchor = time.monotonic()
-        for packet in self._container.demux(stream):
-            if not packet.size:  # the empty flush packet at the end carries nothing to decode
-                continue
-            pts = packet.pts
-            pts_s = pts * time_base if pts is not None and time_base is not None else None
-            if pace and pts_s is not None:
-                # Local files play in real time, as a camera would deliver them.
-                if first_pts is None:
-                    first_pts = pts_s
-                if self._stop.wait(max(0.0, anchor + pts_s - first_pts - time.monotonic())):
-                    return
-            dts = packet.dts
-            yield StreamPacket(packet, packet.is_keyframe, pts_s if stamped else None,
-                               dts_s=dts * time_base if dts is not None and time_base else None)
+        offset = 0.0
+        """Stream time added to the file's own on each loop, so that time goes on."""
+        while True:
+            end_s = offset
+            for packet in self._container.demux(stream):
+                if not packet.size:  # the empty flush packet at the end carries no picture
+                    continue
+                pts = packet.pts
+                pts_s = pts * time_base + offset \
+                    if pts is not None and time_base is not None else None
+                if pace and pts_s is not None:
+                    # Local files play in real time, as a camera would deliver them.
+                    if first_pts is None:
+                        first_pts = pts_s
+                    if self._stop.wait(max(0.0, anchor + pts_s - first_pts - time.monotonic())):
+                        return
+                    duration = packet.duration * time_base if packet.duration and time_base \
+                        else 0.0
+                    end_s = max(end_s, pts_s + duration)
+                dts = packet.dts
+                yield StreamPacket(packet, packet.is_keyframe, pts_s if stamped else None,
+                                   dts_s=dts * time_base + offset
+                                   if dts is not None and time_base else None)
+            if not (pace and self._source.loop) or end_s <= offset or not self._rewind():
+                return  # the end: the reader reopens a looped file it could not rewind
+            offset = end_s
+            if time_base:
+                self._offset_ticks = round(offset / time_base)
+
+    def _rewind(self) -> bool:
+        """A looped file starts over: back to its first keyframe in the same container, with
+        the same decoders (reopening costs a demuxer, decoder and scaler set-up each time, and
+        their memory churn, a looped clip every few seconds). ``False`` when it cannot seek."""
+        try:
+            self._container.seek(0, backward=True, any_frame=False, stream=self._stream)
+        except (av.error.FFmpegError, OSError, ValueError):
+            return False
+        # The stream's own decoder holds references to the end's frames; keyframes decode
+        # on their own and need nothing flushed.
+        self._stream.codec_context.flush_buffers()
+        return True
 
     def at_keyframe(self, mode: DecodeChoice, now: float, gop_s: float | None) -> None:
         pass  # FFmpeg reads at its own pace
 
     def decode(self, data: Any, mode: DecodeChoice) -> list[Any]:
         decoder = self._keyframe_decoder if mode == "keyframes" else self._stream.codec_context
-        return list(decoder.decode(data))
+        pictures = list(decoder.decode(data))
+        if self._offset_ticks:
+            for picture in pictures:  # a looped file's time goes on (see packets())
+                if picture.pts is not None:
+                    picture.pts += self._offset_ticks
+        return pictures
 
 
 def open_pyav(source: StreamSource, read_timeout_s: float) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import shutil
 import socket
 import ssl
@@ -19,6 +20,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -241,3 +243,32 @@ def test_rtsps_stream_is_read(clip: Path, tls_pem: Path) -> None:
             frame = reader.latest()
             assert frame is not None
             assert frame.to_bgr().shape == (HEIGHT, WIDTH, 3)
+
+
+def test_a_looped_file_starts_over_in_the_same_connection_with_time_going_on(
+        tmp_path: Path) -> None:
+    # A looped clip is rewound, not reopened, at each end (a demuxer, decoder and scaler
+    # set-up each time, every few seconds, with the demo's and the soak's short scenes).
+    scene = dataclasses.replace(PRESETS["quiet"](fps=10, gop=10), duration_s=2.0)
+    path = write_scene(scene, tmp_path / "short.mp4")
+    with av.open(str(path)) as container:
+        length_s = float(container.duration or 0) / av.time_base
+    assert 1.5 < length_s < 2.5
+    reader = CameraReader(StreamSource(camera_id="loop", url=str(path), loop=True,
+                                       decode="all", interval_s=1.0))
+    seen: list[float] = []
+
+    def newest_time() -> float:
+        frame = reader.latest()
+        if frame is not None and frame.pts_s is not None and \
+                (not seen or frame.pts_s != seen[-1]):
+            seen.append(frame.pts_s)
+        return seen[-1] if seen else 0.0
+
+    with running(reader):
+        wait_until(lambda: newest_time() > 2 * length_s + 0.5, 3 * length_s + 10,
+                   "the third loop")
+        status = reader.status
+    assert status.reconnects == 0  # one connection, rewound
+    assert status.online
+    assert all(b > a for a, b in itertools.pairwise(seen))  # no jump back at the seam
