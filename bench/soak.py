@@ -34,12 +34,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import aiomqtt
 
+from monitor import heap
 from monitor.sim.broker import MosquittoBroker, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +58,11 @@ FILLED_AFTER_S = 600.0
 minute): growth after it is what a leak would look like."""
 CONSOLE_ALERTS = 500
 """The console's default ``max_events``."""
+MIB = 1024 * 1024
+DUMP_TIMEOUT_S = 120.0
+"""Longest wait for a memory dump (a tracemalloc snapshot of a busy daemon takes seconds)."""
+TRACE_SITES_SHOWN = 15
+TRACE_STACKS_SHOWN = 3
 PROBLEM_LINES_SHOWN = 10
 """ERROR and Traceback lines of the daemon's log printed in the report."""
 
@@ -267,6 +274,88 @@ def verdict(start: Sample, end: Sample) -> tuple[bool, list[str]]:
     return ok, lines
 
 
+class MemoryDebug:
+    """Opt-in diagnostics (``--memory-debug``): the daemon dumps glibc's ``malloc_info`` and,
+    with ``--tracemalloc``, a snapshot of Python's allocations on ``SIGUSR2`` (see
+    :data:`monitor.heap.MEMORY_DEBUG_ENV`) at the start of the window, at the
+    :data:`FILLED_AFTER_S` mark and at the end; the report says what grew between them. Tracing
+    costs CPU and memory of its own: the RSS figures of such a run are not the soak's."""
+
+    def __init__(self, directory: Path, trace_frames: int) -> None:
+        self.directory = directory
+        self.trace_frames = trace_frames
+        self.dumps: list[tuple[float, str]] = []
+        """(elapsed s, label) of each dump written."""
+
+    def environment(self) -> dict[str, str]:
+        """What the daemon's environment gets for it."""
+        env = {heap.MEMORY_DEBUG_ENV: str(self.directory)}
+        if self.trace_frames:
+            env["PYTHONTRACEMALLOC"] = str(self.trace_frames)
+        return env
+
+    async def dump(self, daemon: subprocess.Popen[bytes], elapsed_s: float) -> None:
+        """Have the daemon write its next dump and wait until it is there."""
+        label = f"dump-{len(self.dumps) + 1:02d}"
+        done = self.directory / f"{label}.malloc.xml"
+        daemon.send_signal(signal.SIGUSR2)
+        deadline = time.monotonic() + DUMP_TIMEOUT_S
+        while not done.exists():
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the daemon wrote no memory dump {label} within "
+                                 f"{DUMP_TIMEOUT_S:.0f} s")
+            await asyncio.sleep(0.2)
+        self.dumps.append((elapsed_s, label))
+
+    def report(self) -> None:
+        """Print, for the first dump against each later one, glibc's arenas and the Python
+        allocation sites that grew most."""
+        if len(self.dumps) < 2:
+            return
+        first_at, first = self.dumps[0]
+        for later_at, later in self.dumps[1:]:
+            print(f"\nmemory debug: {first} ({first_at:.0f} s) -> {later} ({later_at:.0f} s)")
+            self._report_arenas(first, later)
+            self._report_python(first, later)
+
+    def _report_arenas(self, first: str, later: str) -> None:
+        before, after = (heap.parse_malloc_info(
+            (self.directory / f"{label}.malloc.xml").read_text()) for label in (first, later))
+        for old, new in zip(before[0], after[0], strict=False):
+            print(f"  glibc arena {new.number}: system {old.system_bytes / MIB:.1f} -> "
+                  f"{new.system_bytes / MIB:.1f} MiB, in use {old.used_bytes / MIB:.1f} -> "
+                  f"{new.used_bytes / MIB:.1f}, free inside {old.free_bytes / MIB:.1f} -> "
+                  f"{new.free_bytes / MIB:.1f}")
+        print(f"  glibc mapped blocks: {before[1]} ({before[2] / MIB:.1f} MiB) -> {after[1]} "
+              f"({after[2] / MIB:.1f} MiB)")
+
+    def _report_python(self, first: str, later: str) -> None:
+        paths = [self.directory / f"{label}.tracemalloc" for label in (first, later)]
+        if not all(path.exists() for path in paths):
+            return
+        old, new = (tracemalloc.Snapshot.load(str(path)) for path in paths)
+        traced = [sum(stat.size for stat in snapshot.statistics("filename")) / MIB
+                  for snapshot in (old, new)]
+        print(f"  Python allocations traced: {traced[0]:.1f} -> {traced[1]:.1f} MiB; the sites "
+              f"that grew most:")
+        for stat in new.compare_to(old, "lineno")[:TRACE_SITES_SHOWN]:
+            frame = stat.traceback[0]
+            print(f"    {stat.size_diff / 1024:+9.0f} KiB {stat.count_diff:+8d} blocks  "
+                  f"{_short_path(frame.filename)}:{frame.lineno}")
+        for stat in new.compare_to(old, "traceback")[:TRACE_STACKS_SHOWN]:
+            print(f"    {stat.size_diff / 1024:+9.0f} KiB {stat.count_diff:+8d} blocks from:")
+            for frame in stat.traceback:
+                print(f"        {_short_path(frame.filename)}:{frame.lineno}")
+
+
+def _short_path(filename: str) -> str:
+    """A traced file's path from the repository or from site-packages."""
+    for marker in (str(ROOT) + "/", "site-packages/", "/lib/python"):
+        if marker in filename:
+            return filename.split(marker, 1)[1]
+    return filename
+
+
 def start_sim(port: int, latency_s: float, log: Path) -> subprocess.Popen[bytes]:
     """``monitor sim-vlm`` as its own process, as a real model server would be."""
     with log.open("wb") as out:
@@ -279,9 +368,12 @@ def start_sim(port: int, latency_s: float, log: Path) -> subprocess.Popen[bytes]
     return process
 
 
-def start_daemon(config: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    """``monitor run`` as a subprocess, as systemd runs it (no ``MONITOR_`` overrides)."""
+def start_daemon(config: Path, log_path: Path,
+                 extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``monitor run`` as a subprocess, as systemd runs it (no ``MONITOR_`` overrides; only
+    ``extra_env``, the diagnostics' switches)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")}
+    env.update(extra_env or {})
     with log_path.open("wb") as log:
         return subprocess.Popen([sys.executable, "-m", "monitor", "run", "-c", str(config)],
                                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
@@ -315,12 +407,16 @@ async def soak(args: argparse.Namespace, workdir: Path) -> bool:
         write_config(config, cameras=args.cameras, clips=clips, vlm_port=sim_port,
                      broker=broker, metrics_port=metrics_port)
         log_path = workdir / "daemon.log"
-        daemon = await asyncio.to_thread(start_daemon, config, log_path)
+        debug = (MemoryDebug(workdir / "memdebug", args.tracemalloc)
+                 if args.memory_debug or args.tracemalloc else None)
+        daemon = await asyncio.to_thread(start_daemon, config, log_path,
+                                         debug.environment() if debug else None)
         started = time.monotonic()
         print(f"daemon pid {daemon.pid}; log {log_path}", flush=True)
         print(HEADER, flush=True)
         samples, maps = await watch(args, daemon, started,
-                                    f"http://127.0.0.1:{metrics_port}/metrics", subscriber)
+                                    f"http://127.0.0.1:{metrics_port}/metrics", subscriber,
+                                    debug=debug)
         code = await asyncio.to_thread(stop, daemon)
     finally:
         if daemon is not None:
@@ -330,20 +426,25 @@ async def soak(args: argparse.Namespace, workdir: Path) -> bool:
             await listen
         await asyncio.to_thread(stop, sim)
         await asyncio.to_thread(broker.stop)
-    return report(args, samples, maps, code=code, log_path=log_path, subscriber=subscriber)
+    ok = report(args, samples, maps, code=code, log_path=log_path, subscriber=subscriber)
+    if debug is not None:
+        debug.report()
+    return ok
 
 
 async def watch(args: argparse.Namespace, daemon: subprocess.Popen[bytes], started: float,
-                metrics_url: str, subscriber: Subscriber,
+                metrics_url: str, subscriber: Subscriber, *, debug: MemoryDebug | None = None,
                 ) -> tuple[list[Sample], list[dict[str, int]]]:
     """Sample the daemon every ``args.sample_s`` until ``args.minutes`` have passed; also its
-    memory by kind at the start and the end of the window."""
+    memory by kind at the start and the end of the window (and ``debug``'s dumps then and at
+    the :data:`FILLED_AFTER_S` mark)."""
     samples: list[Sample] = []
     end_at = started + args.minutes * 60
     warm_at = started + args.warmup_s
     warm_marked = False
     previous: Sample | None = None
     maps: list[dict[str, int]] = []
+    filled_dumped = False
     async with aiohttp.ClientSession() as http:
         next_at = started + args.sample_s
         while True:
@@ -362,6 +463,10 @@ async def watch(args: argparse.Namespace, daemon: subprocess.Popen[bytes], start
                 marker = "<- end"
                 maps.append(memory_by_kind(daemon.pid))
             print(row(current, previous, subscriber.events, marker), flush=True)
+            if debug is not None and (marker or (
+                    not filled_dumped and current.elapsed_s >= FILLED_AFTER_S)):
+                filled_dumped = filled_dumped or current.elapsed_s >= FILLED_AFTER_S
+                await debug.dump(daemon, current.elapsed_s)
             previous = current
             if marker == "<- end":
                 return samples, maps
@@ -432,6 +537,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keep the configuration, state and logs here (default: a "
                              "temporary directory, removed afterwards)")
+    parser.add_argument("--memory-debug", action="store_true",
+                        help="the daemon dumps glibc's malloc_info at the start, the 10-minute "
+                             "mark and the end; the report compares them")
+    parser.add_argument("--tracemalloc", type=int, default=0, metavar="FRAMES",
+                        help="also trace Python's allocations with this many frames and print "
+                             "the sites that grew (slows the daemon: its figures are not the "
+                             "soak's)")
     args = parser.parse_args(argv)
     short = args.minutes < 10
     if args.warmup_s is None:

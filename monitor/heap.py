@@ -22,7 +22,12 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import tracemalloc
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 logger = logging.getLogger(__name__)
 
@@ -67,3 +72,80 @@ def release_free_memory() -> bool:
     if libc is None:
         return False
     return bool(libc.malloc_trim(0))
+
+
+# --- Diagnostics (opt-in): what grows, for ``bench/soak.py --memory-debug``. ------------------
+
+MEMORY_DEBUG_ENV = "MONITOR_MEMDEBUG_DIR"
+"""Where the daemon writes memory dumps on ``SIGUSR2`` when this environment variable names a
+directory (unset in production: no handler, no cost). With ``PYTHONTRACEMALLOC=<frames>`` set
+too, each dump includes a ``tracemalloc`` snapshot of Python's allocations."""
+
+
+def memory_debug_dir(environ: Mapping[str, str]) -> Path | None:
+    """The dump directory :data:`MEMORY_DEBUG_ENV` names (``None``: diagnostics off)."""
+    value = environ.get(MEMORY_DEBUG_ENV, "").strip()
+    return Path(value) if value else None
+
+
+def dump_memory(directory: Path, label: str) -> list[Path]:
+    """Write ``<label>.malloc.xml`` (glibc's ``malloc_info``: per arena the bytes in use and
+    free, the mapped blocks) and, while ``tracemalloc`` traces, ``<label>.tracemalloc`` (a
+    snapshot of Python's allocations) into ``directory``; each file appears whole (written
+    under a temporary name, then renamed), the XML last. Returns the files written. Blocks for
+    as long as the snapshot takes (seconds with tracing on): a debugging aid only."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    if tracemalloc.is_tracing():
+        snapshot_path = directory / f"{label}.tracemalloc"
+        partial = snapshot_path.with_suffix(".part")
+        tracemalloc.take_snapshot().dump(str(partial))
+        partial.rename(snapshot_path)
+        written.append(snapshot_path)
+    libc = _glibc()
+    if libc is not None and hasattr(libc, "malloc_info"):
+        info_path = directory / f"{label}.malloc.xml"
+        partial = info_path.with_suffix(".part")
+        libc.fopen.restype = ctypes.c_void_p
+        libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+        libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+        libc.fclose.argtypes = [ctypes.c_void_p]
+        stream = libc.fopen(bytes(partial), b"w")
+        if stream:
+            libc.malloc_info(0, stream)
+            libc.fclose(stream)
+            partial.rename(info_path)
+            written.append(info_path)
+    return written
+
+
+@dataclass(frozen=True, slots=True)
+class ArenaUsage:
+    """One glibc arena as ``malloc_info`` describes it."""
+
+    number: int
+    system_bytes: int
+    """Taken from the kernel for this arena (resident or not)."""
+    free_bytes: int
+    """Free chunks inside it (fast bins and the rest): space a fragmented heap cannot return."""
+
+    @property
+    def used_bytes(self) -> int:
+        """Handed out to the program."""
+        return self.system_bytes - self.free_bytes
+
+
+def parse_malloc_info(xml_text: str) -> tuple[list[ArenaUsage], int, int]:
+    """(arenas, mapped blocks, their bytes) from ``malloc_info``'s XML."""
+    root = ElementTree.fromstring(xml_text)  # noqa: S314 - glibc's own output, not a stranger's
+    arenas = []
+    for arena in root.findall("heap"):
+        free = sum(int(total.get("size", "0")) for total in arena.findall("total")
+                   if total.get("type") in {"fast", "rest"})
+        system = next((int(s.get("size", "0")) for s in arena.findall("system")
+                       if s.get("type") == "current"), 0)
+        arenas.append(ArenaUsage(int(arena.get("nr", "0")), system, free))
+    mapped = next((t for t in root.findall("total") if t.get("type") == "mmap"), None)
+    if mapped is None:
+        return arenas, 0, 0
+    return arenas, int(mapped.get("count", "0")), int(mapped.get("size", "0"))

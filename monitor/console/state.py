@@ -12,6 +12,7 @@ subscriber's queue (a viewer that does not keep up loses updates, never memory).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
@@ -28,7 +29,7 @@ from monitor.alerts.payloads import (
     VerificationPayload,
     iso_time,
 )
-from monitor.alerts.tracker import AlertEvent, EventType, Severity
+from monitor.alerts.tracker import AlertEvent, EventType, Observation, Severity
 from monitor.config import CameraConfig, MonitorConfig
 from monitor.console.overlays import (
     SentGeometry,
@@ -37,7 +38,7 @@ from monitor.console.overlays import (
     zone_overlays,
 )
 from monitor.model.answer import Answer, Hazard, Verdict
-from monitor.model.verify import Verification
+from monitor.model.verify import HazardCheck, Verification
 
 SUBSCRIBER_QUEUE = 256
 """Live updates buffered per viewer; beyond that the viewer is told to reload."""
@@ -147,14 +148,18 @@ class Sample:
 
 @dataclass(frozen=True, slots=True)
 class AlertStep:
-    """One event of an alert as the console shows it."""
+    """One event of an alert as the console shows it.
+
+    Kept compact, for the console holds ``max_events`` alerts with every step: the verdicts are
+    the tracker's own (immutable) observations and the verification is its result without the
+    crop images; their wire form (dicts, ISO times) is built only when someone looks."""
 
     type: str
     revision: int
     at: float
     detail: str
     confirming_verdicts: int
-    verdicts: tuple[dict[str, Any], ...]
+    verdicts: tuple[Observation, ...]
     snapshot_path: str | None
     missing_helmets: int | None
     by: str | None = None
@@ -162,17 +167,44 @@ class AlertStep:
     severity: str = "normal"
     zones: tuple[str, ...] = ()
     """The camera's zones holding the boxes that counted."""
-    verification: dict[str, Any] | None = None
-    """The zoom-in verification of the step's hazard (wire form: outcome, crops, evidence)."""
+    checked: HazardCheck | None = None
+    """The zoom-in verification of the step's hazard (crop images dropped: see
+    :func:`without_images`)."""
+
+    @property
+    def verification(self) -> dict[str, Any] | None:
+        """The verification's wire form (outcome, crops, evidence)."""
+        if self.checked is None:
+            return None
+        return VerificationPayload.from_result(self.checked).model_dump(mode="json")
+
+    @property
+    def crop_paths(self) -> list[str]:
+        """The crop evidence JPEGs the verification saved, in order."""
+        if self.checked is None:
+            return []
+        return [c.evidence_path for c in self.checked.checks if c.evidence_path is not None]
 
     def to_json(self) -> dict[str, Any]:
         """The API form."""
         return {"type": self.type, "revision": self.revision, "at": iso_time(self.at),
                 "detail": self.detail, "confirming_verdicts": self.confirming_verdicts,
-                "verdicts": list(self.verdicts), "snapshot": self.snapshot_path,
+                "verdicts": [{"captured_at": iso_time(o.at), "positive": o.positive,
+                              "detail": o.detail, "missing_helmets": o.missing_helmets}
+                             for o in self.verdicts],
+                "snapshot": self.snapshot_path,
                 "missing_helmets": self.missing_helmets, "by": self.by,
                 "severity": self.severity, "zones": list(self.zones),
                 "verification": self.verification}
+
+
+def without_images(result: HazardCheck) -> HazardCheck:
+    """``result`` without its crops' pixels (full-resolution arrays, kept by the pipeline only
+    until the evidence store has them): what an alert step keeps of it."""
+    if all(check.image is None for check in result.checks):
+        return result
+    return dataclasses.replace(result, checks=tuple(
+        dataclasses.replace(check, image=None) for check in result.checks))
 
 
 @dataclass(slots=True)
@@ -229,18 +261,14 @@ class ConsoleAlert:
     @property
     def verification(self) -> dict[str, Any] | None:
         """The newest zoom-in verification of the alert's hazard."""
-        return next((s.verification for s in reversed(self.steps) if s.verification), None)
+        return next((s.verification for s in reversed(self.steps) if s.checked is not None),
+                    None)
 
     @property
     def crop_paths(self) -> list[str]:
         """The crop evidence JPEGs (files in the evidence store) of the newest step that saved
         any (an end's verification, say the rejection that cleared it, saves none)."""
-        for step in reversed(self.steps):
-            checks = (step.verification or {}).get("checks") or []
-            paths = [c["evidence"] for c in checks if isinstance(c.get("evidence"), str)]
-            if paths:
-                return paths
-        return []
+        return next((paths for step in reversed(self.steps) if (paths := step.crop_paths)), [])
 
 
 def summary_text(answer: Answer) -> str:
@@ -364,14 +392,11 @@ class ConsoleState:
         alert.steps.append(AlertStep(
             type=event.type.value, revision=event.revision, at=event.at, detail=event.detail,
             confirming_verdicts=event.confirming_verdicts,
-            verdicts=tuple({"captured_at": iso_time(o.at), "positive": o.positive,
-                            "detail": o.detail, "missing_helmets": o.missing_helmets}
-                           for o in event.verdicts),
+            verdicts=event.verdicts,
             snapshot_path=snapshot.path if snapshot is not None else None,
             missing_helmets=event.missing_helmets, severity=event.severity.value,
-            zones=tuple(event.zones), by=event.by,
-            verification=VerificationPayload.from_result(checked).model_dump(mode="json")
-            if checked is not None else None))
+            zones=event.zones, by=event.by,
+            checked=without_images(checked) if checked is not None else None))
         if self._subscribers:
             self._publish({"type": "alert", "alert": alert.to_json()})
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from monitor import heap
 from monitor.alerts.siterules import SiteRules, describe
 from monitor.config import DEFAULT_CONFIG_PATH, EX_CONFIG, ConfigError, MonitorConfig, load_config
 from monitor.model.answer import Hazard
@@ -94,6 +96,18 @@ async def _run_until_signalled(config: MonitorConfig, path: Path) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_stop_signal, signum)
     loop.add_signal_handler(signal.SIGHUP, on_reload_signal)
+    dump_dir = heap.memory_debug_dir(os.environ)
+    if dump_dir is not None:
+        # Opt-in diagnostics (bench/soak.py --memory-debug): each SIGUSR2 writes dump-NN.*.
+        dumps = itertools.count(1)
+
+        def on_dump_signal() -> None:
+            label = f"dump-{next(dumps):02d}"
+            written = heap.dump_memory(dump_dir, label)
+            logger.info("SIGUSR2: memory dump %s: %s", label,
+                        ", ".join(path.name for path in written) or "nothing to write")
+
+        loop.add_signal_handler(signal.SIGUSR2, on_dump_signal)
     await supervisor.run(shutdown, reloads)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
+import numpy as np
 import pytest
 
 from monitor.alerts.health import HealthEndReason, HealthEvent, HealthProblem
@@ -287,3 +288,35 @@ def test_alert_keeps_severity_zones_verification_and_clip() -> None:
                                   duration_s=12.0, pre_roll_s=5.0, size_bytes=1000))
     assert state.evidence_path(start.event_id, "clip.mp4") == "/evidence/a.mp4"
     assert state.evidence_path(start.event_id, "../../etc/passwd") is None
+
+
+def test_alert_steps_keep_the_trackers_observations_and_no_crop_pixels() -> None:
+    """The console holds max_events alerts with every step: a step shares the tracker's
+    immutable observations and keeps the verification without its crop images (the evidence
+    store has them); the wire form is built when served, the same as before."""
+    state = ConsoleState([right_half_view()])
+    tracker = HazardTracker("a", [Hazard.FIRE], TrackerSettings(confirm_frames=2,
+                                                                clear_frames=1))
+    assert tracker.update(answer(fire=True), T0) == []
+    (start,) = tracker.update(answer(fire=True), T0 + 1)
+    result = dataclasses.replace(rejected_verification().results[0], hazard=Hazard.FIRE)
+    pixels = np.zeros((140, 100, 3), dtype=np.uint8)
+    with_crop = dataclasses.replace(result, checks=tuple(
+        dataclasses.replace(check, image=pixels) for check in result.checks))
+    state.record_event(start, verdict=right_half_verdict(
+        T0 + 1, Verification(results=(with_crop,))))
+    alert = state.alert(start.event_id)
+    assert alert is not None
+    (step,) = alert.steps
+    assert step.verdicts is start.verdicts
+    assert step.checked is not None
+    assert [check.image for check in step.checked.checks] == [None]
+    assert with_crop.checks[0].image is pixels  # the pipeline's own result is left as it was
+    shown = step.to_json()
+    assert shown["verdicts"] == [
+        {"captured_at": "2023-11-14T22:13:20.000+00:00", "positive": True, "detail": "flames",
+         "missing_helmets": None},
+        {"captured_at": "2023-11-14T22:13:21.000+00:00", "positive": True, "detail": "flames",
+         "missing_helmets": None}]
+    assert shown["verification"]["checks"][0]["evidence"] == "/evidence/a-zoom1.jpg"
+    assert alert.crop_paths == ["/evidence/a-zoom1.jpg"]
