@@ -27,6 +27,20 @@ logger = logging.getLogger(__name__)
 
 SHARED_DECODER_KEYS = 16
 """Stream set-ups (H.264 parameter sets) whose idle keyframe decoders are kept for sharing."""
+
+
+def shared_decoders_per_key(cores: int | None = None) -> int:
+    """How many shared keyframe decoders one stream set-up may have: one per two cores.
+
+    Each decoder has a frame pool of its own, and a picture's buffer goes back to the pool of
+    the decoder that made it: when a camera's keyframes are decoded now by one decoder, now by
+    another, each pool keeps buffers for the pictures its cameras hold at their peak (up to
+    one 3.1 MB 1080p picture per camera in every pool). Fewer decoders, fewer such copies; the
+    reader threads and the encoder pool need the other cores. Measured with
+    ``bench/ingest.py``'s client at N=8 on 2 cores (one run each, ``site`` clip): 11.4 MB per
+    camera with two decoders, 10.4 MB with one.
+    """
+    return max(1, (cores if cores is not None else os.cpu_count() or 1) // 2)
 DECODER_WAIT_S = 0.25
 """Longest wait for a shared keyframe decoder before decoding with one of the camera's own.
 Short: handing decoders from camera to camera is a chain of thread wake-ups, and on an
@@ -117,24 +131,24 @@ class KeyframeDecoderPool:
     its own packet), so any idle decoder of the same set-up can decode any camera's next
     keyframe. A camera then holds only its newest picture, in its mailbox.
 
-    The most recently used idle decoder is taken first, so one decoder does nearly all the
-    work and its frame pool holds the cameras' pictures; another is created only when all
-    are busy, up to ``per_key`` (by default one per core: decoding is CPU work), and then a
-    camera waits for one to come free: in turn, a decoder is handed straight to the camera
+    The most recently used idle decoder is taken first, so one decoder does nearly all the work
+    and its frame pool holds the cameras' pictures; another is created only when all are busy,
+    up to ``per_key`` (by default one per two cores: :func:`shared_decoders_per_key`), and then
+    a camera waits for one to come free: in turn, a decoder is handed straight to the camera
     that waited longest (no herd of threads woken for one decoder). Without that bound, the
-    cameras' first keyframes (all sent at once on PLAY) made a decoder each: a peak of 9.5
-    MB per camera at 48 cameras against 4.9 MB steady. A camera that waited ``wait_s`` (a
-    machine so loaded that a few decoding threads get too small a share of the CPU) decodes
-    with a decoder of its own, not kept. A decode that fails or gives no picture leaves
-    nothing behind for the next camera: the decoder is dropped or flushed. At most ``keys`` set-ups
-    are remembered (the least recently used are forgotten).
+    cameras' first keyframes (all sent at once on PLAY) made a decoder each: a peak of 9.5 MB
+    per camera at 48 cameras against 4.9 MB steady. A camera that waited ``wait_s`` (a machine
+    so loaded that a few decoding threads get too small a share of the CPU) decodes with a
+    decoder of its own, not kept. A decode that fails or gives no picture leaves nothing behind
+    for the next camera: the decoder is dropped or flushed. At most ``keys`` set-ups are
+    remembered (the least recently used are forgotten).
     """
 
     def __init__(self, create: Callable[[bytes], Any], *, keys: int = SHARED_DECODER_KEYS,
                  per_key: int | None = None, wait_s: float = DECODER_WAIT_S) -> None:
         self._create = create
         self._keys = keys
-        self._per_key = per_key or os.cpu_count() or 1
+        self._per_key = per_key or shared_decoders_per_key()
         self._wait_s = wait_s
         self._lock = threading.Lock()
         self._idle: dict[bytes, list[Any]] = {}

@@ -16,6 +16,7 @@ from monitor.ingest.decoders import (
     KeyframeDecoderPool,
     annex_b_decoder,
     h264_parameter_sets,
+    shared_decoders_per_key,
 )
 
 SPS = b"\x67\x64\x00\x28\xac"
@@ -190,3 +191,9 @@ def test_cameras_sharing_decoders_get_their_own_pictures() -> None:
         luma_b = picture_b.to_ndarray()[:64]
         assert luma_a.mean() > 150
         assert luma_b.mean() < 50
+
+
+@pytest.mark.parametrize(("cores", "expected"), [(1, 1), (2, 1), (3, 1), (4, 2), (16, 8)])
+def test_a_set_up_gets_one_shared_decoder_per_two_cores(cores: int, expected: int) -> None:
+    # Each decoder's frame pool keeps buffers for the pictures its cameras hold: fewer pools.
+    assert shared_decoders_per_key(cores) == expected
