@@ -41,6 +41,8 @@ def shared_decoders_per_key(cores: int | None = None) -> int:
     camera with two decoders, 10.4 MB with one.
     """
     return max(1, (cores if cores is not None else os.cpu_count() or 1) // 2)
+
+
 DECODER_WAIT_S = 0.25
 """Longest wait for a shared keyframe decoder before decoding with one of the camera's own.
 Short: handing decoders from camera to camera is a chain of thread wake-ups, and on an

@@ -122,9 +122,11 @@ class Endpoint:
             # for as long as the outage does.
             return (f"{self.name}: out of service after {self.breaker.threshold} consecutive "
                     f"failures (last: {self.breaker.last_failure}); probing GET /v1/models")
-        return f"{self.name}: in service, {self.in_flight}/{self._limit_text()} in flight"
+        return f"{self.name}: in service, {self.in_flight}/{self.limit_text} in flight"
 
-    def _limit_text(self) -> str:
+    @property
+    def limit_text(self) -> str:
+        """The limit as status lines show it: ``8``, or ``8+1`` with headroom."""
         return f"{self.capacity}+{self.headroom}" if self.headroom else str(self.capacity)
 
 
@@ -266,7 +268,7 @@ class EndpointPool:
         return f"{which} out of service: {lines}"
 
     def _slots_summary(self) -> str:
-        return ", ".join(f"{e.name} {e.in_flight}/{e._limit_text()}"
+        return ", ".join(f"{e.name} {e.in_flight}/{e.limit_text}"
                          + (" out of service" if e.breaker.open else "")
                          for e in self.endpoints)
 
