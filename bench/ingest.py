@@ -325,6 +325,9 @@ def _client_monitor(  # noqa: PLR0915 - one closure-heavy function keeps the mod
                 newest_age_s=now - frame.captured_monotonic if frame else None,
                 frame_gap_s=gap)
             if not decision.take or frame is None:
+                # Neither frame is held while waiting, as in the daemon's _next_frame.
+                after = frame.sequence if frame is not None else None
+                frame = None
                 if decision.needs_frame:
                     arrived: asyncio.Future[None] = loop.create_future()
 
@@ -333,7 +336,9 @@ def _client_monitor(  # noqa: PLR0915 - one closure-heavy function keeps the mod
 
                     reader.notify_next(wake)
                     newest = reader.latest()
-                    if newest is None or frame is None or newest.sequence == frame.sequence:
+                    nothing_newer = newest is None or after is None or newest.sequence == after
+                    newest = None
+                    if nothing_newer:
                         # (the daemon's _wait_for_frame)
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(arrived, timeout=1.0)

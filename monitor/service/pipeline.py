@@ -286,8 +286,12 @@ class CameraPipeline:
             # Already sent (it was the freshest when a slot came): wait for a newer one.
             decision = dataclasses.replace(decision, take=False, needs_frame=True)
         if not decision.take or frame is None:
+            after = frame.sequence if frame else None
+            # Not held while waiting: the reader may replace it meanwhile, and a picture still
+            # held then is one more buffer in the shared decoder's pool, for every camera.
+            del frame
             if decision.needs_frame:
-                await self._wait_for_frame(frame.sequence if frame else None)
+                await self._wait_for_frame(after)
             else:
                 await self._pause(decision.wait_s)
             return None
@@ -485,8 +489,10 @@ class CameraPipeline:
 
         self._source.notify_next(wake)
         latest = self._source.latest()
+        nothing_newer = latest is None or latest.sequence == after
+        del latest  # not held while waiting (see next_frame)
         try:
-            if latest is None or latest.sequence == after:
+            if nothing_newer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(arrived, timeout=FRAME_WAIT_S)
         finally:

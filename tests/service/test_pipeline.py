@@ -6,7 +6,9 @@ out: which frame was sent and when, what was published, counted and logged."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
@@ -300,6 +302,27 @@ async def test_the_frame_sent_is_the_freshest_once_the_slot_is_taken(rig: Any) -
     r.client.answers = [answer(fire=False)]
     assert await r.pipeline.step() is not None
     assert r.source.taken == [1, 2, 3]
+
+
+@pytest.mark.asyncio
+async def test_no_picture_is_held_while_the_next_frame_is_awaited(rig: Any) -> None:
+    # A picture the pipeline still held when the reader replaced it would be one more buffer
+    # in the shared keyframe decoder's pool for every camera (about 3 MB each at 1080p).
+    r = rig()
+    first = r.source.put(grey=40)
+    r.client.answers = [answer(fire=False)]
+    assert await r.pipeline.step() is not None
+    picture = weakref.ref(first._frame)
+    del first
+    r.clock.advance(2.0)
+    waiting = asyncio.create_task(r.pipeline.step())
+    await asyncio.sleep(0.05)
+    assert r.source.waiter is not None  # waiting for a frame newer than the one sent
+    r.source.put(grey=90)  # the reader replaced it; the pipeline has not woken yet
+    gc.collect()
+    assert picture() is None
+    r.source.waiter()
+    assert await waiting is None
 
 
 @pytest.mark.asyncio
