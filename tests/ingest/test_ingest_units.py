@@ -15,7 +15,12 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from monitor.config import ConfigError, config_from_mapping
-from monitor.ingest.changegate import ChangeGate, changed_fraction, thumbnail_size
+from monitor.ingest.changegate import (
+    PIXEL_THRESHOLD,
+    ChangeGate,
+    changed_fraction,
+    thumbnail_size,
+)
 from monitor.ingest.decode import (
     STALL_MIN_S,
     StreamMeter,
@@ -24,6 +29,7 @@ from monitor.ingest.decode import (
     picture_timeout_s,
     stall_timeout_s,
 )
+from monitor.ingest.frame import CapturedFrame, thumbnail_row_step
 from monitor.ingest.reader import CameraReader
 from monitor.ingest.sampling import IntervalSampler
 from monitor.ingest.source import StreamSource, stream_source
@@ -213,6 +219,34 @@ def test_gate_reset_and_validation() -> None:
 def test_thumbnail_size_keeps_the_aspect_ratio() -> None:
     assert thumbnail_size(1920, 1080) == (64, 36)
     assert thumbnail_size(640, 480) == (64, 48)
+
+
+@pytest.mark.parametrize(("width", "height", "step"),
+                         [(1920, 1080, 6), (1280, 720, 4), (640, 360, 2), (320, 180, 1),
+                          (3840, 2160, 12), (64, 20, 1)])
+def test_a_thumbnail_reads_few_rows_and_matches_one_from_every_pixel(
+        width: int, height: int, step: int) -> None:
+    import av  # noqa: PLC0415 - only this test needs a decoded-picture object
+    import cv2  # noqa: PLC0415
+
+    size = thumbnail_size(width, height)
+    assert thumbnail_row_step(height, size[1]) == step
+    # A scene with large shapes and fine noise, as a camera picture in the decoder's format.
+    rng = np.random.default_rng(7)
+    grey = np.clip(rng.normal(0, 3, (height, width)) + 110, 0, 255)
+    grey[height // 4: height // 2, width // 3: width // 2] = 220
+    grey[:, : width // 8] = 30
+    yuv = np.full((height * 3 // 2, width), 128, dtype=np.uint8)
+    yuv[:height] = grey.astype(np.uint8)
+    picture = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+    frame = CapturedFrame("yard", 1, 0.0, 0.0, width, height, picture)
+    thumbnail = frame.grey_thumbnail(*size)
+    everything = cv2.resize(yuv[:height], size, interpolation=cv2.INTER_AREA)
+    assert thumbnail.shape == everything.shape == (size[1], size[0])
+    difference = np.abs(thumbnail.astype(np.int16) - everything.astype(np.int16))
+    # Far inside the change gate's own threshold: the gate sees the same scene.
+    assert difference.mean() < 1.0
+    assert difference.max() < PIXEL_THRESHOLD
 
 
 # --- Pixel budget against Qwen's rule. -----------------------------------------------------------
