@@ -75,7 +75,11 @@ DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) /
 CPU_LIMIT = 0.80
 AGE_SLACK_S = 0.5
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-OFFSET_POLL_S = 0.1
+OFFSET_POLL_S = 0.5
+"""How often (b)'s frame-age tracker looks at each camera's newest frame. It reads the frame's
+own arrival time, so it only has to see each frame once: a keyframe stays the newest for a
+whole GOP (2 s here). At 10 Hz the tracker itself was half of the client's event-loop CPU
+(0.032 against 0.015 CPU-s per camera-minute at N=8), measuring apparatus, not the daemon."""
 
 
 # --- The clip. ----------------------------------------------------------------------------------
@@ -417,8 +421,7 @@ def _client_monitor(  # noqa: PLR0915 - one closure-heavy function keeps the mod
         summary["reader_cpu_s_plain"] = statistics.mean(plain) if plain else 0.0
         return summary
 
-    # The offset tracker polls at 10 Hz (each keyframe stays the newest frame for a whole
-    # GOP): its own cost is part of the figure, and small.
+    # The offset tracker's own small cost (see OFFSET_POLL_S) is part of the figure.
     return asyncio.run(main())
 
 
