@@ -257,7 +257,12 @@ class CameraPipeline:
         frame = await self.next_frame()
         if frame is None:
             return None
-        analysed = await self.analyse(frame)
+        sampled = frame.sequence
+        # Not held while the request waits for a slot (long under overload): the freshest frame
+        # is taken then, and a picture the reader replaced meanwhile would stay alive, one
+        # more buffer in the shared decoder's pool for every waiting camera.
+        del frame
+        analysed = await self.analyse(sampled)
         if analysed is None:
             return None
         verdict, sent = analysed
@@ -330,10 +335,10 @@ class CameraPipeline:
         self._gate.analysed(thumbnail, now)
         return True
 
-    async def analyse(self, sampled: Frame) -> tuple[Verdict, Frame] | None:
+    async def analyse(self, sampled: int) -> tuple[Verdict, Frame] | None:
         """The model's verdict and the frame it is about (the camera's freshest when the slot
-        came: ``sampled`` or a newer one), or ``None`` when it failed (logged on change,
-        counted always)."""
+        came: frame number ``sampled`` or a newer one), or ``None`` when it failed (logged on
+        change, counted always)."""
         try:
             analysis, sent = await self._ask_model(sampled)
         except (VlmError, ImageBudgetError) as exc:
@@ -354,7 +359,7 @@ class CameraPipeline:
                      verdict.answer.model_dump_json())
         return verdict, sent
 
-    async def _ask_model(self, sampled: Frame) -> tuple[Analysis, Frame]:
+    async def _ask_model(self, sampled: int) -> tuple[Analysis, Frame]:
         """Slot first, then the freshest frame, encoded and sent; again on a retry."""
         async with self._client.request(self.camera_id, urgency=self.urgency()) as request:
             while True:
@@ -364,8 +369,11 @@ class CameraPipeline:
                     # A failure worth retrying ends this block quietly; the next slot backs off.
                     async with request.slot() as slot:
                         self._scene.stop()
-                        frame = self._source.latest() or sampled
-                        if frame.sequence != sampled.sequence:
+                        frame = self._source.latest()
+                        if frame is None:  # not once a frame was sampled: kept for the types
+                            raise VlmStaleFrameError("frame dropped, not sent: the camera's "
+                                                     "reader holds no frame", age_s=0.0)
+                        if frame.sequence != sampled:
                             self._sent_sequence = frame.sequence
                             self._source.mark_taken(frame.sequence)
                         slot.check_age(frame.captured_at, now=self._clock.time())

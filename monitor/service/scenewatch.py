@@ -105,13 +105,23 @@ class SceneWatch:
         compared = self._reference_sequence
         while not self._changed:
             await asyncio.sleep(self._check_every_s)
-            frame = source.latest()
-            if frame is None or frame.sequence == compared:
-                continue
-            compared = frame.sequence
-            # Each at its own size: a new aspect ratio counts as a new scene.
-            thumbnail = await self._offload(frame.grey_thumbnail,
-                                            *thumbnail_size(frame.width, frame.height))
-            if changed_fraction(reference, thumbnail,
-                                self._pixel_threshold) > self._area_threshold:
+            thumbnail, compared = await self._newer_thumbnail(source, compared)
+            if thumbnail is not None and changed_fraction(
+                    reference, thumbnail, self._pixel_threshold) > self._area_threshold:
                 self._changed = True
+
+    async def _newer_thumbnail(self, source: WatchedSource, compared: int | None,
+                               ) -> tuple[GreyImage | None, int | None]:
+        """The newest frame's thumbnail when it is newer than frame ``compared`` (``None``
+        otherwise), and the sequence number compared from now on.
+
+        The frame is not held from one check to the next: a picture the reader replaces
+        meanwhile would stay alive, one more buffer in the shared keyframe decoder's pool.
+        """
+        frame = source.latest()
+        if frame is None or frame.sequence == compared:
+            return None, compared
+        # Each at its own size: a new aspect ratio counts as a new scene.
+        thumbnail = await self._offload(frame.grey_thumbnail,
+                                        *thumbnail_size(frame.width, frame.height))
+        return thumbnail, frame.sequence

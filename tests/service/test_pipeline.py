@@ -326,6 +326,31 @@ async def test_no_picture_is_held_while_the_next_frame_is_awaited(rig: Any) -> N
 
 
 @pytest.mark.asyncio
+async def test_the_sampled_frame_is_not_held_while_the_request_waits_for_a_slot(
+        rig: Any) -> None:
+    # Under overload a request waits long for its slot, and the freshest frame is taken
+    # when the slot comes: a sampled picture kept meanwhile would only take memory.
+    r = rig()
+    sampled = r.source.put(grey=40)
+    picture = weakref.ref(sampled._frame)
+    del sampled
+    r.client.answers = [answer(fire=False)]
+    alive_while_waiting: list[bool] = []
+
+    async def newer_frame_arrives_while_waiting(client: FakeClient) -> None:
+        r.clock.advance(1.0)
+        r.source.put(grey=200)  # the reader replaces the sampled frame
+        gc.collect()
+        alive_while_waiting.append(picture() is not None)
+
+    r.client.on_slot = newer_frame_arrives_while_waiting
+    assert await r.pipeline.step() is not None
+    assert alive_while_waiting == [False]
+    [(image, _, _, _)] = r.client.sent
+    assert sent_grey(image) == pytest.approx(200, abs=3)
+
+
+@pytest.mark.asyncio
 async def test_a_frame_stale_when_the_slot_comes_is_dropped_not_sent(
         rig: Any, caplog: pytest.LogCaptureFixture) -> None:
     r = rig(max_frame_age_s=3.0)

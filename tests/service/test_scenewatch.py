@@ -4,6 +4,8 @@ short check period, thumbnails computed as the pipeline computes them."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import Callable
 
 import numpy as np
@@ -126,6 +128,26 @@ async def test_stopping_ends_the_watch() -> None:
     source.put(200)
     with pytest.raises(asyncio.CancelledError):
         await task
+    assert not scene.changed()
+
+
+@pytest.mark.asyncio
+async def test_the_watch_holds_no_frame_between_its_checks() -> None:
+    # A picture the watch still held when the reader replaced it would be one more buffer in
+    # the shared keyframe decoder's pool, for every waiting camera.
+    source, scene = Source(), SceneWatch(area_threshold=0.005, offload=inline,
+                                         check_every_s=0.2)
+    await scene.analysed(source.put(90))
+    compared = source.put(90)  # newer than the reference: its thumbnail is taken
+    picture = weakref.ref(compared._frame)
+    del compared
+    scene.start(source)
+    await asyncio.sleep(0.3)  # one check done, the next one not yet
+    source.put(90)  # the reader replaces the frame the watch looked at
+    gc.collect()
+    alive = picture() is not None
+    scene.stop()
+    assert not alive
     assert not scene.changed()
 
 
