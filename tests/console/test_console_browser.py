@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -56,10 +57,14 @@ def driver(console_daemon: ConsoleDaemon) -> Iterator[WebDriver]:
 
 
 def wait(predicate: Any, timeout_s: float, what: str) -> Any:
-    """Poll ``predicate`` until truthy."""
+    """Poll ``predicate`` until truthy. The page redraws rows as the live stream updates
+    them, so an element found a moment ago may be gone: that is "not yet", not a failure."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        value = predicate()
+        try:
+            value = predicate()
+        except StaleElementReferenceException:
+            value = None
         if value:
             return value
         time.sleep(0.1)
