@@ -39,6 +39,7 @@ from monitor.config import VerificationConfig, VlmConfig
 from monitor.model import answer as verdict_module
 from monitor.model.answer import Answer, Hazard, answer_json_schema
 from monitor.model.client import VlmClient, VlmRequestRejectedError, VlmUnavailableError
+from monitor.model.endpoints import PROBE_MAX_S
 from monitor.model.imaging import EncodedImage, encode_for_model, image_tokens
 from monitor.model.verify import CropAnswer, parse_crop_answer
 from monitor.sim.broker import MosquittoBroker, free_port
@@ -457,7 +458,8 @@ async def test_daemon_with_real_vllm(vllm_server: VllmServer, mosquitto: Mosquit
     assert "Traceback" not in log
 
 
-# Last on purpose: it stops the session's server and starts it again (~45 s).
+# Last on purpose: it stops the session's server and starts it again (~45 s, up to about
+# two minutes when the probes' backoff has reached its cap).
 @pytest.mark.asyncio
 async def test_server_stopped_and_restarted_mid_run(
         vllm_server: VllmServer, mosquitto: MosquittoBroker, rtsp_camera: str,
@@ -495,10 +497,13 @@ async def test_server_stopped_and_restarted_mid_run(
         assert subscriber.on("monitor/events")[events_at_stop:] == []
 
         await asyncio.to_thread(vllm_server.start)
-        await wait_until(lambda: "in service" in client.describe()[0], 30,
+        # After an outage this long (the server's restart alone takes tens of seconds) the
+        # probes' backoff has reached its cap: the next probe comes within PROBE_MAX_S (full
+        # jitter), for our client and for the daemon alike.
+        await wait_until(lambda: "in service" in client.describe()[0], PROBE_MAX_S + 15,
                          "our client's breaker closing after the restart")
         await client.analyse_image(frame)
-        await wait_until(lambda: ok() > ok_during_outage, 60,
+        await wait_until(lambda: ok() > ok_during_outage, PROBE_MAX_S + 15,
                          "ok requests again after the restart")
         assert daemon.process.poll() is None, daemon.log()[-3000:]
     finally:
