@@ -258,9 +258,8 @@ class CameraPipeline:
         if frame is None:
             return None
         sampled = frame.sequence
-        # Not held while the request waits for a slot (long under overload): the freshest frame
-        # is taken then, and a picture the reader replaced meanwhile would stay alive, one
-        # more buffer in the shared decoder's pool for every waiting camera.
+        # Not held while the request waits for a slot (long under overload; see next_frame):
+        # the freshest frame is taken when the slot comes.
         del frame
         analysed = await self.analyse(sampled)
         if analysed is None:
